@@ -1,0 +1,14 @@
+//! `bootstrap`: takes bare Debian/Ubuntu servers to a working platform over SSH.
+//!
+//! Layers, calling downwards only: cli -> inventory / playbook -> runner -> modules -> transport,
+//! with ui fed by runner events.
+
+pub mod cli;
+pub mod error;
+pub mod inventory;
+pub mod modules;
+pub mod playbook;
+pub mod redact;
+pub mod runner;
+pub mod transport;
+pub mod ui;

@@ -1,0 +1,210 @@
+//! Modules: one file per domain. A module is computed, not executed: from its arguments it
+//! builds a read-only `probe` script; from the probe's output it plans the `Change`s that would
+//! bring the host to the wanted state. An empty plan means the host already matches.
+//!
+//! Modules never talk to a host themselves: the runner runs probes and applies changes through
+//! one function, so check mode cannot be bypassed. Modules are tested from data (arguments +
+//! faked probe output -> expected changes), without SSH.
+
+pub mod apt;
+pub mod apt_repo;
+pub mod command;
+pub mod copy;
+pub mod download;
+pub mod fetch;
+pub mod file;
+pub mod kernel_module;
+pub mod line;
+pub mod postgres;
+pub mod service;
+pub mod sysctl;
+pub mod ufw;
+pub mod wait_for;
+
+use std::path::PathBuf;
+
+/// What the runner hands a module when building it from a step's (already rendered) arguments.
+pub struct BuildContext<'a> {
+    /// The playbook file and the step's line, for error messages.
+    pub playbook: &'a std::path::Path,
+    pub line: Option<usize>,
+    /// Directory of templates and static files (the repo's `files/`).
+    pub files_dir: &'a std::path::Path,
+    /// Renders a template from `files_dir` with the host's variables (minijinja, strict undefined).
+    pub render_template: &'a dyn Fn(&str) -> Result<String, crate::error::InputError>,
+    /// Local directory on the admin machine where `fetch` puts files and `download` caches.
+    pub local_dir: PathBuf,
+}
+
+/// Options that change what a probe gathers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProbeOptions {
+    /// `--diff`: file modules also return the current content so a diff can be shown.
+    pub want_content: bool,
+}
+
+/// Output of a module's probe script.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeOutput {
+    pub exit_status: i32,
+    pub stdout: String,
+}
+
+/// Errors while planning: the probe said something the module cannot work with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// A module instance for one step on one host.
+pub trait Module: Send + Sync + std::fmt::Debug {
+    /// Read-only shell script (run as root through the transport) printing the facts the module
+    /// needs. Must change nothing on the host. Empty string: no probe needed.
+    fn probe(&self, opts: ProbeOptions) -> String;
+
+    /// The changes needed, computed from the probe's output. Empty: the host already matches.
+    fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError>;
+}
+
+/// One thing that would change on a host, with the sentence shown in check mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Human sentence: "create directory /etc/foo", "install postgresql".
+    pub summary: String,
+    pub action: Action,
+    /// For `--diff`: (old, new) file contents; secrets are masked by the runner before printing.
+    pub diff: Option<(String, String)>,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>, action: Action) -> Self {
+        Change {
+            summary: summary.into(),
+            action,
+            diff: None,
+        }
+    }
+    pub fn with_diff(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
+        self.diff = Some((old.into(), new.into()));
+        self
+    }
+}
+
+/// File attributes applied with an upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAttrs {
+    /// Octal mode as given by the user, e.g. "0644".
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// What the runner does to apply a change. Everything goes through `runner::apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run a shell script as root. `stdin` carries secrets so they never appear on a command line.
+    /// The step fails when the script exits non-zero.
+    Shell { script: String, stdin: Option<Vec<u8>> },
+    /// Upload content to a temp file beside `dest`, verify its sha256, optionally run `validate`
+    /// (with `%s` replaced by the temp path), keep a backup of the old file when asked, then
+    /// rename atomically over `dest`.
+    Upload {
+        dest: String,
+        content: Vec<u8>,
+        attrs: FileAttrs,
+        validate: Option<String>,
+        backup: bool,
+    },
+    /// Copy a remote file back to the admin machine.
+    Fetch { remote: String, local: PathBuf },
+    /// Fetch `url` on the admin machine (cached by sha256), check the pinned sha256, then upload.
+    Download {
+        url: String,
+        sha256: String,
+        dest: String,
+        attrs: FileAttrs,
+    },
+    /// Firewall change guarded against lock-out: `script` runs with `rollback` armed on the host
+    /// (a transient systemd timer) that fires unless a fresh SSH connection proves access.
+    GuardedFirewall { script: String, rollback: String },
+}
+
+/// Builds the module named by a step's module table from its rendered arguments.
+pub fn build(
+    kind: &str,
+    args: &toml::Value,
+    ctx: &BuildContext<'_>,
+) -> Result<Box<dyn Module>, crate::error::InputError> {
+    let module: Box<dyn Module> = match kind {
+        "command" => Box::new(command::Command::from_args(args, ctx)?),
+        "file" => Box::new(file::File::from_args(args, ctx)?),
+        "copy" => Box::new(copy::Copy::from_args(args, ctx, false)?),
+        "template" => Box::new(copy::Copy::from_args(args, ctx, true)?),
+        "line" => Box::new(line::Line::from_args(args, ctx)?),
+        "apt" => Box::new(apt::Apt::from_args(args, ctx)?),
+        "apt_repo" => Box::new(apt_repo::AptRepo::from_args(args, ctx)?),
+        "service" => Box::new(service::Service::from_args(args, ctx)?),
+        "sysctl" => Box::new(sysctl::Sysctl::from_args(args, ctx)?),
+        "kernel_module" => Box::new(kernel_module::KernelModule::from_args(args, ctx)?),
+        "ufw" => Box::new(ufw::Ufw::from_args(args, ctx)?),
+        "postgres_role" => Box::new(postgres::PostgresRole::from_args(args, ctx)?),
+        "postgres_db" => Box::new(postgres::PostgresDb::from_args(args, ctx)?),
+        "wait_for" => Box::new(wait_for::WaitFor::from_args(args, ctx)?),
+        "fetch" => Box::new(fetch::Fetch::from_args(args, ctx)?),
+        "download" => Box::new(download::Download::from_args(args, ctx)?),
+        other => {
+            return Err(crate::error::InputError::new(
+                ctx.playbook,
+                ctx.line,
+                format!("unknown module `{other}`"),
+            )
+            .hint(format!("known modules: {}", MODULE_NAMES.join(", "))))
+        }
+    };
+    Ok(module)
+}
+
+pub const MODULE_NAMES: &[&str] = &[
+    "command",
+    "file",
+    "copy",
+    "template",
+    "line",
+    "apt",
+    "apt_repo",
+    "service",
+    "sysctl",
+    "kernel_module",
+    "ufw",
+    "postgres_role",
+    "postgres_db",
+    "wait_for",
+    "fetch",
+    "download",
+];
+
+/// Deserializes a module's argument table, turning serde's message into a file:line error.
+pub fn parse_args<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    args: &toml::Value,
+    ctx: &BuildContext<'_>,
+) -> Result<T, crate::error::InputError> {
+    T::deserialize(args.clone()).map_err(|e| {
+        crate::error::InputError::new(
+            ctx.playbook,
+            ctx.line,
+            format!("bad arguments for `{kind}`: {}", e.message()),
+        )
+    })
+}
+
+/// Shared helpers for probe scripts and their parsing.
+pub mod probe_util {
+    /// Parses `key=value` lines of a probe's output; later keys win.
+    pub fn key_values(stdout: &str) -> std::collections::BTreeMap<String, String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+            .collect()
+    }
+}

@@ -1,0 +1,21 @@
+//! PLACEHOLDER: being written.
+use super::*;
+use crate::error::InputError;
+
+#[derive(Debug)]
+pub struct WaitFor;
+
+impl WaitFor {
+    pub fn from_args(_args: &toml::Value, _ctx: &BuildContext<'_>) -> Result<Self, InputError> {
+        todo!()
+    }
+}
+
+impl Module for WaitFor {
+    fn probe(&self, _opts: ProbeOptions) -> String {
+        todo!()
+    }
+    fn plan(&self, _probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
+        todo!()
+    }
+}

@@ -1,0 +1,118 @@
+//! Talking to hosts: russh, one connection per host for the whole run, a channel per command.
+//!
+//! Sudo wrapping and shell quoting live in `shell` and nowhere else. A command's exit status is
+//! an `ExecOutput`, never an error: errors here are transport failures only.
+
+pub mod known_hosts;
+pub mod shell;
+pub mod ssh;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use ssh::Session;
+
+/// Where and how to reach one host. Built by the inventory layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Inventory name, used in messages.
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Private key file (ed25519 or RSA, unencrypted). `None` means: use ssh-agent.
+    pub key_file: Option<PathBuf>,
+    /// Wrap commands in `sudo -n` (ignored when the user is root).
+    pub become_root: bool,
+    /// A host key pinned in the inventory, as in known_hosts: "ssh-ed25519 AAAA...". Wins over files.
+    pub pinned_host_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    /// Refuse hosts whose key is not known yet (instead of accepting and recording them).
+    pub strict_host_keys: bool,
+    /// Files read for known keys, e.g. ~/.ssh/known_hosts. Missing files are fine.
+    pub known_hosts_files: Vec<PathBuf>,
+    /// The project's own known-hosts file: also read, and where newly accepted keys are written.
+    pub project_known_hosts: PathBuf,
+    /// Attempts at connection setup (only setup is ever retried), with backoff between them.
+    pub connect_attempts: u32,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(15),
+            strict_host_keys: false,
+            known_hosts_files: Vec::new(),
+            project_known_hosts: PathBuf::from(".bootstrap/known_hosts"),
+            connect_attempts: 3,
+        }
+    }
+}
+
+/// What a finished remote command left behind. A non-zero status is not a transport error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_status: u32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.exit_status == 0
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Transport failures: the caller branches on these (retry setup, report a changed key, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("connection to {address} timed out after {seconds}s")]
+    Timeout { address: String, seconds: u64 },
+    #[error("authentication as {user} failed ({method})")]
+    Auth { user: String, method: String },
+    #[error(
+        "HOST KEY CHANGED for {address}: expected {expected} ({source_of_expected}), got {presented}; \
+         if the host was reinstalled on purpose, remove its line from {source_of_expected}"
+    )]
+    HostKeyChanged {
+        address: String,
+        expected: String,
+        presented: String,
+        source_of_expected: String,
+    },
+    #[error(
+        "unknown host key for {address} ({fingerprint}) and --strict-host-keys is set; \
+         pin it in the inventory (host_key) or add it to a known_hosts file"
+    )]
+    HostKeyUnknown { address: String, fingerprint: String },
+    #[error("cannot load key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("connection to {address} lost: {reason}")]
+    Disconnected { address: String, reason: String },
+    #[error("ssh error with {address}: {reason}")]
+    Protocol { address: String, reason: String },
+}
+
+impl TransportError {
+    /// Only failures during setup that may pass are retried; never host-key or auth problems.
+    pub fn is_retryable_setup(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Connect { .. } | TransportError::Timeout { .. }
+        )
+    }
+}
