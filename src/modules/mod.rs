@@ -63,6 +63,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
 
     /// The changes needed, computed from the probe's output. Empty: the host already matches.
     fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError>;
+
+    /// True when the probe's output is sensitive (e.g. a password verifier): the runner then
+    /// keeps it out of logs and events.
+    fn probe_is_sensitive(&self) -> bool {
+        false
+    }
 }
 
 /// One thing that would change on a host, with the sentence shown in check mode.
