@@ -3,6 +3,7 @@
 //! Layers, calling downwards only: cli -> inventory / playbook -> runner -> modules -> transport,
 //! with ui fed by runner events.
 
+pub mod app;
 pub mod cli;
 pub mod error;
 pub mod inventory;

@@ -19,3 +19,11 @@ impl Module for Download {
         todo!()
     }
 }
+
+pub fn fetch_to_cache(
+    _url: &str,
+    _sha256: &str,
+    _cache_dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    todo!()
+}

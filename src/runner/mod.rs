@@ -1,1 +1,255 @@
-//! PLACEHOLDER
+//! Runs stages of playbooks over inventory hosts: hosts in parallel (bounded by `--forks`),
+//! steps in order on each host, one SSH connection per host for the whole run.
+
+pub mod apply;
+pub mod batch;
+pub mod context;
+pub mod events;
+pub mod log;
+pub mod play;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::inventory::{Host, Inventory, Secrets};
+use crate::playbook::template::Renderer;
+use crate::playbook::Playbook;
+use crate::transport::{ConnectOptions, Session};
+
+pub use apply::Mode;
+pub use events::{Event, HostRecap, Reporter, Status, StepResult, Summary};
+pub use play::TagFilter;
+
+/// Playbooks that run together; a stage starts only when the one before it succeeded.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub playbooks: Vec<Playbook>,
+}
+
+pub struct RunRequest {
+    pub inventory: Inventory,
+    pub secrets: Secrets,
+    pub stages: Vec<Stage>,
+    /// Only these host names, when given.
+    pub limit: Option<Vec<String>>,
+    pub mode: Mode,
+    /// Hosts worked on at once; `None` = all.
+    pub forks: Option<usize>,
+    pub tags: TagFilter,
+    pub connect: ConnectOptions,
+}
+
+type SessionCell = OnceCell<Result<Arc<Session>, String>>;
+
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        std::process::id()
+    )
+}
+
+pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
+    let started = Instant::now();
+    let state_dir = req.inventory.state_dir();
+    let run_id = new_run_id();
+    let log_dir = state_dir.join("logs").join(&run_id);
+    let redactor = req.secrets.redactor();
+
+    let in_limit = |h: &Host| req.limit.as_ref().is_none_or(|l| l.contains(&h.name));
+    let involved: Vec<&Host> = req
+        .inventory
+        .hosts
+        .iter()
+        .filter(|h| in_limit(h))
+        .filter(|h| {
+            req.stages
+                .iter()
+                .flat_map(|s| &s.playbooks)
+                .any(|p| h.has_role(&p.hosts))
+        })
+        .collect();
+    reporter.event(&Event::RunStarted {
+        run_id: run_id.clone(),
+        log_dir: log_dir.display().to_string(),
+        hosts: involved.iter().map(|h| h.name.clone()).collect(),
+        check: req.mode.check,
+    });
+
+    let logs: BTreeMap<String, log::HostLog> = involved
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                log::HostLog::create(&log_dir, &h.name, redactor.clone()),
+            )
+        })
+        .collect();
+    let sessions: BTreeMap<String, SessionCell> = involved
+        .iter()
+        .map(|h| (h.name.clone(), OnceCell::new()))
+        .collect();
+    let mut recaps: BTreeMap<String, HostRecap> = involved
+        .iter()
+        .map(|h| (h.name.clone(), HostRecap::default()))
+        .collect();
+    let forks = Arc::new(Semaphore::new(req.forks.unwrap_or(involved.len()).max(1)));
+    let mut stages_not_run = Vec::new();
+
+    for (stage_index, stage) in req.stages.iter().enumerate() {
+        let failed_before = recaps.values().any(|r| r.failed > 0 || r.unreachable);
+        if failed_before {
+            for later in &req.stages[stage_index..] {
+                reporter.event(&Event::StageSkipped {
+                    stage: later.name.clone(),
+                    reason: "an earlier stage failed".into(),
+                });
+                stages_not_run.push(later.name.clone());
+            }
+            break;
+        }
+        let renderers: Vec<Renderer> = stage
+            .playbooks
+            .iter()
+            .map(|p| Renderer::new(&p.files_dir()))
+            .collect();
+        // Per host, its plays of this stage run one after another (one apt/dpkg at a time).
+        let host_tasks = involved.iter().map(|host| {
+            let plays: Vec<(&Playbook, &Renderer)> = stage
+                .playbooks
+                .iter()
+                .zip(&renderers)
+                .filter(|(p, _)| host.has_role(&p.hosts))
+                .collect();
+            let forks = forks.clone();
+            let reporter = reporter.clone();
+            let req = &req;
+            let sessions = &sessions;
+            let logs = &logs;
+            let state_dir = state_dir.clone();
+            async move {
+                let mut recap = HostRecap::default();
+                if plays.is_empty() {
+                    return (host.name.clone(), recap);
+                }
+                let _permit = forks.acquire().await.expect("semaphore never closed");
+                let log = &logs[&host.name];
+                let session = match connect_once(
+                    &sessions[&host.name],
+                    host,
+                    &req.connect,
+                    log,
+                    reporter.as_ref(),
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(_) => {
+                        recap.unreachable = true;
+                        return (host.name.clone(), recap);
+                    }
+                };
+                let ctx = play::PlayCtx {
+                    inventory: &req.inventory,
+                    host,
+                    secrets: &req.secrets,
+                    session: &session,
+                    log,
+                    mode: req.mode,
+                    reporter: reporter.as_ref(),
+                    tags: &req.tags,
+                    local_dir: state_dir.clone(),
+                    cache_dir: state_dir.join("cache"),
+                };
+                for (playbook, renderer) in plays {
+                    let r = play::run_play(&ctx, playbook, renderer).await;
+                    merge(&mut recap, &r);
+                    if r.failed > 0 {
+                        break;
+                    }
+                }
+                (host.name.clone(), recap)
+            }
+        });
+        for (name, r) in join_all(host_tasks).await {
+            merge(recaps.get_mut(&name).expect("recap per host"), &r);
+        }
+    }
+
+    for cell in sessions.into_values() {
+        if let Some(Ok(session)) = cell.into_inner() {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                session.close().await;
+            }
+        }
+    }
+    let mut summary = Summary::from_hosts(recaps, req.mode.check);
+    summary.stages_not_run = stages_not_run;
+    summary.duration_ms = started.elapsed().as_millis();
+    reporter.event(&Event::Finished(summary.clone()));
+    summary
+}
+
+fn merge(into: &mut HostRecap, from: &HostRecap) {
+    into.ok += from.ok;
+    into.changed += from.changed;
+    into.failed += from.failed;
+    into.skipped += from.skipped;
+    into.unreachable |= from.unreachable;
+}
+
+/// One connection per host for the whole run, opened on first use.
+async fn connect_once(
+    cell: &SessionCell,
+    host: &Host,
+    opts: &ConnectOptions,
+    log: &log::HostLog,
+    reporter: &dyn Reporter,
+) -> Result<Arc<Session>, String> {
+    cell.get_or_init(|| async {
+        log.write(
+            "connect",
+            &format!("{}@{}:{}", host.ssh.user, host.ssh.address, host.ssh.port),
+        );
+        match Session::connect(&host.ssh, opts).await {
+            Ok(session) => {
+                reporter.event(&Event::HostConnected {
+                    host: host.name.clone(),
+                    new_host_key: session.new_host_key().map(str::to_string),
+                });
+                Ok(Arc::new(session))
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                log.write("unreachable", &msg);
+                reporter.event(&Event::Unreachable {
+                    host: host.name.clone(),
+                    error: msg.clone(),
+                });
+                Err(msg)
+            }
+        }
+    })
+    .await
+    .clone()
+}
+
+/// The project's known-hosts file for an inventory, and the user's own.
+pub fn default_connect_options(inventory: &Inventory, strict_host_keys: bool) -> ConnectOptions {
+    let mut known = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        known.push(PathBuf::from(home).join(".ssh/known_hosts"));
+    }
+    ConnectOptions {
+        strict_host_keys,
+        known_hosts_files: known,
+        project_known_hosts: inventory.state_dir().join("known_hosts"),
+        ..ConnectOptions::default()
+    }
+}

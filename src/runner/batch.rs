@@ -1,0 +1,116 @@
+//! Many read-only scripts sent as one remote script, so a host's checks cost one round trip.
+//! Each part runs in its own subshell between markers carrying a per-batch nonce, so a part's
+//! output can never be mistaken for a marker.
+
+use rand::Rng;
+
+pub struct Batch {
+    nonce: String,
+    count: usize,
+    script: String,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        let nonce: String = rand::thread_rng()
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect();
+        Batch {
+            nonce,
+            count: 0,
+            script: String::new(),
+        }
+    }
+
+    /// Adds a part; returns its index for `parse`.
+    pub fn push(&mut self, script: &str) -> usize {
+        let i = self.count;
+        self.count += 1;
+        // stdin from /dev/null: a part must not eat the next part's input or wait on a terminal.
+        self.script.push_str(&format!(
+            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\n( {script}\n) </dev/null\nprintf '\\n%s %s\\n' '__BS{n}_END_{i}' \"$?\"\n",
+            n = self.nonce
+        ));
+        i
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn script(&self) -> &str {
+        &self.script
+    }
+
+    /// Splits the batch's stdout into (exit status, stdout) per part. A part whose markers are
+    /// missing (the script died) is `None`.
+    pub fn parse(&self, stdout: &str) -> Vec<Option<(i32, String)>> {
+        (0..self.count)
+            .map(|i| {
+                let begin = format!("__BS{}_BEGIN_{i}\n", self.nonce);
+                let end = format!("\n__BS{}_END_{i} ", self.nonce);
+                let start = stdout.find(&begin)? + begin.len();
+                let stop = start + stdout[start..].find(&end)?;
+                let after = &stdout[stop + end.len()..];
+                let status = after.lines().next()?.trim().parse().ok()?;
+                Some((status, stdout[start..stop].to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_sh(script: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn parts_keep_their_own_output_and_status_in_a_real_shell() {
+        let mut b = Batch::new();
+        b.push("echo one; echo two");
+        b.push("printf 'no newline'; exit 3");
+        b.push("cat; echo after-cat");
+        b.push("true");
+        let parsed = b.parse(&run_sh(b.script()));
+        assert_eq!(parsed[0], Some((0, "one\ntwo\n".to_string())));
+        assert_eq!(parsed[1], Some((3, "no newline".to_string())));
+        assert_eq!(parsed[2], Some((0, "after-cat\n".to_string())));
+        assert_eq!(parsed[3], Some((0, String::new())));
+    }
+
+    #[test]
+    fn output_that_looks_like_a_marker_without_the_nonce_is_just_output() {
+        let mut b = Batch::new();
+        b.push("echo '__BS_END_0 0'");
+        let parsed = b.parse(&run_sh(b.script()));
+        assert_eq!(parsed[0], Some((0, "__BS_END_0 0\n".to_string())));
+    }
+
+    #[test]
+    fn a_truncated_run_yields_none_for_missing_parts() {
+        let mut b = Batch::new();
+        b.push("echo a");
+        b.push("echo b");
+        let out = run_sh(b.script());
+        let cut = &out[..out.find("b\n").unwrap()];
+        let parsed = b.parse(cut);
+        assert!(parsed[0].is_some());
+        assert!(parsed[1].is_none());
+    }
+}

@@ -1,0 +1,535 @@
+//! One playbook on one host: gather facts, then probe the steps in one round trip, plan each,
+//! apply what differs, and re-probe only the steps after one that changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::inventory::{Host, Inventory, Secrets};
+use crate::modules::{self, BuildContext, Change, Module, ProbeOptions, ProbeOutput};
+use crate::playbook::template::{RenderError, Renderer};
+use crate::playbook::{Playbook, Step};
+use crate::runner::apply::{apply, Mode};
+use crate::runner::batch::Batch;
+use crate::runner::context::host_context;
+use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult};
+use crate::runner::log::HostLog;
+use crate::transport::Session;
+
+/// Which steps run, from `--tags` / `--skip-tags`.
+#[derive(Debug, Clone, Default)]
+pub struct TagFilter {
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+}
+
+impl TagFilter {
+    pub fn allows(&self, tags: &[String]) -> bool {
+        let wanted = self.only.is_empty() || tags.iter().any(|t| self.only.contains(t));
+        wanted && !tags.iter().any(|t| self.skip.contains(t))
+    }
+}
+
+pub struct PlayCtx<'a> {
+    pub inventory: &'a Inventory,
+    pub host: &'a Host,
+    pub secrets: &'a Secrets,
+    pub session: &'a Session,
+    pub log: &'a HostLog,
+    pub mode: Mode,
+    pub reporter: &'a dyn Reporter,
+    pub tags: &'a TagFilter,
+    /// Where `fetch` puts files on the admin machine.
+    pub local_dir: PathBuf,
+    /// Admin-side cache for `download`.
+    pub cache_dir: PathBuf,
+}
+
+/// The read-only facts every play starts with.
+const OS_FACTS: &str = r#". /etc/os-release 2>/dev/null
+echo "os_id=${ID:-}"
+echo "os_version=${VERSION_ID:-}"
+echo "os_codename=${VERSION_CODENAME:-}"
+echo "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)"
+echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)""#;
+
+enum Prepared {
+    Skip(String),
+    /// Needs a fact the host does not report yet.
+    Deferred(String),
+    Ready {
+        module: Box<dyn Module>,
+    },
+    Broken(String),
+}
+
+/// Runs `playbook` on the host; returns its recap. A failed step stops the play.
+pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Renderer) -> HostRecap {
+    let host = &ctx.host.name;
+    let mut recap = HostRecap::default();
+    ctx.reporter.event(&Event::PlayStarted {
+        host: host.clone(),
+        playbook: playbook.name.clone(),
+        steps: playbook.steps.len(),
+    });
+    ctx.log.write(
+        "play",
+        &format!("{} ({})", playbook.name, playbook.path.display()),
+    );
+
+    let mut facts = match gather_facts(ctx, playbook).await {
+        Ok(f) => f,
+        Err(e) => {
+            let result = failed(
+                ctx,
+                playbook,
+                "gather facts",
+                false,
+                Instant::now(),
+                format!("{e:#}"),
+            );
+            recap.count(result.status);
+            ctx.reporter.event(&Event::StepFinished(result));
+            return recap;
+        }
+    };
+
+    let total = playbook.steps.len();
+    let mut notified: BTreeSet<String> = BTreeSet::new();
+    let mut next = 0;
+    let mut stopped = false;
+    'rounds: while next < total {
+        let prepared = prepare(ctx, playbook, renderer, &playbook.steps[next..], &facts);
+        let outputs = match probe_all(ctx, &prepared).await {
+            Ok(o) => o,
+            Err(e) => {
+                let result = failed(
+                    ctx,
+                    playbook,
+                    &playbook.steps[next].name,
+                    false,
+                    Instant::now(),
+                    format!("{e:#}"),
+                );
+                recap.count(result.status);
+                ctx.reporter.event(&Event::StepFinished(result));
+                stopped = true;
+                break;
+            }
+        };
+        for (offset, prep) in prepared.into_iter().enumerate() {
+            let index = next + offset;
+            let step = &playbook.steps[index];
+            let started = Instant::now();
+            ctx.reporter.event(&Event::StepStarted {
+                host: host.clone(),
+                step: step.name.clone(),
+                index: index + 1,
+                total,
+            });
+            let output = outputs.get(offset).cloned().flatten();
+            let result = run_prepared(ctx, playbook, step, false, prep, output, started).await;
+            let status = result.status;
+            recap.count(status);
+            ctx.reporter.event(&Event::StepFinished(result));
+            match status {
+                Status::Failed => {
+                    stopped = true;
+                    break 'rounds;
+                }
+                Status::Changed => {
+                    notified.extend(step.notify.iter().cloned());
+                    if !ctx.mode.check {
+                        // The host moved: later steps are probed again, with fresh facts.
+                        next = index + 1;
+                        if !playbook.facts.is_empty() {
+                            match gather_facts(ctx, playbook).await {
+                                Ok(f) => facts = f,
+                                Err(e) => {
+                                    let r = failed(
+                                        ctx,
+                                        playbook,
+                                        "gather facts",
+                                        false,
+                                        Instant::now(),
+                                        format!("{e:#}"),
+                                    );
+                                    recap.count(r.status);
+                                    ctx.reporter.event(&Event::StepFinished(r));
+                                    stopped = true;
+                                    break 'rounds;
+                                }
+                            }
+                        }
+                        continue 'rounds;
+                    }
+                }
+                _ => {}
+            }
+        }
+        break;
+    }
+
+    if !stopped {
+        run_handlers(ctx, playbook, renderer, &notified, &facts, &mut recap).await;
+    } else if !notified.is_empty() {
+        ctx.log.write(
+            "handlers not run",
+            &format!(
+                "a step failed; notified but not run: {}",
+                notified.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+    ctx.reporter.event(&Event::PlayFinished {
+        host: host.clone(),
+        playbook: playbook.name.clone(),
+    });
+    recap
+}
+
+async fn run_handlers(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    renderer: &Renderer,
+    notified: &BTreeSet<String>,
+    facts: &BTreeMap<String, String>,
+    recap: &mut HostRecap,
+) {
+    // Handlers run once each, in the order they are declared, like Ansible's.
+    for handler in playbook
+        .handlers
+        .iter()
+        .filter(|h| notified.contains(&h.name))
+    {
+        let started = Instant::now();
+        let prepared = prepare(
+            ctx,
+            playbook,
+            renderer,
+            std::slice::from_ref(handler),
+            facts,
+        );
+        let result = match probe_all(ctx, &prepared).await {
+            Ok(outputs) => {
+                let prep = prepared.into_iter().next().expect("one handler prepared");
+                let output = outputs.into_iter().next().flatten();
+                run_prepared(ctx, playbook, handler, true, prep, output, started).await
+            }
+            Err(e) => failed(
+                ctx,
+                playbook,
+                &handler.name,
+                true,
+                started,
+                format!("{e:#}"),
+            ),
+        };
+        let status = result.status;
+        recap.count(status);
+        ctx.reporter.event(&Event::StepFinished(result));
+        if status == Status::Failed {
+            return;
+        }
+    }
+}
+
+/// Renders and builds each step; nothing touches the host here.
+fn prepare(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    renderer: &Renderer,
+    steps: &[Step],
+    facts: &BTreeMap<String, String>,
+) -> Vec<Prepared> {
+    let vars = host_context(ctx.inventory, ctx.host, ctx.secrets, facts);
+    steps
+        .iter()
+        .map(|step| {
+            if !ctx.tags.allows(&step.tags) {
+                return Prepared::Skip("excluded by tags".into());
+            }
+            let args = match renderer.render_step(playbook, step, &vars, facts) {
+                Ok(Some(args)) => args,
+                Ok(None) => return Prepared::Skip("`when` is false".into()),
+                Err(RenderError::FactNotKnownYet(f)) => return Prepared::Deferred(f),
+                Err(RenderError::Input(e)) => return Prepared::Broken(e.to_string()),
+            };
+            let render_template = |src: &str| renderer.render_file(src, &vars);
+            let build_ctx = BuildContext {
+                playbook: &playbook.path,
+                line: Some(step.line),
+                files_dir: renderer.files_dir(),
+                render_template: &render_template,
+                local_dir: ctx.local_dir.clone(),
+            };
+            match modules::build(&step.module, &args, &build_ctx) {
+                Ok(module) => Prepared::Ready { module },
+                Err(e) => Prepared::Broken(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Sends every ready step's probe as one script; returns the outputs by probe index.
+async fn probe_all(
+    ctx: &PlayCtx<'_>,
+    prepared: &[Prepared],
+) -> anyhow::Result<Vec<Option<ProbeOutput>>> {
+    let opts = ProbeOptions {
+        want_content: ctx.mode.diff,
+    };
+    let mut batch = Batch::new();
+    let mut sensitive = Vec::new();
+    // Indices into `prepared` are mapped to batch parts by position.
+    let mut parts: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        match p {
+            Prepared::Ready { module, .. } => {
+                let script = module.probe(opts);
+                if script.trim().is_empty() {
+                    parts.push(None);
+                } else {
+                    parts.push(Some(batch.push(&script)));
+                    sensitive.push(module.probe_is_sensitive());
+                }
+            }
+            _ => parts.push(None),
+        }
+    }
+    if batch.is_empty() {
+        return Ok(parts.iter().map(|_| Some(ProbeOutput::default())).collect());
+    }
+    ctx.log.write("probe", batch.script());
+    let out = ctx.session.exec(batch.script(), None).await?;
+    let stdout = out.stdout_str();
+    let parsed = batch.parse(&stdout);
+    for (i, part) in parsed.iter().enumerate() {
+        let shown = match part {
+            _ if sensitive.get(i).copied().unwrap_or(false) => {
+                "(sensitive output not logged)".to_string()
+            }
+            Some((status, text)) => format!("exit {status}\n{text}"),
+            None => "(no output: the probe script stopped early)".to_string(),
+        };
+        ctx.log.write(&format!("probe result {i}"), &shown);
+    }
+    if !out.stderr.is_empty() {
+        ctx.log.write("probe stderr", &out.stderr_str());
+    }
+    Ok(parts
+        .into_iter()
+        .map(|part| match part {
+            None => Some(ProbeOutput::default()),
+            Some(i) => parsed[i].clone().map(|(exit_status, stdout)| ProbeOutput {
+                exit_status,
+                stdout,
+            }),
+        })
+        .collect())
+}
+
+async fn run_prepared(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    step: &Step,
+    handler: bool,
+    prep: Prepared,
+    output: Option<ProbeOutput>,
+    started: Instant,
+) -> StepResult {
+    let module = match prep {
+        Prepared::Ready { module } => module,
+        Prepared::Skip(why) => {
+            return finished(
+                ctx,
+                playbook,
+                step,
+                handler,
+                Status::Skipped,
+                vec![],
+                vec![],
+                Some(why),
+                started,
+            )
+        }
+        Prepared::Broken(msg) => return failed(ctx, playbook, &step.name, handler, started, msg),
+        Prepared::Deferred(fact) => {
+            let msg = format!("needs fact `{fact}`, which the host does not report yet");
+            return if ctx.mode.check {
+                // An earlier step would provide it; in check mode that step did not run.
+                let why = format!("{msg} (an earlier step would provide it)");
+                finished(
+                    ctx,
+                    playbook,
+                    step,
+                    handler,
+                    Status::Skipped,
+                    vec![],
+                    vec![],
+                    Some(why),
+                    started,
+                )
+            } else {
+                failed(ctx, playbook, &step.name, handler, started, msg)
+            };
+        }
+    };
+    let Some(output) = output else {
+        return failed(
+            ctx,
+            playbook,
+            &step.name,
+            handler,
+            started,
+            "the probe did not finish (connection or shell died)".into(),
+        );
+    };
+    let changes = match module.plan(&output) {
+        Ok(c) => c,
+        Err(e) => return failed(ctx, playbook, &step.name, handler, started, e.to_string()),
+    };
+    if changes.is_empty() {
+        return finished(
+            ctx,
+            playbook,
+            step,
+            handler,
+            Status::Ok,
+            vec![],
+            vec![],
+            None,
+            started,
+        );
+    }
+    let redactor = ctx.log.redactor();
+    let sentences: Vec<String> = changes
+        .iter()
+        .map(|c| redactor.redact(&c.summary))
+        .collect();
+    let diffs: Vec<String> = if ctx.mode.diff {
+        changes
+            .iter()
+            .filter_map(|c| diff_of(c, redactor))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for change in &changes {
+        if let Err(e) = apply(ctx.session, change, ctx.mode, ctx.log, &ctx.cache_dir).await {
+            let msg = redactor.redact(&format!("{e:#}"));
+            let mut result = failed(ctx, playbook, &step.name, handler, started, msg);
+            result.changes = sentences;
+            return result;
+        }
+    }
+    finished(
+        ctx,
+        playbook,
+        step,
+        handler,
+        Status::Changed,
+        sentences,
+        diffs,
+        None,
+        started,
+    )
+}
+
+/// A unified diff of a file change, secrets masked on both sides before diffing.
+fn diff_of(change: &Change, redactor: &crate::redact::Redactor) -> Option<String> {
+    let (old, new) = change.diff.as_ref()?;
+    let (old, new) = (redactor.redact(old), redactor.redact(new));
+    let label = match &change.action {
+        modules::Action::Upload { dest, .. } => dest.clone(),
+        _ => change.summary.clone(),
+    };
+    Some(
+        similar::TextDiff::from_lines(&old, &new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{label} (before)"), &format!("{label} (after)"))
+            .to_string(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finished(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    step: &Step,
+    handler: bool,
+    status: Status,
+    changes: Vec<String>,
+    diffs: Vec<String>,
+    message: Option<String>,
+    started: Instant,
+) -> StepResult {
+    StepResult {
+        host: ctx.host.name.clone(),
+        playbook: playbook.name.clone(),
+        step: step.name.clone(),
+        handler,
+        status,
+        changes,
+        diffs,
+        message,
+        duration: started.elapsed(),
+    }
+}
+
+fn failed(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    step: &str,
+    handler: bool,
+    started: Instant,
+    message: String,
+) -> StepResult {
+    ctx.log.write("failed", &format!("{step}: {message}"));
+    StepResult {
+        host: ctx.host.name.clone(),
+        playbook: playbook.name.clone(),
+        step: step.to_string(),
+        handler,
+        status: Status::Failed,
+        changes: Vec::new(),
+        diffs: Vec::new(),
+        message: Some(ctx.log.redactor().redact(&message)),
+        duration: started.elapsed(),
+    }
+}
+
+/// OS facts plus the playbook's own, in one round trip. A fact that fails or prints nothing
+/// stays absent, so templates using it say so instead of rendering an empty string.
+async fn gather_facts(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut batch = Batch::new();
+    batch.push(OS_FACTS);
+    for (_, cmd) in &playbook.facts {
+        batch.push(&format!("{{ {cmd}\n}} 2>/dev/null"));
+    }
+    ctx.log.write("facts", batch.script());
+    let out = ctx.session.exec(batch.script(), None).await?;
+    let parsed = batch.parse(&out.stdout_str());
+    let mut facts = BTreeMap::new();
+    if let Some(Some((_, text))) = parsed.first() {
+        facts.extend(
+            modules::probe_util::key_values(text)
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty()),
+        );
+    }
+    for ((name, _), part) in playbook.facts.iter().zip(parsed.iter().skip(1)) {
+        if let Some((0, text)) = part {
+            let value = text.trim();
+            if !value.is_empty() {
+                facts.insert(name.clone(), value.to_string());
+            }
+        }
+    }
+    ctx.log.write("facts result", &format!("{facts:?}"));
+    Ok(facts)
+}

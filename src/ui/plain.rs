@@ -1,0 +1,146 @@
+//! One plain line per event, for logs and pipes.
+
+use std::io::Write;
+
+use crate::runner::events::{Event, Status, StepResult, Summary};
+use crate::runner::{Mode, Reporter};
+
+pub struct PlainReporter {
+    verbose: u8,
+    mode: Mode,
+}
+
+impl PlainReporter {
+    pub fn new(verbose: u8, mode: Mode) -> Self {
+        PlainReporter { verbose, mode }
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn event(&self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        for line in render(event, self.verbose, self.mode) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+/// The lines an event prints as; shared with the progress UI.
+pub fn render(event: &Event, verbose: u8, mode: Mode) -> Vec<String> {
+    match event {
+        Event::RunStarted {
+            run_id,
+            log_dir,
+            hosts,
+            check,
+        } => {
+            let mut line = format!("run {run_id} on {}", hosts.join(", "));
+            if *check {
+                line.push_str(" (check mode: nothing will be changed)");
+            }
+            let mut lines = vec![line];
+            if verbose > 0 {
+                lines.push(format!("logs: {log_dir}"));
+            }
+            lines
+        }
+        Event::HostConnected { host, new_host_key } => match new_host_key {
+            Some(fp) => vec![format!("{host}: new host key accepted and recorded: {fp}")],
+            None if verbose > 0 => vec![format!("{host}: connected")],
+            None => vec![],
+        },
+        Event::Unreachable { host, error } => vec![format!("{host}: UNREACHABLE: {error}")],
+        Event::PlayStarted {
+            host,
+            playbook,
+            steps,
+        } if verbose > 0 => {
+            vec![format!("{host}: play {playbook} ({steps} steps)")]
+        }
+        Event::StepFinished(r) => step_lines(r, verbose, mode),
+        Event::StageSkipped { stage, reason } => vec![format!("stage {stage} not run: {reason}")],
+        Event::Finished(summary) => recap_lines(summary),
+        _ => vec![],
+    }
+}
+
+fn step_lines(r: &StepResult, verbose: u8, mode: Mode) -> Vec<String> {
+    let label = match (r.status, mode.check) {
+        (Status::Changed, true) => "would change",
+        (Status::Changed, false) => "changed",
+        (Status::Ok, _) => "ok",
+        (Status::Failed, _) => "FAILED",
+        (Status::Skipped, _) => "skipped",
+    };
+    let quiet = matches!(r.status, Status::Ok | Status::Skipped) && verbose == 0;
+    let name = if r.handler {
+        format!("handler: {}", r.step)
+    } else {
+        r.step.clone()
+    };
+    let mut lines = vec![format!(
+        "{}: {label}: {name} ({} ms)",
+        r.host,
+        r.duration.as_millis()
+    )];
+    if quiet {
+        // Still one line per step, as promised for non-terminal output, but nothing more.
+        return lines;
+    }
+    for c in &r.changes {
+        lines.push(format!("    - {c}"));
+    }
+    if let Some(m) = &r.message {
+        for l in m.lines() {
+            lines.push(format!("    {l}"));
+        }
+    }
+    for d in &r.diffs {
+        for l in d.lines() {
+            lines.push(format!("    {l}"));
+        }
+    }
+    lines
+}
+
+pub fn recap_lines(s: &Summary) -> Vec<String> {
+    let mut lines = vec![String::new(), "RECAP".to_string()];
+    let width = s.hosts.keys().map(String::len).max().unwrap_or(4);
+    for (host, r) in &s.hosts {
+        let state = if r.unreachable {
+            " UNREACHABLE"
+        } else if r.failed > 0 {
+            " FAILED"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "{host:<width$}  ok={} {}={} failed={} skipped={}{state}",
+            r.ok,
+            if s.check { "would_change" } else { "changed" },
+            r.changed,
+            r.failed,
+            r.skipped
+        ));
+    }
+    for stage in &s.stages_not_run {
+        lines.push(format!("stage {stage}: not run"));
+    }
+    let verdict = if !s.success() {
+        "failed"
+    } else if s.changed == 0 {
+        "nothing to change: every host already matches"
+    } else if s.check {
+        "check only: nothing was changed"
+    } else {
+        "done"
+    };
+    lines.push(format!(
+        "{} changed, {} failed, {} unreachable in {:.1}s: {verdict}",
+        s.changed,
+        s.failed,
+        s.unreachable,
+        s.duration_ms as f64 / 1000.0
+    ));
+    lines
+}
