@@ -62,7 +62,10 @@ pub mod exit {
 
 /// Maps an error chain to the exit code: any `InputError` in the chain means bad input.
 pub fn exit_code_for(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.downcast_ref::<InputError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<InputError>().is_some())
+    {
         exit::BAD_INPUT
     } else {
         exit::FAILED

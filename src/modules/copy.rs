@@ -6,7 +6,11 @@ use crate::error::InputError;
 pub struct Copy;
 
 impl Copy {
-    pub fn from_args(_args: &toml::Value, _ctx: &BuildContext<'_>, _template: bool) -> Result<Self, InputError> {
+    pub fn from_args(
+        _args: &toml::Value,
+        _ctx: &BuildContext<'_>,
+        _template: bool,
+    ) -> Result<Self, InputError> {
         todo!()
     }
 }

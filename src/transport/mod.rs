@@ -98,7 +98,10 @@ pub enum TransportError {
         "unknown host key for {address} ({fingerprint}) and --strict-host-keys is set; \
          pin it in the inventory (host_key) or add it to a known_hosts file"
     )]
-    HostKeyUnknown { address: String, fingerprint: String },
+    HostKeyUnknown {
+        address: String,
+        fingerprint: String,
+    },
     #[error("cannot load key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("connection to {address} lost: {reason}")]

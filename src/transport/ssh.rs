@@ -4,10 +4,17 @@ use super::*;
 pub struct Session;
 
 impl Session {
-    pub async fn connect(_target: &SshTarget, _opts: &ConnectOptions) -> Result<Session, TransportError> {
+    pub async fn connect(
+        _target: &SshTarget,
+        _opts: &ConnectOptions,
+    ) -> Result<Session, TransportError> {
         todo!()
     }
-    pub async fn exec(&self, _script: &str, _stdin: Option<&[u8]>) -> Result<ExecOutput, TransportError> {
+    pub async fn exec(
+        &self,
+        _script: &str,
+        _stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, TransportError> {
         todo!()
     }
 }
