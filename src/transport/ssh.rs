@@ -701,6 +701,19 @@ mod tests {
     use super::*;
     use crate::modules::FileAttrs;
 
+    /// The runner holds sessions across tasks and spawns their futures.
+    #[allow(dead_code)]
+    fn sessions_and_their_futures_are_send(session: &Session) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        send_sync(session);
+        send(session.exec("true", None));
+        send(session.upload(b"", "/x", &FileAttrs::default(), None, false));
+        send(session.read_file("/x"));
+        send(session.verify_fresh_login());
+        send(Session::connect(&session.target, &session.opts));
+    }
+
     #[test]
     fn known_key_types_come_first() {
         let prefs = host_key_preference(&["ssh-rsa".to_string()]);

@@ -511,3 +511,69 @@ fn assert_no_leftovers(dir: &std::path::Path, keep: &str) {
         );
     }
 }
+
+/// Set in the child process that runs `agent_identities_are_tried_in_turn`.
+const AGENT_CHILD: &str = "BOOTSTRAP_TEST_AGENT_CHILD";
+
+/// SSH_AUTH_SOCK is process-wide: the agent test runs alone in a child test process.
+#[test]
+fn key_from_ssh_agent_authenticates() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "transport::agent_identities_are_tried_in_turn",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(AGENT_CHILD, "1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+#[tokio::test]
+#[ignore = "run by key_from_ssh_agent_authenticates in its own process"]
+async fn agent_identities_are_tried_in_turn() {
+    if std::env::var_os(AGENT_CHILD).is_none() {
+        return;
+    }
+    let sshd = TestSshd::start();
+    let socket = sshd.dir().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A key the server does not know first, so the right one is only found by trying the next.
+    let stranger = sshd.dir().join("stranger_key");
+    keygen(&stranger, "ed25519", &[]);
+    for key in [&stranger, &sshd.client_key()] {
+        let added = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(added.success());
+    }
+    // Only this test runs in this process, so changing the environment races with nothing.
+    std::env::set_var("SSH_AUTH_SOCK", &socket);
+    let mut target = sshd.target("root");
+    target.key_file = None;
+    let result = Session::connect(&target, &sshd.options()).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let session = result.unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(session.exec("true", None).await.unwrap().success());
+    session.close().await;
+}
