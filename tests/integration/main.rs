@@ -1,0 +1,4 @@
+//! Integration tests: one binary, against real programs (an OpenSSH sshd started per test).
+
+mod support;
+mod transport;
