@@ -1,0 +1,383 @@
+//! The `bootstrap` binary end to end against a real sshd on loopback: convergence, no-op reruns,
+//! check mode, host keys, become, dropped connections, failures and bad input.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::{TestSshd, SUDO_USER};
+
+/// A project directory (inventory, playbooks, files) pointed at a test sshd, plus a scratch
+/// directory that the playbooks change "on the host" (the same machine, through SSH).
+struct Project {
+    dir: tempfile::TempDir,
+    remote: tempfile::TempDir,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// JSON Lines of a `--json` run.
+    fn events(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+            .collect()
+    }
+
+    fn summary(&self) -> Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["type"] == "summary")
+            .unwrap_or_else(|| panic!("no summary in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    fn changed_steps(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["type"] == "step" && e["status"] == "changed")
+            .map(|e| e["step"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Project {
+    /// `hosts`: (name, user) pairs, all served by `sshd`.
+    fn new(sshd: &TestSshd, hosts: &[(&str, &str)]) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = tempfile::tempdir().unwrap();
+        let mut inv = format!(
+            "[ssh]\nport = {}\nkey = \"{}\"\n\n[vars]\nroot = \"{}\"\n\n[secrets]\napp_token = \"a test secret\"\n",
+            sshd.port(),
+            sshd.client_key().display(),
+            remote.path().display()
+        );
+        for (name, user) in hosts {
+            inv.push_str(&format!(
+                "\n[hosts.{name}]\naddress = \"127.0.0.1\"\nroles = [\"worker\"]\nuser = \"{user}\"\n"
+            ));
+        }
+        fs::write(dir.path().join("inventory.toml"), inv).unwrap();
+        fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+        fs::create_dir_all(dir.path().join("files")).unwrap();
+        Project { dir, remote }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn remote(&self, rel: &str) -> PathBuf {
+        self.remote.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    fn bootstrap(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
+        cmd.current_dir(self.dir.path())
+            // ~/.ssh/known_hosts of the test, not of whoever runs it.
+            .env("HOME", self.dir.path())
+            .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
+            .args(["-i", "inventory.toml"])
+            .args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run bootstrap"))
+    }
+
+    fn run(&self, playbook: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["run", playbook]);
+        self.bootstrap(&args, &[])
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        collect_files(&self.path(".bootstrap/logs"), &mut all);
+        all
+    }
+}
+
+const SECRET: &str = "tok-8f1b2c3d4e5f6a7b";
+
+fn collect_files(dir: &Path, into: &mut String) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, into);
+        } else {
+            into.push_str(&fs::read_to_string(&p).unwrap_or_default());
+        }
+    }
+}
+
+/// Ten directories, a file of lines, and a template that uses a secret.
+const CONVERGE: &str = r#"
+name = "converge"
+hosts = "worker"
+
+[[steps]]
+name = "app dir"
+file = { path = "{{ root }}/{{ host.name }}/app", state = "directory", mode = "0750" }
+
+[[steps]]
+name = "setting a"
+line = { path = "{{ root }}/{{ host.name }}/app/settings.conf", line = "a = 1", create = true }
+
+[[steps]]
+name = "setting b"
+line = { path = "{{ root }}/{{ host.name }}/app/settings.conf", line = "b = 2", create = true }
+
+[[steps]]
+name = "config with token"
+template = { src = "app.conf.j2", dest = "{{ root }}/{{ host.name }}/app/app.conf", mode = "0600" }
+"#;
+
+const APP_CONF: &str = "host = {{ host.name }}\ntoken = {{ secrets.app_token }}\n";
+
+fn converge_project(sshd: &TestSshd, hosts: &[(&str, &str)]) -> Project {
+    let p = Project::new(sshd, hosts);
+    p.write("playbooks/converge.toml", CONVERGE);
+    p.write("files/app.conf.j2", APP_CONF);
+    p
+}
+
+#[test]
+fn first_run_changes_and_a_rerun_changes_nothing() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root"), ("b", "root")]);
+
+    let first = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert_eq!(first.summary()["changed"], 8, "{}", first.all());
+    let conf = fs::read_to_string(p.remote("a/app/app.conf")).unwrap();
+    assert_eq!(conf, format!("host = a\ntoken = {SECRET}\n"));
+    assert_eq!(
+        fs::read_to_string(p.remote("b/app/settings.conf")).unwrap(),
+        "a = 1\nb = 2\n"
+    );
+
+    let second = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    let s = second.summary();
+    assert_eq!(s["changed"], 0, "{}", second.all());
+    assert_eq!(s["ok"], 8);
+}
+
+#[test]
+fn check_after_drift_reports_exactly_the_drift_and_leaves_the_host_alone() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    assert_eq!(p.run("playbooks/converge.toml", &[]).code, 0);
+
+    // Drift: someone edits a setting by hand.
+    let settings = p.remote("a/app/settings.conf");
+    fs::write(&settings, "a = 1\nb = 3\n").unwrap();
+
+    let check = p.run("playbooks/converge.toml", &["--check", "--diff"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert_eq!(check.changed_steps(), vec!["setting b"], "{}", check.all());
+    assert_eq!(fs::read_to_string(&settings).unwrap(), "a = 1\nb = 3\n", "check mode changed the host");
+    let diffs = check.events().into_iter().find(|e| e["step"] == "setting b").unwrap()["diffs"].to_string();
+    assert!(diffs.contains("+b = 2"), "diff should show the line to add: {diffs}");
+
+    let fix = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(fix.changed_steps(), vec!["setting b"]);
+    assert!(fs::read_to_string(&settings).unwrap().contains("b = 2"));
+}
+
+#[test]
+fn a_changed_host_key_is_refused_and_nothing_runs() {
+    let mut sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let first = p.run("playbooks/converge.toml", &[]);
+    assert!(first.events().iter().any(|e| e["type"] == "connected" && e["new_host_key"].is_string()));
+    let old_fp = sshd.host_fingerprint();
+
+    sshd.restart_with_new_host_key();
+    fs::remove_dir_all(p.remote("a")).unwrap();
+    let run = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("HOST KEY CHANGED"), "{}", run.all());
+    assert!(run.all().contains(&old_fp) && run.all().contains(&sshd.host_fingerprint()), "{}", run.all());
+    assert_eq!(run.summary()["unreachable"], 1);
+    assert!(!p.remote("a").exists(), "a host with a changed key must not be touched");
+}
+
+#[test]
+fn strict_host_keys_refuses_an_unknown_host() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let run = p.run("playbooks/converge.toml", &["--strict-host-keys"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("unknown host key"), "{}", run.all());
+    assert!(!p.remote("a").exists());
+}
+
+#[test]
+fn a_non_root_user_with_become_changes_root_owned_places() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", SUDO_USER)]);
+    p.write(
+        "playbooks/root.toml",
+        r#"
+name = "as root"
+hosts = "all"
+[[steps]]
+name = "root-only dir"
+file = { path = "{{ root }}/owned-by-root", state = "directory", mode = "0700", owner = "root" }
+[[steps]]
+name = "who am i"
+command = { cmd = "id -u > {{ root }}/owned-by-root/uid", creates = "{{ root }}/owned-by-root/uid" }
+"#,
+    );
+    // Only root may write here, so success proves sudo was used.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p.remote.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let run = p.run("playbooks/root.toml", &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fs::read_to_string(p.remote("owned-by-root/uid")).unwrap().trim(), "0");
+    assert_eq!(p.run("playbooks/root.toml", &[]).summary()["changed"], 0);
+}
+
+#[test]
+fn a_failing_command_exits_1_shows_its_stderr_and_stops_only_that_host() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root"), ("b", "root")]);
+    p.write(
+        "playbooks/fail.toml",
+        r#"
+name = "fail on a"
+hosts = "all"
+[[steps]]
+name = "breaks on a"
+command = { cmd = "if [ {{ host.name }} = a ]; then echo 'disk on fire' >&2; exit 7; fi; true" }
+[[steps]]
+name = "after"
+file = { path = "{{ root }}/{{ host.name }}-after", state = "directory" }
+"#,
+    );
+    let run = p.bootstrap(&["run", "playbooks/fail.toml"], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("disk on fire"), "stderr of the command must be shown:\n{}", run.all());
+    assert!(run.stdout.contains("exit 7"), "{}", run.all());
+    assert!(!p.remote("a-after").exists(), "a failed step stops its host");
+    assert!(p.remote("b-after").exists(), "the other host goes on");
+}
+
+#[test]
+fn a_connection_dropped_mid_run_is_reported_and_a_rerun_converges() {
+    let mut sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    let started = p.remote("started");
+    p.write(
+        "playbooks/slow.toml",
+        r#"
+name = "slow"
+hosts = "all"
+[[steps]]
+name = "long job"
+command = { cmd = "if [ ! -e {{ root }}/started ]; then touch {{ root }}/started; sleep 60; fi; touch {{ root }}/done", creates = "{{ root }}/done" }
+[[steps]]
+name = "after"
+file = { path = "{{ root }}/after", state = "directory" }
+"#,
+    );
+    let bin = env!("CARGO_BIN_EXE_bootstrap");
+    let child = Command::new(bin)
+        .current_dir(p.dir.path())
+        .env("HOME", p.dir.path())
+        .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
+        .args(["-i", "inventory.toml", "run", "playbooks/slow.toml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_for_file(&started, std::time::Duration::from_secs(30));
+    sshd.stop();
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("connection"), "a clear transport error: {}", run.all());
+    assert!(!p.remote("after").exists());
+
+    sshd.restart();
+    let rerun = p.run("playbooks/slow.toml", &[]);
+    assert_eq!(rerun.code, 0, "{}", rerun.all());
+    assert!(p.remote("done").exists() && p.remote("after").exists());
+    assert_eq!(p.run("playbooks/slow.toml", &[]).summary()["changed"], 0);
+}
+
+#[test]
+fn bad_input_exits_2_with_file_and_line_and_touches_no_host() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    p.write("files/app.conf.j2", "host = {{ host.name }}\nport = {{ no_such_var }}\n");
+    let run = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("app.conf.j2:2"), "file:line expected: {}", run.stderr);
+    assert!(!sshd.log().contains("Accepted"), "no host may be contacted on bad input");
+
+    p.write("playbooks/typo.toml", "name = \"t\"\nhosts = \"all\"\n[[steps]]\nname = \"x\"\nfiel = { path = \"/tmp/x\" }\n");
+    let run = p.run("playbooks/typo.toml", &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("typo.toml:3"), "{}", run.stderr);
+    assert!(run.stderr.contains("fiel"), "{}", run.stderr);
+
+    let run = p.bootstrap(&["--forks", "0", "run", "playbooks/converge.toml"], &[]);
+    assert_eq!(run.code, 2, "bad flags: {}", run.all());
+    assert!(!sshd.log().contains("Accepted"));
+}
+
+#[test]
+fn secrets_never_reach_output_or_logs() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let run = p.run("playbooks/converge.toml", &["--diff", "-v"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // The template with the token was written, so the secret passed through the run...
+    assert!(fs::read_to_string(p.remote("a/app/app.conf")).unwrap().contains(SECRET));
+    // ...but never into what the user or the logs see.
+    assert!(!run.all().contains(SECRET), "secret in output:\n{}", run.all());
+    let logs = p.logs();
+    assert!(!logs.is_empty(), "a log was written");
+    assert!(!logs.contains(SECRET), "secret in logs");
+    let plain = p.bootstrap(&["--diff", "-v", "--check", "run", "playbooks/converge.toml"], &[]);
+    assert!(!plain.all().contains(SECRET));
+}
+
+#[test]
+fn check_mode_on_a_fresh_host_changes_nothing() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let run = p.run("playbooks/converge.toml", &["--check"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.summary()["changed"].as_u64().unwrap() >= 2);
+    assert!(!p.remote("a").exists(), "check mode created something");
+}
