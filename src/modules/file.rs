@@ -461,6 +461,8 @@ pub(crate) fn remote_file_probe(path: &str, sha: bool, content: bool) -> String 
         }
         if content {
             s.push_str("  echo \"content=$(base64 -w0 < \"$p\")\"\n");
+            // Empty old content for a missing file, so a diff shows the whole new file.
+            s.push_str("elif [ ! -e \"$p\" ]; then echo content=\n");
         }
         s.push_str("fi\n");
     }

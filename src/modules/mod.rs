@@ -109,7 +109,10 @@ pub struct FileAttrs {
 pub enum Action {
     /// Run a shell script as root. `stdin` carries secrets so they never appear on a command line.
     /// The step fails when the script exits non-zero.
-    Shell { script: String, stdin: Option<Vec<u8>> },
+    Shell {
+        script: String,
+        stdin: Option<Vec<u8>>,
+    },
     /// Upload content to a temp file beside `dest`, verify its sha256, optionally run `validate`
     /// (with `%s` replaced by the temp path), keep a backup of the old file when asked, then
     /// rename atomically over `dest`.
