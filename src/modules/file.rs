@@ -582,6 +582,40 @@ pub(crate) mod testing {
         (out(&["-un"]), out(&["-gn"]))
     }
 
+    /// A tiny HTTP server on 127.0.0.1 answering one connection per given (status, body), in
+    /// order, then closing. The handle yields the request lines it saw.
+    pub fn http_server(
+        responses: Vec<(u16, Vec<u8>)>,
+    ) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (status, body) in responses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                seen.push(request_line.trim().to_string());
+                // Skip the headers up to the blank line.
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                let mut stream = reader.into_inner();
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&body).unwrap();
+            }
+            seen
+        });
+        (port, handle)
+    }
+
     pub fn scripts(changes: &[Change]) -> Vec<String> {
         changes
             .iter()
