@@ -211,7 +211,7 @@ mod tests {
     use std::path::Path;
 
     fn copy_in(files: &Path, args: &str, template: bool) -> Result<Copy, InputError> {
-        super::super::file::testing::build(args, files, Path::new("/nonexistent"), |v, c| {
+        build_with(args, files, Path::new("/nonexistent"), |v, c| {
             Copy::from_args(v, c, template)
         })
     }

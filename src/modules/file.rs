@@ -514,7 +514,7 @@ pub(crate) mod testing {
 
     /// Builds a module from TOML arguments with a context whose templates render by replacing
     /// `{{ name }}` with `world`.
-    pub fn build<T>(
+    pub fn build_with<T>(
         args: &str,
         files_dir: &Path,
         local_dir: &Path,
@@ -542,7 +542,7 @@ pub(crate) mod testing {
         args: &str,
         f: impl FnOnce(&toml::Value, &BuildContext<'_>) -> Result<T, InputError>,
     ) -> Result<T, InputError> {
-        build(
+        build_with(
             args,
             Path::new("/nonexistent-files"),
             Path::new("/nonexistent-local"),

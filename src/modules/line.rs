@@ -219,7 +219,7 @@ mod tests {
     }
 
     fn new_content(changes: &[Change]) -> String {
-        match &changes[..] {
+        match changes {
             [Change {
                 action: Action::Upload { content, .. },
                 ..
