@@ -632,6 +632,7 @@ mod tests {
     use super::testing::*;
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     fn file(args: &str) -> Result<File, InputError> {
         build_simple(args, File::from_args)
@@ -835,6 +836,59 @@ mode = "0600""#,
             .plan(&run_probe(&f.probe(ProbeOptions::default())))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn all_probes_of_this_area_concatenate_in_one_sh_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let steps: &[(&str, String)] = &[
+            (
+                "command",
+                format!("cmd = \"x\"\ncreates = \"{d}/c\"\nunless = \"exit 3\""),
+            ),
+            (
+                "file",
+                format!("path = \"{d}\"\nstate = \"directory\"\nmode = \"0700\"\nrecurse = true"),
+            ),
+            ("copy", format!("content = \"x\"\ndest = \"{d}/copy\"")),
+            (
+                "line",
+                format!("path = \"{d}/line\"\nline = \"a\"\ncreate = true"),
+            ),
+            (
+                "service",
+                "name = \"bootstrap-none\"\nstate = \"started\"".into(),
+            ),
+            (
+                "sysctl",
+                format!("name = \"kernel.ostype\"\nvalue = \"Linux\"\nfile = \"{d}/s.conf\""),
+            ),
+            ("kernel_module", "name = \"bootstrap_none\"".into()),
+            ("wait_for", "cmd = \"exit 0\"".into()),
+            ("fetch", format!("src = \"{d}/copy\"\ndest = \"k\"")),
+            (
+                "download",
+                format!(
+                    "url = \"http://127.0.0.1:1/\"\nsha256 = \"{}\"\ndest = \"{d}/dl\"",
+                    "0".repeat(64)
+                ),
+            ),
+        ];
+        let opts = ProbeOptions { want_content: true };
+        let mut script = String::new();
+        for (kind, args) in steps {
+            let m = build_with(args, Path::new("/nonexistent"), dir.path(), |v, c| {
+                super::super::build(kind, v, c)
+            })
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            script.push_str(&m.probe(opts));
+        }
+        script.push_str("echo reached=end\n");
+        let out = run_probe(&script);
+        assert_eq!(out.exit_status, 0, "{}", out.stdout);
+        assert!(out.stdout.ends_with("reached=end\n"), "{}", out.stdout);
+        assert!(out.stdout.contains("unless=failed") && out.stdout.contains("ready=0"));
     }
 
     #[test]
