@@ -1,21 +1,276 @@
-//! PLACEHOLDER: being written.
+//! `command`: runs a shell command as root, unless a guard says it has already done its work.
+//!
+//! Arguments:
+//! - `cmd` (required): the script, run by `sh`.
+//! - `creates`: a path; when it exists the command is skipped. Relative paths are taken from
+//!   `chdir`.
+//! - `unless`: a shell command run (read-only, please) by the probe; when it exits 0 the
+//!   command is skipped.
+//! - `chdir`: directory to run `cmd` (and `unless`) in.
+//! - `stdin`: text fed to the command's standard input. Use it for secrets: it never appears
+//!   on a command line.
+//!
+//! ```toml
+//! [[step]]
+//! name = "initialise the control plane"
+//! command = { cmd = "kubeadm init --config /etc/kubernetes/kubeadm.yaml", creates = "/etc/kubernetes/admin.conf" }
+//! ```
+//!
+//! Without a guard the command runs on every run and is reported as changed.
 use super::*;
 use crate::error::InputError;
+use crate::transport::shell::quote;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandArgs {
+    cmd: String,
+    creates: Option<String>,
+    unless: Option<String>,
+    chdir: Option<String>,
+    stdin: Option<String>,
+}
 
 #[derive(Debug)]
-pub struct Command;
+pub struct Command {
+    cmd: String,
+    creates: Option<String>,
+    unless: Option<String>,
+    chdir: Option<String>,
+    stdin: Option<String>,
+}
 
 impl Command {
-    pub fn from_args(_args: &toml::Value, _ctx: &BuildContext<'_>) -> Result<Self, InputError> {
-        todo!()
+    pub fn from_args(args: &toml::Value, ctx: &BuildContext<'_>) -> Result<Self, InputError> {
+        let a: CommandArgs = parse_args("command", args, ctx)?;
+        if a.cmd.trim().is_empty() {
+            return Err(
+                InputError::new(ctx.playbook, ctx.line, "`command`: cmd is empty")
+                    .hint("give the shell command to run, e.g. cmd = \"kubeadm init\""),
+            );
+        }
+        for (key, value) in [
+            ("creates", &a.creates),
+            ("unless", &a.unless),
+            ("chdir", &a.chdir),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(InputError::new(
+                    ctx.playbook,
+                    ctx.line,
+                    format!("`command`: {key} is empty"),
+                )
+                .hint(format!("remove {key} or give it a value")));
+            }
+        }
+        if let Some(dir) = &a.chdir {
+            super::file::check_abs_path(dir, "command", "chdir", ctx)?;
+        }
+        Ok(Command {
+            cmd: a.cmd,
+            creates: a.creates,
+            unless: a.unless,
+            chdir: a.chdir,
+            stdin: a.stdin,
+        })
+    }
+
+    /// `cd DIR && ` prefix when a directory is given.
+    fn cd_prefix(&self) -> String {
+        match &self.chdir {
+            Some(dir) => format!("cd {} && ", quote(dir)),
+            None => String::new(),
+        }
+    }
+
+    /// First line of the command, shortened, for summaries.
+    fn short(&self) -> String {
+        let first = self.cmd.trim().lines().next().unwrap_or("");
+        let mut s: String = first.chars().take(80).collect();
+        if s.len() < first.len() || self.cmd.trim().lines().count() > 1 {
+            s.push_str(" …");
+        }
+        s
     }
 }
 
 impl Module for Command {
     fn probe(&self, _opts: ProbeOptions) -> String {
-        todo!()
+        if self.creates.is_none() && self.unless.is_none() {
+            return String::new();
+        }
+        let mut s = String::from("(\n");
+        if let Some(path) = &self.creates {
+            s.push_str(&format!(
+                "if ({}[ -e {} ]); then echo creates=exists; else echo creates=missing; fi\n",
+                self.cd_prefix(),
+                quote(path)
+            ));
+        }
+        if let Some(unless) = &self.unless {
+            // Its output is not ours to parse; stdin closed so it cannot eat the probe script.
+            s.push_str(&format!(
+                "if ({}sh -c {}) </dev/null >/dev/null 2>&1; then echo unless=ok; else echo unless=failed; fi\n",
+                self.cd_prefix(),
+                quote(unless)
+            ));
+        }
+        s.push_str(")\n");
+        s
     }
-    fn plan(&self, _probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
-        todo!()
+
+    fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
+        let kv = probe_util::key_values(&probe.stdout);
+        if let Some(path) = &self.creates {
+            match kv.get("creates").map(String::as_str) {
+                Some("exists") => return Ok(vec![]),
+                Some("missing") => {}
+                _ => {
+                    return Err(PlanError(format!(
+                        "probe did not check whether {path} exists"
+                    )))
+                }
+            }
+        }
+        if self.unless.is_some() {
+            match kv.get("unless").map(String::as_str) {
+                Some("ok") => return Ok(vec![]),
+                Some("failed") => {}
+                _ => return Err(PlanError("probe did not run the `unless` check".into())),
+            }
+        }
+        // A subshell keeps an `exit` inside cmd from ending more than the command.
+        let script = format!("{}(\n{}\n)", self.cd_prefix(), self.cmd);
+        Ok(vec![Change::new(
+            format!("run `{}`", self.short()),
+            Action::Shell {
+                script,
+                stdin: self.stdin.as_ref().map(|s| s.as_bytes().to_vec()),
+            },
+        )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::testing::*;
+    use super::*;
+
+    fn command(args: &str) -> Result<Command, InputError> {
+        build_simple(args, Command::from_args)
+    }
+
+    #[test]
+    fn without_guard_always_one_change() {
+        let c = command(r#"cmd = "echo hi""#).unwrap();
+        assert_eq!(c.probe(ProbeOptions::default()), "");
+        let changes = c.plan(&probe("")).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].summary, "run `echo hi`");
+        assert_eq!(
+            changes[0].action,
+            Action::Shell {
+                script: "(\necho hi\n)".into(),
+                stdin: None
+            }
+        );
+    }
+
+    #[test]
+    fn guards_skip_from_probe_data() {
+        let c = command(
+            r#"cmd = "make install"
+creates = "/usr/local/bin/x"
+unless = "test -x /usr/local/bin/x""#,
+        )
+        .unwrap();
+        assert!(c
+            .plan(&probe("creates=exists\nunless=failed\n"))
+            .unwrap()
+            .is_empty());
+        assert!(c
+            .plan(&probe("creates=missing\nunless=ok\n"))
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            c.plan(&probe("creates=missing\nunless=failed\n"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            c.plan(&probe("")).is_err(),
+            "a probe that said nothing must not plan a run"
+        );
+    }
+
+    #[test]
+    fn chdir_and_stdin_reach_the_change() {
+        let c = command(
+            r#"cmd = "psql -f -"
+chdir = "/var/lib/my app"
+stdin = "secret""#,
+        )
+        .unwrap();
+        let changes = c.plan(&probe("")).unwrap();
+        assert_eq!(
+            changes[0].action,
+            Action::Shell {
+                script: "cd '/var/lib/my app' && (\npsql -f -\n)".into(),
+                stdin: Some(b"secret".to_vec())
+            }
+        );
+        assert!(!changes[0].summary.contains("secret"));
+    }
+
+    #[test]
+    fn bad_arguments() {
+        for (args, needle) in [
+            (r#"cmd = "  ""#, "empty"),
+            (
+                r#"cmd = "x"
+chdir = "rel""#,
+                "absolute",
+            ),
+            (
+                r#"cmd = "x"
+creates = """#,
+                "empty",
+            ),
+            (r#"command = "x""#, "unknown field"),
+            (r#"creates = "/x""#, "missing field"),
+        ] {
+            let e = command(args).unwrap_err();
+            assert!(e.message.contains(needle), "{args}: {}", e.message);
+            assert_eq!(e.line, Some(7));
+        }
+    }
+
+    #[test]
+    fn probe_runs_guards_for_real() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let c = command(&format!(
+            "cmd = \"touch done\"\nchdir = {d:?}\ncreates = \"done\"\nunless = \"test -e other\""
+        ))
+        .unwrap();
+        let script = c.probe(ProbeOptions::default());
+        assert_eq!(c.plan(&run_probe(&script)).unwrap().len(), 1);
+        std::fs::write(dir.path().join("other"), "").unwrap();
+        assert!(
+            c.plan(&run_probe(&script)).unwrap().is_empty(),
+            "unless runs in chdir"
+        );
+        std::fs::remove_file(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("done"), "").unwrap();
+        assert!(
+            c.plan(&run_probe(&script)).unwrap().is_empty(),
+            "creates is relative to chdir"
+        );
+        // The probe is concatenable: two copies print two sets of answers and no early exit.
+        let twice = run_probe(&format!("{script}{script}echo tail=1\n"));
+        assert_eq!(twice.stdout.matches("creates=exists").count(), 2);
+        assert!(twice.stdout.contains("tail=1"));
     }
 }
