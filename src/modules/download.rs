@@ -396,10 +396,3 @@ mod tests {
     }
 }
 
-pub fn fetch_to_cache(
-    _url: &str,
-    _sha256: &str,
-    _cache_dir: &std::path::Path,
-) -> anyhow::Result<std::path::PathBuf> {
-    todo!()
-}
