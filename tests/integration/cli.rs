@@ -320,7 +320,12 @@ file = { path = "{{ root }}/after", state = "directory" }
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    crate::support::wait_for_file(&started, std::time::Duration::from_secs(30));
+    // Poll for the file the command writes: the observable sign that it is running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the long job never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     sshd.stop();
     let run = Run::from(child.wait_with_output().unwrap());
     assert_eq!(run.code, 1, "{}", run.all());
