@@ -73,7 +73,7 @@ pub struct Apt {
 }
 
 /// Shared apt-get options: no prompts, keep local config files, wait for the dpkg lock.
-const APT_GET: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -y -q \
+pub(crate) const APT_GET: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -y -q \
      -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
 
 /// Touched after each refresh: list files keep the archive's dates, not the download's.
@@ -317,9 +317,7 @@ impl Apt {
             changes.push(Change::new(
                 format!("refresh apt package lists ({why})"),
                 Action::Shell {
-                    script: format!(
-                        "{APT_GET} update && mkdir -p /var/lib/apt/periodic && touch {UPDATE_STAMP}"
-                    ),
+                    script: refresh_script(),
                     stdin: None,
                 },
             ));
@@ -370,6 +368,11 @@ impl Apt {
         }
         changes
     }
+}
+
+/// `apt-get update`, then the stamp that tells later probes how old the lists are.
+pub(crate) fn refresh_script() -> String {
+    format!("{APT_GET} update && mkdir -p /var/lib/apt/periodic && touch {UPDATE_STAMP}")
 }
 
 fn apt_change(summary: String, subcommand: &str, words: &[String]) -> Change {
