@@ -1,21 +1,1203 @@
-//! PLACEHOLDER: being written.
+//! The host firewall, through ufw.
+//!
+//! Arguments:
+//! - `state` (default `"enabled"`): `"enabled"` or `"disabled"`.
+//! - `ssh_port` (default `22`): always allowed (`ufw allow PORT/tcp`, comment `bootstrap: ssh`)
+//!   before anything that could lock the run out.
+//! - `default_incoming` (default `"deny"`), `default_outgoing` (default `"allow"`),
+//!   `default_routed` (unmanaged when absent): `"allow"`, `"deny"` or `"reject"`.
+//! - `rules`: rules for traffic to this host; `route_rules`: the same for forwarded traffic
+//!   (`ufw route ...`, e.g. pod traffic). Each rule:
+//!   - `action`: `"allow"`, `"deny"` or `"reject"`;
+//!   - `port` (optional): `"5432"` or a range `"30000:32767"` (a range needs `tcp` or `udp`);
+//!   - `proto` (default `"any"`): `"tcp"`, `"udp"`, `"any"`, or without a port one of
+//!     `"gre"`, `"esp"`, `"ah"`, `"vrrp"`, `"ipv6"`, `"igmp"`. ufw cannot name IP-in-IP
+//!     (protocol 4, Calico's default encapsulation): allow everything from the other nodes
+//!     instead (`{ action = "allow", from = "10.0.0.5" }`, no `proto`, no `port`);
+//!   - `from`, `to` (default `"any"`): an address or CIDR (IPv4 or IPv6);
+//!   - `comment` (optional): stored as `bootstrap: <comment>`.
+//!
+//! ```toml
+//! [[step]]
+//! name = "firewall"
+//! [step.ufw]
+//! state = "enabled"
+//! ssh_port = 22
+//! rules = [
+//!   { action = "allow", port = "5432", proto = "tcp", from = "10.0.0.5", comment = "postgres from master" },
+//!   { action = "deny", port = "5432", proto = "tcp", comment = "postgres from anyone else" },
+//! ]
+//! route_rules = [{ action = "allow", from = "192.168.0.0/16", comment = "pod network" }]
+//! ```
+//!
+//! Ownership: rules whose comment starts with `bootstrap:` belong to this module. Managed rules
+//! that are no longer wanted are deleted and missing ones added, so changing one inventory value
+//! changes exactly that rule; rules added by hand (other comments) are left alone.
+//!
+//! Order (ufw stops at the first matching rule): allow rules are *prepended* (`ufw prepend`) and
+//! deny/reject rules *appended*, so every managed allow sits above every managed deny and a deny
+//! is the fallback for traffic no allow matched (5432 from the master: allowed; from anyone
+//! else: denied). This needs no rule numbers, which ufw only shows while active and which shift
+//! under concurrent edits. A managed deny found above a managed allow is deleted and appended
+//! again. Order between allows (or between denies) does not change what passes.
+//!
+//! IPv6: a rule with an IPv4 address exists for IPv4 only; a rule without addresses for both
+//! families. So an IPv4-only allow list plus a deny without addresses also denies over IPv6.
+//!
+//! Lock-out guard: changes that could cut access (enabling ufw, changing a default policy,
+//! deleting any rule, adding a deny/reject rule) go into one `GuardedFirewall` change. Its script
+//! first saves /etc/ufw/{user,user6}.rules, /etc/ufw/ufw.conf and /etc/default/ufw, then makes
+//! sure the SSH rule exists. Its rollback puts the saved files back and reloads ufw (or disables
+//! it when it was disabled before, or when the reload fails): the host returns to the firewall it
+//! had when the run reached it over SSH, instead of being left wide open as a bare
+//! `ufw disable` would; disabling remains the fallback because it always restores access.
+//! Pure allow additions and comment updates only ever let more through: plain shell changes.
+
 use super::*;
 use crate::error::InputError;
+use crate::transport::shell::quote;
+use serde::Deserialize;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    #[default]
+    Enabled,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Allow,
+    Deny,
+    Reject,
+}
+
+impl Policy {
+    fn word(self) -> &'static str {
+        match self {
+            Policy::Allow => "allow",
+            Policy::Deny => "deny",
+            Policy::Reject => "reject",
+        }
+    }
+    /// From /etc/default/ufw's iptables target names.
+    fn from_target(target: &str) -> Option<Policy> {
+        match target {
+            "ACCEPT" => Some(Policy::Allow),
+            "DROP" => Some(Policy::Deny),
+            "REJECT" => Some(Policy::Reject),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Args {
+    #[serde(default)]
+    state: State,
+    #[serde(default = "default_ssh_port")]
+    ssh_port: u16,
+    #[serde(default = "deny")]
+    default_incoming: Policy,
+    #[serde(default = "allow")]
+    default_outgoing: Policy,
+    #[serde(default)]
+    default_routed: Option<Policy>,
+    #[serde(default)]
+    rules: Vec<RuleArgs>,
+    #[serde(default)]
+    route_rules: Vec<RuleArgs>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn deny() -> Policy {
+    Policy::Deny
+}
+fn allow() -> Policy {
+    Policy::Allow
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleArgs {
+    action: Policy,
+    #[serde(default)]
+    port: Option<String>,
+    #[serde(default)]
+    proto: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Comment prefix marking the rules this module owns.
+pub const MANAGED_PREFIX: &str = "bootstrap:";
+
+const SAVE_DIR: &str = "/var/lib/bootstrap/ufw-rollback";
+
+/// A rule as ufw keeps it in its `### tuple ###` lines, normalised so equal rules compare equal.
+/// Fields this module never sets (source port, direction, logging) are kept so that a managed
+/// rule edited by hand never passes for a wanted one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub route: bool,
+    /// `allow`, `deny`, `reject`, or with ufw's logging suffix (`allow_log`).
+    pub action: String,
+    pub proto: String,
+    pub dport: String,
+    pub dst: String,
+    pub sport: String,
+    pub src: String,
+    /// `in`, `out`, `in_eth0`...
+    pub direction: String,
+}
+
+impl RuleKey {
+    fn base_action(&self) -> &str {
+        self.action.split('_').next().unwrap_or("")
+    }
+    fn is_allow(&self) -> bool {
+        matches!(self.base_action(), "allow" | "limit")
+    }
+    /// The rule in ufw's full syntax, without `ufw`, `delete` or a comment.
+    fn spec_words(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.action.split('_').map(str::to_string).collect();
+        match self.direction.split_once('_') {
+            Some((dir, iface)) => w.extend([dir.to_string(), "on".into(), iface.to_string()]),
+            None if self.direction != "in" => w.push(self.direction.clone()),
+            None => {}
+        }
+        if self.proto != "any" {
+            w.extend(["proto".into(), self.proto.clone()]);
+        }
+        w.extend(["from".into(), self.src.clone()]);
+        if self.sport != "any" {
+            w.extend(["port".into(), self.sport.clone()]);
+        }
+        w.extend(["to".into(), self.dst.clone()]);
+        if self.dport != "any" {
+            w.extend(["port".into(), self.dport.clone()]);
+        }
+        w
+    }
+    /// `ufw [route] VERB SPEC [comment C]` with every word quoted.
+    fn command(&self, verb: Option<&str>, comment: Option<&str>) -> String {
+        let mut words: Vec<String> = vec!["ufw".into()];
+        if verb == Some("delete") {
+            // --force: never wait for a confirmation prompt.
+            words.push("--force".into());
+        }
+        if self.route {
+            words.push("route".into());
+        }
+        words.extend(verb.map(str::to_string));
+        words.extend(self.spec_words());
+        if let Some(c) = comment {
+            words.extend(["comment".into(), c.to_string()]);
+        }
+        crate::transport::shell::join(words)
+    }
+    /// Human form for summaries: `allow 5432/tcp from 10.0.0.5`.
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        if self.route {
+            s += "route ";
+        }
+        s += &self.action;
+        if self.direction != "in" {
+            s += &format!(" {}", self.direction);
+        }
+        match (self.dport.as_str(), self.proto.as_str()) {
+            ("any", "any") => {}
+            ("any", p) => s += &format!(" proto {p}"),
+            (port, "any") => s += &format!(" {port}"),
+            (port, p) => s += &format!(" {port}/{p}"),
+        }
+        s += &format!(" from {}", self.src);
+        if self.sport != "any" {
+            s += &format!(" port {}", self.sport);
+        }
+        if self.dst != "any" {
+            s += &format!(" to {}", self.dst);
+        }
+        s
+    }
+    /// Address families this rule exists in, as ufw would add it.
+    fn families(&self, ipv6_enabled: bool) -> Vec<u8> {
+        let fam = |a: &str| match a.parse::<IpAddr>().ok().or_else(|| {
+            a.split_once('/')
+                .and_then(|(ip, _)| ip.parse::<IpAddr>().ok())
+        }) {
+            Some(IpAddr::V4(_)) => Some(4),
+            Some(IpAddr::V6(_)) => Some(6),
+            None => None,
+        };
+        match fam(&self.src).or(fam(&self.dst)) {
+            Some(f) => vec![f],
+            // ipv6 (6in4) and igmp exist for IPv4 only.
+            None if !ipv6_enabled || matches!(self.proto.as_str(), "ipv6" | "igmp") => vec![4],
+            None => vec![4, 6],
+        }
+    }
+}
+
+/// A rule this module wants, with its full comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedRule {
+    pub key: RuleKey,
+    pub comment: String,
+}
 
 #[derive(Debug)]
-pub struct Ufw;
+pub struct Ufw {
+    pub state: State,
+    pub ssh_port: u16,
+    pub default_incoming: Policy,
+    pub default_outgoing: Policy,
+    pub default_routed: Option<Policy>,
+    /// The SSH rule first, then `rules`, then `route_rules`.
+    pub rules: Vec<WantedRule>,
+}
+
+/// `any`, an address, or a CIDR with no host bits set; `/32` and `/128` become bare addresses
+/// as ufw stores them.
+fn normalise_addr(a: &str) -> Result<String, String> {
+    if a == "any" {
+        return Ok("any".into());
+    }
+    let (ip, len) = match a.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (a, None),
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{a:?} is not an address or CIDR"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u32 = match len {
+        None => max,
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{a:?}: bad prefix length"))?,
+    };
+    if len == max {
+        return Ok(ip.to_string());
+    }
+    let network = match ip {
+        IpAddr::V4(v4) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    };
+    if network != ip {
+        return Err(format!(
+            "{a:?} has host bits set (did you mean {network}/{len}?)"
+        ));
+    }
+    Ok(format!("{ip}/{len}"))
+}
+
+fn valid_port(p: &str) -> bool {
+    let num = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0) && !s.starts_with('0');
+    match p.split_once(':') {
+        Some((a, b)) => num(a) && num(b) && a.parse::<u16>().ok() < b.parse::<u16>().ok(),
+        None => num(p),
+    }
+}
+
+const PORTLESS_PROTOS: &[&str] = &["gre", "esp", "ah", "vrrp", "ipv6", "igmp"];
+
+fn wanted_rule(r: RuleArgs, route: bool) -> Result<WantedRule, (String, &'static str)> {
+    let proto = r.proto.unwrap_or_else(|| "any".into());
+    if proto == "ipip" || proto == "4" {
+        return Err((
+            "ufw cannot match IP-in-IP (protocol 4) by name".into(),
+            "allow all protocols from the peer instead: { action = \"allow\", from = \"NODE_IP\" }",
+        ));
+    }
+    let known = ["tcp", "udp", "any"].contains(&proto.as_str())
+        || PORTLESS_PROTOS.contains(&proto.as_str());
+    if !known {
+        return Err((
+            format!("unknown proto {proto:?}"),
+            "use tcp, udp, any, gre, esp, ah, vrrp, ipv6 or igmp",
+        ));
+    }
+    let dport = match r.port {
+        None => "any".to_string(),
+        Some(p) => {
+            if !valid_port(&p) {
+                return Err((
+                    format!("port {p:?} is not a port or a range"),
+                    "write \"5432\" or \"30000:32767\"",
+                ));
+            }
+            if PORTLESS_PROTOS.contains(&proto.as_str()) {
+                return Err((format!("proto {proto} takes no port"), "drop `port`"));
+            }
+            if p.contains(':') && proto == "any" {
+                return Err((
+                    format!("port range {p} needs a protocol"),
+                    "add proto = \"tcp\" or \"udp\"",
+                ));
+            }
+            p
+        }
+    };
+    let addr = |a: Option<String>| {
+        normalise_addr(a.as_deref().unwrap_or("any")).map_err(|e| {
+            (
+                e,
+                "write \"any\", an address like \"10.0.0.5\", or a CIDR like \"10.0.0.0/24\"",
+            )
+        })
+    };
+    let src = addr(r.from)?;
+    let dst = addr(r.to)?;
+    let v6 = |a: &str| a.contains(':');
+    if src != "any" && dst != "any" && v6(&src) != v6(&dst) {
+        return Err((
+            format!("from {src} and to {dst} are of different IP versions"),
+            "use two addresses of the same family",
+        ));
+    }
+    let key = RuleKey {
+        route,
+        action: r.action.word().to_string(),
+        proto,
+        dport,
+        dst,
+        sport: "any".into(),
+        src,
+        direction: "in".into(),
+    };
+    let comment = match r.comment {
+        Some(c) if c.chars().any(|ch| ch.is_control()) || c.contains('\'') => {
+            return Err((
+                format!("comment {c:?} has control characters or quotes"),
+                "use plain text",
+            ))
+        }
+        Some(c) => format!("{MANAGED_PREFIX} {c}"),
+        None => format!("{MANAGED_PREFIX} {}", key.describe()),
+    };
+    Ok(WantedRule { key, comment })
+}
 
 impl Ufw {
-    pub fn from_args(_args: &toml::Value, _ctx: &BuildContext<'_>) -> Result<Self, InputError> {
-        todo!()
+    pub fn from_args(args: &toml::Value, ctx: &BuildContext<'_>) -> Result<Self, InputError> {
+        let a: Args = parse_args("ufw", args, ctx)?;
+        let err = |msg: String, hint: &str| InputError::new(ctx.playbook, ctx.line, msg).hint(hint);
+        if a.ssh_port == 0 {
+            return Err(err(
+                "`ssh_port` cannot be 0".into(),
+                "the port sshd listens on, e.g. 22",
+            ));
+        }
+        let mut rules = vec![WantedRule {
+            key: RuleKey {
+                route: false,
+                action: "allow".into(),
+                proto: "tcp".into(),
+                dport: a.ssh_port.to_string(),
+                dst: "any".into(),
+                sport: "any".into(),
+                src: "any".into(),
+                direction: "in".into(),
+            },
+            comment: format!("{MANAGED_PREFIX} ssh"),
+        }];
+        let all = a
+            .rules
+            .into_iter()
+            .map(|r| (r, false))
+            .chain(a.route_rules.into_iter().map(|r| (r, true)));
+        for (i, (r, route)) in all.enumerate() {
+            let w =
+                wanted_rule(r, route).map_err(|(m, h)| err(format!("rule {}: {m}", i + 1), h))?;
+            if rules.iter().any(|o| o.key == w.key) {
+                return Err(err(
+                    format!(
+                        "rule {}: `{}` is listed twice (or repeats the ssh rule)",
+                        i + 1,
+                        w.key.describe()
+                    ),
+                    "list each rule once; the ssh_port rule is added for you",
+                ));
+            }
+            rules.push(w);
+        }
+        Ok(Ufw {
+            state: a.state,
+            ssh_port: a.ssh_port,
+            default_incoming: a.default_incoming,
+            default_outgoing: a.default_outgoing,
+            default_routed: a.default_routed,
+            rules,
+        })
+    }
+}
+
+/// One `### tuple ###` line of user.rules / user6.rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple {
+    pub family: u8,
+    pub key: RuleKey,
+    /// Decoded comment ("" when none).
+    pub comment: String,
+    /// An application-profile rule (`dapp`/`sapp` fields): not expressible by this module.
+    pub app: bool,
+}
+
+/// Parses the text after `### tuple ### `: `action proto dport dst sport src [dapp sapp] dir`,
+/// with an optional trailing ` comment=<hex>`.
+pub fn parse_tuple(line: &str, family: u8) -> Option<Tuple> {
+    let (body, comment) = match line.split_once(" comment=") {
+        Some((b, hexed)) => (
+            b,
+            hex::decode(hexed.trim())
+                .ok()
+                .and_then(|c| String::from_utf8(c).ok())?,
+        ),
+        None => (line, String::new()),
+    };
+    let f: Vec<&str> = body.split_whitespace().collect();
+    if !(6..=9).contains(&f.len()) {
+        return None;
+    }
+    let any = |a: &str| match a {
+        "0.0.0.0/0" | "::/0" => "any".to_string(),
+        other => other.to_string(),
+    };
+    let (route, action) = match f[0].split_once(':') {
+        Some(("route", a)) => (true, a),
+        Some(_) => return None,
+        None => (false, f[0]),
+    };
+    let direction = if f.len() == 7 || f.len() == 9 {
+        f[f.len() - 1]
+    } else {
+        "in"
+    };
+    Some(Tuple {
+        family,
+        key: RuleKey {
+            route,
+            action: action.to_string(),
+            proto: f[1].to_string(),
+            dport: f[2].to_string(),
+            dst: any(f[3]),
+            sport: f[4].to_string(),
+            src: any(f[5]),
+            direction: direction.to_string(),
+        },
+        comment,
+        app: f.len() >= 8,
+    })
+}
+
+/// What the probe found.
+#[derive(Debug, Default)]
+struct Facts {
+    active: bool,
+    incoming: Option<Policy>,
+    outgoing: Option<Policy>,
+    routed: Option<Policy>,
+    ipv6: bool,
+    tuples: Vec<Tuple>,
+}
+
+fn parse_facts(stdout: &str) -> Facts {
+    let kv = probe_util::key_values(stdout);
+    let get = |k: &str| kv.get(k).map(|v| v.trim());
+    let installed = get("ufw") == Some("installed");
+    if !installed {
+        // Not installed yet (check mode on a fresh host): the package's defaults.
+        return Facts {
+            ipv6: true,
+            incoming: Some(Policy::Deny),
+            outgoing: Some(Policy::Allow),
+            routed: Some(Policy::Deny),
+            ..Facts::default()
+        };
+    }
+    let policy = |k: &str| get(k).and_then(Policy::from_target);
+    let tuples = stdout
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("rule4=")
+                .map(|t| (t, 4))
+                .or_else(|| l.strip_prefix("rule6=").map(|t| (t, 6)))
+        })
+        .filter_map(|(t, fam)| parse_tuple(t, fam))
+        .collect();
+    Facts {
+        active: get("ufw_status") == Some("active"),
+        incoming: policy("DEFAULT_INPUT_POLICY"),
+        outgoing: policy("DEFAULT_OUTPUT_POLICY"),
+        routed: policy("DEFAULT_FORWARD_POLICY"),
+        ipv6: get("IPV6") != Some("no"),
+        tuples,
     }
 }
 
 impl Module for Ufw {
     fn probe(&self, _opts: ProbeOptions) -> String {
-        todo!()
+        "if command -v ufw >/dev/null 2>&1; then\n\
+         echo ufw=installed\n\
+         ufw status | sed -n 's/^Status: /ufw_status=/p'\n\
+         grep -E '^(DEFAULT_[A-Z]+_POLICY|IPV6)=' /etc/default/ufw | tr -d '\"'\n\
+         sed -n 's/^### tuple ### /rule4=/p' /etc/ufw/user.rules 2>/dev/null\n\
+         sed -n 's/^### tuple ### /rule6=/p' /etc/ufw/user6.rules 2>/dev/null\n\
+         else echo ufw=missing; fi\n"
+            .to_string()
     }
-    fn plan(&self, _probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
-        todo!()
+
+    fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
+        self.plan_from(&parse_facts(&probe.stdout))
+    }
+}
+
+fn shell(summary: String, script: String) -> Change {
+    Change::new(
+        summary,
+        Action::Shell {
+            script,
+            stdin: None,
+        },
+    )
+}
+
+impl Ufw {
+    fn plan_from(&self, facts: &Facts) -> Result<Vec<Change>, PlanError> {
+        let managed: Vec<&Tuple> = facts
+            .tuples
+            .iter()
+            .filter(|t| t.comment.starts_with(MANAGED_PREFIX))
+            .collect();
+        if let Some(app) = managed.iter().find(|t| t.app) {
+            return Err(PlanError(format!(
+                "a rule marked `{}` uses an application profile ({}); delete it by hand",
+                app.comment,
+                app.key.describe()
+            )));
+        }
+        let wanted = |k: &RuleKey| self.rules.iter().any(|w| &w.key == k);
+
+        // Managed rules not wanted, and managed denies found above a managed allow.
+        let mut delete: Vec<RuleKey> = Vec::new();
+        for t in &managed {
+            if !wanted(&t.key) && !delete.contains(&t.key) {
+                delete.push(t.key.clone());
+            }
+        }
+        let mut reappend: Vec<RuleKey> = Vec::new();
+        for family in [4u8, 6] {
+            for route in [false, true] {
+                let chain: Vec<&RuleKey> = managed
+                    .iter()
+                    .filter(|t| t.family == family && t.key.route == route && wanted(&t.key))
+                    .map(|t| &t.key)
+                    .collect();
+                for (i, k) in chain.iter().enumerate() {
+                    let allow_below = chain[i + 1..].iter().any(|b| b.is_allow());
+                    if !k.is_allow() && allow_below && !reappend.contains(k) {
+                        reappend.push((*k).clone());
+                    }
+                }
+            }
+        }
+
+        // Wanted rules missing from one of their families, or carrying another comment.
+        let present = |k: &RuleKey| {
+            k.families(facts.ipv6)
+                .iter()
+                .all(|f| facts.tuples.iter().any(|t| t.family == *f && &t.key == k))
+        };
+        let mut add_allow: Vec<&WantedRule> = Vec::new();
+        let mut add_block: Vec<&WantedRule> = Vec::new();
+        let mut recomment: Vec<&WantedRule> = Vec::new();
+        for w in &self.rules {
+            if reappend.contains(&w.key) {
+                add_block.push(w);
+            } else if !present(&w.key) {
+                if w.key.is_allow() {
+                    add_allow.push(w);
+                } else {
+                    add_block.push(w);
+                }
+            } else if !facts
+                .tuples
+                .iter()
+                .any(|t| t.key == w.key && t.comment == w.comment)
+            {
+                recomment.push(w);
+            }
+        }
+
+        let mut defaults: Vec<(Policy, &str)> = Vec::new();
+        let want_defaults = [
+            (Some(self.default_incoming), facts.incoming, "incoming"),
+            (Some(self.default_outgoing), facts.outgoing, "outgoing"),
+            (self.default_routed, facts.routed, "routed"),
+        ];
+        for (want, have, dir) in want_defaults {
+            if let Some(want) = want {
+                if have != Some(want) {
+                    defaults.push((want, dir));
+                }
+            }
+        }
+
+        let mut changes = Vec::new();
+        let enabling = self.state == State::Enabled && !facts.active;
+        if self.state == State::Disabled && facts.active {
+            // Off first: later edits then cannot cut anything.
+            changes.push(shell("disable ufw".into(), "ufw --force disable".into()));
+        }
+        for w in &add_allow {
+            // An unmanaged rule with the same spec takes our comment with a plain add (prepend
+            // cannot change comments); a new one goes on top.
+            let adopt = facts
+                .tuples
+                .iter()
+                .any(|t| t.key == w.key && t.comment != w.comment);
+            let verb = if adopt { None } else { Some("prepend") };
+            changes.push(shell(
+                format!("ufw: add {} ({})", w.key.describe(), w.comment),
+                w.key.command(verb, Some(&w.comment)),
+            ));
+        }
+        for w in &recomment {
+            changes.push(shell(
+                format!("ufw: comment {} as '{}'", w.key.describe(), w.comment),
+                w.key.command(None, Some(&w.comment)),
+            ));
+        }
+
+        // Everything below can cut access: guarded when the firewall is (or goes) on.
+        let mut what: Vec<String> = Vec::new();
+        let mut lines: Vec<String> = Vec::new();
+        for k in delete.iter().chain(&reappend) {
+            what.push(format!("delete {}", k.describe()));
+            lines.push(k.command(Some("delete"), None));
+        }
+        for w in &add_block {
+            what.push(format!("add {} ({})", w.key.describe(), w.comment));
+            lines.push(w.key.command(None, Some(&w.comment)));
+        }
+        for (policy, dir) in &defaults {
+            what.push(format!("default {dir} {}", policy.word()));
+            lines.push(format!("ufw default {} {dir}", policy.word()));
+        }
+        if enabling {
+            what.push("enable ufw".into());
+            lines.push("ufw --force enable".into());
+        }
+        if lines.is_empty() {
+            return Ok(changes);
+        }
+        let summary = format!("ufw: {}", what.join("; "));
+        if self.state == State::Disabled {
+            changes.push(shell(summary, format!("set -e\n{}\n", lines.join("\n"))));
+        } else {
+            changes.push(Change::new(
+                summary,
+                Action::GuardedFirewall {
+                    script: self.guarded_script(&lines),
+                    rollback: rollback_script(),
+                },
+            ));
+        }
+        Ok(changes)
+    }
+
+    /// Saves the current firewall for the rollback, makes sure SSH stays open, then `lines`.
+    fn guarded_script(&self, lines: &[String]) -> String {
+        let ssh = &self.rules[0];
+        let save = quote(SAVE_DIR);
+        format!(
+            "set -e\n\
+             rm -rf {save} && mkdir -p {save}\n\
+             cp -p /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf {save}/\n\
+             cp -p /etc/default/ufw {save}/default-ufw\n\
+             {}\n\
+             {}\n",
+            ssh.key.command(Some("prepend"), Some(&ssh.comment)),
+            lines.join("\n")
+        )
+    }
+}
+
+/// Restores the firewall saved by the guarded script; disabling ufw when that is impossible.
+fn rollback_script() -> String {
+    let d = quote(SAVE_DIR);
+    format!(
+        "if [ -f {d}/user.rules ] && [ -f {d}/user6.rules ] && [ -f {d}/ufw.conf ] && [ -f {d}/default-ufw ]; then\n\
+         cp -p {d}/user.rules {d}/user6.rules {d}/ufw.conf /etc/ufw/\n\
+         cp -p {d}/default-ufw /etc/default/ufw\n\
+         if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then ufw reload || ufw --force disable; else ufw --force disable; fi\n\
+         else ufw --force disable; fi\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn ctx() -> BuildContext<'static> {
+        BuildContext {
+            playbook: Path::new("playbooks/worker.toml"),
+            line: Some(40),
+            files_dir: Path::new("files"),
+            render_template: &|_| unreachable!(),
+            local_dir: std::env::temp_dir(),
+        }
+    }
+
+    fn ufw(args: &str) -> Result<Ufw, InputError> {
+        Ufw::from_args(&toml::from_str(args).unwrap(), &ctx())
+    }
+
+    /// The worker's firewall: PostgreSQL from the master, the ELK box and pods; denied otherwise.
+    fn worker(master: &str) -> String {
+        format!(
+            "rules = [\n\
+             {{ action = \"allow\", port = \"5432\", proto = \"tcp\", from = \"{master}\", comment = \"postgres from master\" }},\n\
+             {{ action = \"allow\", port = \"5432\", proto = \"tcp\", from = \"10.0.0.7\", comment = \"postgres from elk\" }},\n\
+             {{ action = \"deny\", port = \"5432\", proto = \"tcp\", comment = \"postgres from anyone else\" }},\n\
+             {{ action = \"allow\", from = \"{master}\", comment = \"cluster peer\" }},\n\
+             ]\n\
+             route_rules = [{{ action = \"allow\", from = \"192.168.0.0/16\", comment = \"pods\" }}]\n"
+        )
+    }
+
+    fn hexc(c: &str) -> String {
+        format!(" comment={}", hex::encode(c))
+    }
+
+    /// Probe output of a host where the worker's rules were applied as this module does.
+    fn converged(active: bool, master: &str) -> String {
+        let status = if active { "active" } else { "inactive" };
+        format!(
+            "ufw=installed\nufw_status={status}\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
+             DEFAULT_OUTPUT_POLICY=ACCEPT\nDEFAULT_FORWARD_POLICY=DROP\n\
+             rule4=allow any any 0.0.0.0/0 any {master} in{}\n\
+             rule4=allow tcp 5432 0.0.0.0/0 any 10.0.0.7 in{}\n\
+             rule4=allow tcp 5432 0.0.0.0/0 any {master} in{}\n\
+             rule4=allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in{}\n\
+             rule4=deny tcp 5432 0.0.0.0/0 any 0.0.0.0/0 in{}\n\
+             rule4=route:allow any any 0.0.0.0/0 any 192.168.0.0/16 in{}\n\
+             rule6=allow tcp 22 ::/0 any ::/0 in{}\n\
+             rule6=deny tcp 5432 ::/0 any ::/0 in{}\n",
+            hexc("bootstrap: cluster peer"),
+            hexc("bootstrap: postgres from elk"),
+            hexc("bootstrap: postgres from master"),
+            hexc("bootstrap: ssh"),
+            hexc("bootstrap: postgres from anyone else"),
+            hexc("bootstrap: pods"),
+            hexc("bootstrap: ssh"),
+            hexc("bootstrap: postgres from anyone else"),
+        )
+    }
+
+    fn plan(u: &Ufw, stdout: &str) -> Vec<Change> {
+        u.plan(&ProbeOutput {
+            exit_status: 0,
+            stdout: stdout.to_string(),
+        })
+        .unwrap()
+    }
+
+    fn shell_of(c: &Change) -> &str {
+        match &c.action {
+            Action::Shell { script, .. } => script,
+            other => panic!("expected Shell for {:?}: {other:?}", c.summary),
+        }
+    }
+
+    fn guarded_of(c: &Change) -> (&str, &str) {
+        match &c.action {
+            Action::GuardedFirewall { script, rollback } => (script, rollback),
+            other => panic!("expected GuardedFirewall for {:?}: {other:?}", c.summary),
+        }
+    }
+
+    #[test]
+    fn parses_real_tuple_lines() {
+        // Lines written by ufw 0.36.2 on Debian bookworm.
+        let t = parse_tuple(
+            "allow tcp 5432 0.0.0.0/0 any 10.0.0.5 in comment=626f6f7473747261703a2070672066726f6d206d6173746572",
+            4,
+        )
+        .unwrap();
+        assert_eq!(t.comment, "bootstrap: pg from master");
+        assert_eq!(t.key.describe(), "allow 5432/tcp from 10.0.0.5");
+        assert!(!t.app);
+        let r = parse_tuple("route:allow any any 0.0.0.0/0 any 192.168.0.0/16 in", 4).unwrap();
+        assert!(r.key.route && r.comment.is_empty());
+        assert_eq!(r.key.src, "192.168.0.0/16");
+        let v6 = parse_tuple("deny tcp 5432 ::/0 any ::/0 in", 6).unwrap();
+        assert_eq!((v6.key.src.as_str(), v6.key.dst.as_str()), ("any", "any"));
+        let app = parse_tuple("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 OpenSSH - in", 4).unwrap();
+        assert!(app.app);
+        let logged = parse_tuple("allow_log tcp 80 0.0.0.0/0 any 0.0.0.0/0 in_eth0", 4).unwrap();
+        assert_eq!(
+            logged.key.command(Some("delete"), None),
+            "ufw --force delete allow log in on eth0 proto tcp from any to any port 80"
+        );
+        assert!(parse_tuple("garbage", 4).is_none());
+    }
+
+    #[test]
+    fn rejects_bad_rules_with_hints() {
+        let e = ufw("rules = [{ action = \"allow\", proto = \"ipip\", from = \"10.0.0.5\" }]")
+            .unwrap_err();
+        assert_eq!(e.line, Some(40));
+        assert!(e.hint.unwrap().contains("from = \"NODE_IP\""));
+        for bad in [
+            "rules = [{ action = \"allow\", port = \"30000:32767\" }]",
+            "rules = [{ action = \"allow\", port = \"70000\", proto = \"tcp\" }]",
+            "rules = [{ action = \"allow\", port = \"22\", proto = \"gre\" }]",
+            "rules = [{ action = \"allow\", from = \"10.0.0.7/24\" }]",
+            "rules = [{ action = \"allow\", from = \"10.0.0.300\" }]",
+            "rules = [{ action = \"permit\" }]",
+            "rules = [{ action = \"allow\", port = \"22\", proto = \"tcp\" }]",
+            "rules = [{ action = \"allow\", from = \"10.0.0.5\", to = \"::1\" }]",
+            "rules = [{ action = \"allow\", src = \"10.0.0.5\" }]",
+            "default_incoming = \"drop\"",
+        ] {
+            assert!(ufw(bad).is_err(), "{bad}");
+        }
+        let ok = ufw("rules = [{ action = \"allow\", from = \"10.0.0.5/32\", port = \"30000:32767\", proto = \"udp\" }]").unwrap();
+        assert_eq!(ok.rules[1].key.src, "10.0.0.5");
+        assert_eq!(
+            ok.rules[1].comment,
+            "bootstrap: allow 30000:32767/udp from 10.0.0.5"
+        );
+    }
+
+    #[test]
+    fn fresh_host_allows_first_then_guards_deny_and_enable() {
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let changes = plan(&u, "ufw=missing\n");
+        let summaries: Vec<&str> = changes.iter().map(|c| c.summary.as_str()).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "ufw: add allow 22/tcp from any (bootstrap: ssh)",
+                "ufw: add allow 5432/tcp from 10.0.0.5 (bootstrap: postgres from master)",
+                "ufw: add allow 5432/tcp from 10.0.0.7 (bootstrap: postgres from elk)",
+                "ufw: add allow from 10.0.0.5 (bootstrap: cluster peer)",
+                "ufw: add route allow from 192.168.0.0/16 (bootstrap: pods)",
+                "ufw: add deny 5432/tcp from any (bootstrap: postgres from anyone else); enable ufw",
+            ]
+        );
+        assert_eq!(
+            shell_of(&changes[1]),
+            "ufw prepend allow proto tcp from 10.0.0.5 to any port 5432 comment 'bootstrap: postgres from master'"
+        );
+        assert_eq!(
+            shell_of(&changes[4]),
+            "ufw route prepend allow from 192.168.0.0/16 to any comment 'bootstrap: pods'"
+        );
+        let (script, rollback) = guarded_of(&changes[5]);
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "set -e");
+        assert!(
+            lines[2].starts_with("cp -p /etc/ufw/user.rules"),
+            "{script}"
+        );
+        // The SSH rule is ensured before anything that could cut access; enabling comes last.
+        assert_eq!(
+            lines[4],
+            "ufw prepend allow proto tcp from any to any port 22 comment 'bootstrap: ssh'"
+        );
+        assert_eq!(
+            lines[5],
+            "ufw deny proto tcp from any to any port 5432 comment 'bootstrap: postgres from anyone else'"
+        );
+        assert_eq!(*lines.last().unwrap(), "ufw --force enable");
+        assert!(rollback.contains("ufw reload || ufw --force disable"));
+    }
+
+    #[test]
+    fn converged_host_plans_nothing() {
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        assert_eq!(plan(&u, &converged(true, "10.0.0.5")), vec![]);
+        // Rules added by hand are left alone.
+        let extra = converged(true, "10.0.0.5") + "rule4=allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n";
+        assert_eq!(plan(&u, &extra), vec![]);
+    }
+
+    #[test]
+    fn inactive_firewall_with_all_rules_only_needs_a_guarded_enable() {
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let changes = plan(&u, &converged(false, "10.0.0.5"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].summary, "ufw: enable ufw");
+        assert!(guarded_of(&changes[0]).0.ends_with("ufw --force enable\n"));
+    }
+
+    #[test]
+    fn changing_one_address_changes_exactly_that_rule() {
+        let u = ufw(&worker("10.0.0.6")).unwrap();
+        let changes = plan(&u, &converged(true, "10.0.0.5"));
+        let summaries: Vec<&str> = changes.iter().map(|c| c.summary.as_str()).collect();
+        assert_eq!(
+            summaries,
+            vec![
+                "ufw: add allow 5432/tcp from 10.0.0.6 (bootstrap: postgres from master)",
+                "ufw: add allow from 10.0.0.6 (bootstrap: cluster peer)",
+                "ufw: delete allow from 10.0.0.5; delete allow 5432/tcp from 10.0.0.5",
+            ]
+        );
+        let (script, _) = guarded_of(&changes[2]);
+        assert!(
+            script.contains("ufw --force delete allow proto tcp from 10.0.0.5 to any port 5432\n")
+        );
+        assert!(!script.contains("enable"));
+    }
+
+    #[test]
+    fn a_deny_above_a_managed_allow_is_moved_to_the_end() {
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let c = converged(true, "10.0.0.5");
+        let deny = format!(
+            "rule4=deny tcp 5432 0.0.0.0/0 any 0.0.0.0/0 in{}\n",
+            hexc("bootstrap: postgres from anyone else")
+        );
+        let misordered = c.replace(&deny, "");
+        let misordered = misordered.replacen("rule4=", &format!("{deny}rule4="), 1);
+        let changes = plan(&u, &misordered);
+        assert_eq!(changes.len(), 1);
+        let (script, _) = guarded_of(&changes[0]);
+        let del = script
+            .find("ufw --force delete deny proto tcp from any to any port 5432")
+            .unwrap();
+        let add = script
+            .find("ufw deny proto tcp from any to any port 5432 comment")
+            .unwrap();
+        assert!(del < add);
+    }
+
+    #[test]
+    fn defaults_and_comments() {
+        let u = ufw(&(worker("10.0.0.5") + "default_routed = \"allow\"")).unwrap();
+        let changes = plan(&u, &converged(true, "10.0.0.5"));
+        assert_eq!(changes[0].summary, "ufw: default routed allow");
+        assert!(guarded_of(&changes[0])
+            .0
+            .contains("ufw default allow routed\n"));
+        // A comment-only change is a plain, unguarded re-add (ufw updates the comment).
+        let renamed = worker("10.0.0.5").replace("pods", "pod network");
+        let u = ufw(&renamed).unwrap();
+        let changes = plan(&u, &converged(true, "10.0.0.5"));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            shell_of(&changes[0]),
+            "ufw route allow from 192.168.0.0/16 to any comment 'bootstrap: pod network'"
+        );
+    }
+
+    #[test]
+    fn disabling_goes_first_and_needs_no_guard() {
+        let u = ufw("state = \"disabled\"").unwrap();
+        let changes = plan(&u, &converged(true, "10.0.0.5"));
+        assert_eq!(changes[0].summary, "disable ufw");
+        assert!(changes
+            .iter()
+            .all(|c| matches!(c.action, Action::Shell { .. })));
+    }
+
+    #[test]
+    fn an_ipv4_only_rule_is_not_missing_from_ipv6_but_an_any_rule_is() {
+        let u = ufw("").unwrap();
+        let only_v4 = "ufw=installed\nufw_status=active\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
+                       DEFAULT_OUTPUT_POLICY=ACCEPT\nDEFAULT_FORWARD_POLICY=DROP\n"
+            .to_string()
+            + &format!(
+                "rule4=allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in{}\n",
+                hexc("bootstrap: ssh")
+            );
+        let changes = plan(&u, &only_v4);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(shell_of(&changes[0])
+            .starts_with("ufw prepend allow proto tcp from any to any port 22"));
+        assert_eq!(plan(&u, &only_v4.replace("IPV6=yes", "IPV6=no")), vec![]);
+    }
+
+    /// A throwaway ufw: its own network namespace (iptables there only) and private copies of
+    /// /etc/ufw, /etc/default/ufw and the rollback directory bind-mounted in a mount namespace,
+    /// so this machine's own firewall and files are never touched.
+    struct Sandbox {
+        dir: tempfile::TempDir,
+        netns: String,
+    }
+
+    impl Sandbox {
+        fn new() -> Sandbox {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let sh = |cmd: &str| {
+                let st = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "{cmd}");
+            };
+            sh(&format!(
+                "cp -a /etc/ufw {0}/etc-ufw && cp -p /etc/default/ufw {0}/default-ufw && \
+                 mkdir -p {0}/save /var/lib/bootstrap && \
+                 for f in user.rules user6.rules; do sed -i '/^### tuple ###/,+1d' {0}/etc-ufw/$f; done && \
+                 sed -i 's/^ENABLED=.*/ENABLED=no/' {0}/etc-ufw/ufw.conf",
+                d.display()
+            ));
+            let netns = format!("bsufw{}", std::process::id());
+            sh(&format!("ip netns add {netns}"));
+            Sandbox { dir, netns }
+        }
+
+        fn run(&self, script: &str) -> (bool, String) {
+            let out = std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "mount --bind \"$1/etc-ufw\" /etc/ufw && \
+                     mount --bind \"$1/default-ufw\" /etc/default/ufw && \
+                     mount --bind \"$1/save\" /var/lib/bootstrap && \
+                     exec ip netns exec \"$2\" sh -c \"$3\"",
+                )
+                .args(["sh", self.dir.path().to_str().unwrap(), &self.netns, script])
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+
+        fn probe(&self, u: &Ufw) -> Vec<Change> {
+            let (ok, out) = self.run(&u.probe(ProbeOptions::default()));
+            assert!(ok, "{out}");
+            plan(u, &out)
+        }
+
+        fn apply(&self, changes: &[Change]) {
+            for c in changes {
+                let script = match &c.action {
+                    Action::Shell { script, .. } => script,
+                    Action::GuardedFirewall { script, .. } => script,
+                    other => panic!("{other:?}"),
+                };
+                let (ok, out) = self.run(script);
+                assert!(ok, "{}: {out}", c.summary);
+            }
+        }
+
+        fn user_rules(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("etc-ufw/user.rules")).unwrap()
+        }
+    }
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .status();
+        }
+    }
+
+    /// Real ufw in a sandbox (root, ufw, unshare, ip netns):
+    /// `BOOTSTRAP_UFW_TESTS=1 cargo test --lib ufw::tests::real -- --ignored`.
+    #[test]
+    #[ignore]
+    fn real_ufw_converges_orders_rules_and_rolls_back() {
+        if std::env::var_os("BOOTSTRAP_UFW_TESTS").is_none() {
+            return;
+        }
+        let host_rules = std::fs::read("/etc/ufw/user.rules").unwrap();
+        let sb = Sandbox::new();
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let first = sb.probe(&u);
+        assert!(matches!(
+            first.last().unwrap().action,
+            Action::GuardedFirewall { .. }
+        ));
+        // Rolling back the enabling run leaves ufw as it was: inactive.
+        sb.apply(&first);
+        let (_, rollback) = guarded_of(first.last().unwrap());
+        let (ok, out) = sb.run(rollback);
+        assert!(ok, "{out}");
+        assert!(sb.run("ufw status").1.starts_with("Status: inactive"));
+        assert_eq!(sb.probe(&u).len(), 1, "only the guarded change again");
+        sb.apply(&sb.probe(&u));
+        assert_eq!(sb.probe(&u), vec![], "second run changes nothing");
+
+        // First match wins: both allows for 5432 sit above the deny, in iptables itself.
+        let (_, chain) = sb.run("iptables -S ufw-user-input");
+        let pos = |needle: &str| {
+            chain
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {chain}"))
+        };
+        let deny = pos("--dport 5432 -j DROP");
+        assert!(
+            pos("-s 10.0.0.5/32 -p tcp -m tcp --dport 5432 -j ACCEPT") < deny
+                && pos("-s 10.0.0.7/32 -p tcp -m tcp --dport 5432 -j ACCEPT") < deny
+        );
+        let (_, status) = sb.run("ufw status");
+        assert!(status.starts_with("Status: active"), "{status}");
+
+        // One inventory value changes: exactly that rule (and its twin) move.
+        let moved = ufw(&worker("10.0.0.6")).unwrap();
+        let changes = sb.probe(&moved);
+        assert_eq!(changes.len(), 3, "{changes:?}");
+        let (guarded, rollback) = guarded_of(&changes[2]);
+        sb.apply(&changes[..2]);
+        let (ok, out) = sb.run(guarded);
+        assert!(ok, "{out}");
+        assert_eq!(sb.probe(&moved), vec![]);
+        let (_, chain) = sb.run("iptables -S ufw-user-input");
+        assert!(
+            !chain.contains("-s 10.0.0.5/32 ") && chain.contains("-s 10.0.0.6/32 "),
+            "{chain}"
+        );
+
+        // The rollback puts back the firewall saved at the start of the guarded script.
+        let (ok, out) = sb.run(rollback);
+        assert!(ok, "{out}");
+        // Saved state = after the plain allow additions, before the guarded deletions.
+        let restored = sb.user_rules();
+        assert!(restored.contains(" 10.0.0.5 in") && restored.contains(" 10.0.0.6 in"));
+        let (_, chain) = sb.run("iptables -S ufw-user-input");
+        assert!(
+            chain.contains("-s 10.0.0.5/32 ") && chain.contains("-s 10.0.0.6/32 "),
+            "{chain}"
+        );
+        let (_, status) = sb.run("ufw status");
+        assert!(status.starts_with("Status: active"), "{status}");
+
+        assert_eq!(std::fs::read("/etc/ufw/user.rules").unwrap(), host_rules);
     }
 }
