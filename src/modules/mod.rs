@@ -206,6 +206,48 @@ pub fn parse_args<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// An argument given as one value or a list of them: a template expression such as
+/// `"{{ role_addresses.master }}"` yields a list, a literal usually one value.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A text argument that may arrive as a TOML number too (`port = "{{ db_port }}"` renders to
+/// an integer, since a whole-expression string keeps its type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Text(match Raw::deserialize(d)? {
+            Raw::S(s) => s,
+            Raw::I(i) => i.to_string(),
+            Raw::F(f) => f.to_string(),
+            Raw::B(b) => b.to_string(),
+        }))
+    }
+}
+
 /// Shared helpers for probe scripts and their parsing.
 pub mod probe_util {
     /// Parses `key=value` lines of a probe's output; later keys win.

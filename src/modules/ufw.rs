@@ -108,9 +108,9 @@ struct Args {
     #[serde(default)]
     default_routed: Option<Policy>,
     #[serde(default)]
-    rules: Vec<RuleArgs>,
+    rules: Vec<RuleSpec>,
     #[serde(default)]
-    route_rules: Vec<RuleArgs>,
+    route_rules: Vec<RuleSpec>,
 }
 
 fn default_ssh_port() -> u16 {
@@ -123,19 +123,65 @@ fn allow() -> Policy {
     Policy::Allow
 }
 
+/// A rule as written in the playbook: `from` and `to` may list several addresses, which
+/// stands for one rule per address (so an inventory list becomes rules without a loop).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleArgs {
+struct RuleSpec {
     action: Policy,
     #[serde(default)]
-    port: Option<String>,
+    port: Option<Text>,
     #[serde(default)]
     proto: Option<String>,
     #[serde(default)]
+    from: Option<OneOrMany<String>>,
+    #[serde(default)]
+    to: Option<OneOrMany<String>>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+impl RuleSpec {
+    /// One `RuleArgs` per (from, to) pair; repeated addresses in a list count once.
+    fn expand(self) -> Vec<RuleArgs> {
+        let list = |v: Option<OneOrMany<String>>| -> Vec<Option<String>> {
+            match v {
+                None => vec![None],
+                Some(v) => {
+                    let mut seen = Vec::new();
+                    for a in v.into_vec() {
+                        if !seen.contains(&Some(a.clone())) {
+                            seen.push(Some(a));
+                        }
+                    }
+                    seen
+                }
+            }
+        };
+        let (froms, tos) = (list(self.from), list(self.to));
+        let mut out = Vec::new();
+        for from in &froms {
+            for to in &tos {
+                out.push(RuleArgs {
+                    action: self.action,
+                    port: self.port.clone().map(|t| t.0),
+                    proto: self.proto.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    comment: self.comment.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+struct RuleArgs {
+    action: Policy,
+    port: Option<String>,
+    proto: Option<String>,
     from: Option<String>,
-    #[serde(default)]
     to: Option<String>,
-    #[serde(default)]
     comment: Option<String>,
 }
 
@@ -428,8 +474,12 @@ impl Ufw {
         let all = a
             .rules
             .into_iter()
-            .map(|r| (r, false))
-            .chain(a.route_rules.into_iter().map(|r| (r, true)));
+            .flat_map(|r| r.expand().into_iter().map(|r| (r, false)))
+            .chain(
+                a.route_rules
+                    .into_iter()
+                    .flat_map(|r| r.expand().into_iter().map(|r| (r, true))),
+            );
         for (i, (r, route)) in all.enumerate() {
             let w =
                 wanted_rule(r, route).map_err(|(m, h)| err(format!("rule {}: {m}", i + 1), h))?;
@@ -938,6 +988,13 @@ mod tests {
         );
         assert_eq!(*lines.last().unwrap(), "ufw --force enable");
         assert!(rollback.contains("ufw reload || ufw --force disable"));
+    }
+
+    #[test]
+    fn a_list_of_sources_stands_for_one_rule_each_and_ports_may_be_numbers() {
+        let u = ufw(r#"rules = [{ action = "allow", port = 5432, proto = "tcp", from = ["10.0.0.5", "10.0.0.6", "10.0.0.5"], comment = "pg" }]"#).unwrap();
+        let pg: Vec<String> = u.rules.iter().filter(|r| r.comment == "bootstrap: pg").map(|r| r.key.describe()).collect();
+        assert_eq!(pg, vec!["allow 5432/tcp from 10.0.0.5", "allow 5432/tcp from 10.0.0.6"]);
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 total,
             });
             let output = outputs.get(offset).cloned().flatten();
-            let result = run_prepared(ctx, playbook, step, false, prep, output, started).await;
+            let result = run_prepared(ctx, playbook, step, false, prep, output, recap.changed > 0, started).await;
             let status = result.status;
             recap.count(status);
             ctx.reporter.event(&Event::StepFinished(result));
@@ -214,7 +214,7 @@ async fn run_handlers(
             Ok(outputs) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
-                run_prepared(ctx, playbook, handler, true, prep, output, started).await
+                run_prepared(ctx, playbook, handler, true, prep, output, true, started).await
             }
             Err(e) => failed(
                 ctx,
@@ -336,6 +336,7 @@ async fn run_prepared(
     handler: bool,
     prep: Prepared,
     output: Option<ProbeOutput>,
+    earlier_would_change: bool,
     started: Instant,
 ) -> StepResult {
     let module = match prep {
@@ -387,6 +388,12 @@ async fn run_prepared(
     };
     let changes = match module.plan(&output) {
         Ok(c) => c,
+        // In check mode an earlier step that would change (say, installing the package that
+        // brings a unit) did not run, so this one cannot be planned yet: say so, don't fail.
+        Err(e) if ctx.mode.check && earlier_would_change => {
+            let why = format!("cannot be planned before earlier changes are made: {e}");
+            return finished(ctx, playbook, step, handler, Status::Skipped, vec![], vec![], Some(why), started);
+        }
         Err(e) => return failed(ctx, playbook, &step.name, handler, started, e.to_string()),
     };
     if changes.is_empty() {
