@@ -3,7 +3,6 @@
 # Sourced, never run. Everything it creates is named after LAB_PREFIX so `down` can find it again.
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$LAB_DIR/../.." && pwd)"
 
 # Outside the repo: the rootfs survives `down`, the state dir does not.
 LAB_CACHE="${BOOTSTRAP_LAB_CACHE:-/var/cache/bootstrap-lab}"
@@ -336,7 +335,9 @@ write_inventory() {
     echo "become = true"
     echo
     echo "[vars]"
-    echo 'pod_cidr = "192.168.0.0/16"'
+    echo "# As in the Vagrant lab: no overlap with the lab network."
+    echo 'pod_cidr = "10.244.0.0/16"'
+    echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
     echo "lab_repo_url = \"$(lab_repo_url)\""
     echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
     for m in "${MACHINES[@]}"; do
