@@ -1,0 +1,460 @@
+# shellcheck shell=bash
+# The container lab: constants and functions used by tests/lab/lab.
+# Sourced, never run. Everything it creates is named after LAB_PREFIX so `down` can find it again.
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# Outside the repo: the rootfs survives `down`, the state dir does not.
+LAB_CACHE="${BOOTSTRAP_LAB_CACHE:-/var/cache/bootstrap-lab}"
+LAB_STATE="${BOOTSTRAP_LAB_STATE:-/var/lib/bootstrap-lab}"
+
+SUITE="bookworm"
+MIRROR="http://deb.debian.org/debian"
+INCLUDE_PKGS="systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,ca-certificates,netcat-openbsd,curl,procps,kmod,iptables"
+
+# 10.213.7.0/24: unlikely to collide with home, cloud or Docker defaults.
+LAB_NET_PREFIX="10.213.7"
+LAB_BRIDGE="bslab0"
+LAB_HOST_IP="${LAB_NET_PREFIX}.1"
+LAB_PROXY_PORT=3128
+LAB_REPO_PORT=8080
+NETNS_PREFIX="bslab-"
+VETH_PREFIX="bsl-"
+
+MACHINES=(master worker elk)
+declare -A MACHINE_IP=([master]="${LAB_NET_PREFIX}.11" [worker]="${LAB_NET_PREFIX}.12" [elk]="${LAB_NET_PREFIX}.13" [outsider]="${LAB_NET_PREFIX}.99")
+SSH_WAIT_SECONDS="${BOOTSTRAP_LAB_SSH_WAIT:-120}"
+
+log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need_root() { [[ $EUID -eq 0 ]] || die "the lab needs root (namespaces, mounts, nspawn)"; }
+
+# The host tools the lab uses; installed from Debian's archive when missing.
+ensure_host_tools() {
+  local -A want=([debootstrap]=debootstrap [systemd-nspawn]=systemd-container [tinyproxy]=tinyproxy
+    [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [ssh]=openssh-client
+    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3)
+  local tool missing=()
+  for tool in "${!want[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "installing host tools: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- rootfs cache
+
+# The cache name carries a hash of its definition, so changing the package list rebuilds it.
+rootfs_dir() {
+  local sum
+  sum="$(printf '%s %s %s %s' "$SUITE" "$INCLUDE_PKGS" "$MIRROR" "$(rootfs_recipe_version)" | sha256sum | cut -c1-12)"
+  printf '%s/rootfs-%s-%s' "$LAB_CACHE" "$SUITE" "$sum"
+}
+
+# Bump when prepare_rootfs changes what it writes.
+rootfs_recipe_version() { echo 2; }
+
+ensure_rootfs() {
+  local dest tmp
+  dest="$(rootfs_dir)"
+  if [[ -f "$dest/.lab-complete" ]]; then
+    log "rootfs cached: $dest"
+    return 0
+  fi
+  mkdir -p "$LAB_CACHE"
+  # A build interrupted earlier leaves only *.tmp.* dirs, never a half cache under the final name.
+  rm -rf "$LAB_CACHE"/rootfs-*.tmp.*
+  tmp="$(mktemp -d "$dest.tmp.XXXXXX")"
+  log "building rootfs with debootstrap ($SUITE, minbase) into $tmp"
+  debootstrap --variant=minbase --include="$INCLUDE_PKGS" "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1 \
+    || { tail -20 "$tmp.log" >&2; die "debootstrap failed (log: $tmp.log)"; }
+  prepare_rootfs "$tmp"
+  touch "$tmp/.lab-complete"
+  rm -rf "$dest" "$tmp.log"
+  mv "$tmp" "$dest"
+  # Older definitions of the cache are of no further use.
+  find "$LAB_CACHE" -maxdepth 1 -name "rootfs-$SUITE-*" ! -path "$dest" -exec rm -rf {} +
+  log "rootfs ready: $dest"
+}
+
+# What every machine shares, as on a Vagrant box: a vagrant user with passwordless sudo.
+prepare_rootfs() {
+  local root="$1"
+  chroot "$root" useradd --create-home --shell /bin/bash vagrant
+  printf 'vagrant ALL=(ALL) NOPASSWD: ALL\n' >"$root/etc/sudoers.d/vagrant"
+  chmod 0440 "$root/etc/sudoers.d/vagrant"
+  # Host keys and machine-id must be unique per machine: made when a machine is created.
+  rm -f "$root"/etc/ssh/ssh_host_*
+  : >"$root/etc/machine-id"
+  # Timers that run apt at random times would make runs flaky and are not what the lab tests.
+  ln -sf /dev/null "$root/etc/systemd/system/apt-daily.timer"
+  ln -sf /dev/null "$root/etc/systemd/system/apt-daily-upgrade.timer"
+  chroot "$root" apt-get clean
+}
+
+# ---------------------------------------------------------------- machines
+
+machine_dir() { printf '%s/machines/%s' "$LAB_STATE" "$1"; }
+
+# overlayfs over the cached rootfs when the kernel allows it, else a full copy.
+create_machine_tree() {
+  local name="$1" rootfs="$2" dir
+  dir="$(machine_dir "$name")"
+  mkdir -p "$dir/upper" "$dir/work" "$dir/root"
+  if mount -t overlay "lab-$name" -o "lowerdir=$rootfs,upperdir=$dir/upper,workdir=$dir/work" "$dir/root" 2>/dev/null; then
+    echo overlay >"$dir/tree-kind"
+  else
+    log "overlayfs unavailable; copying the rootfs for $name"
+    cp -a "$rootfs/." "$dir/root/"
+    echo copy >"$dir/tree-kind"
+  fi
+}
+
+configure_machine() {
+  local name="$1" root
+  root="$(machine_dir "$name")/root"
+  echo "$name" >"$root/etc/hostname"
+  tr -d '-' </proc/sys/kernel/random/uuid >"$root/etc/machine-id"
+  {
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$name"
+    local m
+    for m in "${MACHINES[@]}"; do printf '%s\t%s\n' "${MACHINE_IP[$m]}" "$m"; done
+  } >"$root/etc/hosts"
+
+  ssh-keygen -q -t ed25519 -N '' -C "root@$name" -f "$root/etc/ssh/ssh_host_ed25519_key"
+  cat >"$root/etc/ssh/sshd_config.d/lab.conf" <<'EOF'
+# Written by tests/lab: as on a Vagrant box, only the vagrant user with a key.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+EOF
+  local home="$root/home/vagrant" uid gid
+  uid="$(chroot "$root" id -u vagrant)"
+  gid="$(chroot "$root" id -g vagrant)"
+  install -d -m 0700 -o "$uid" -g "$gid" "$home/.ssh"
+  install -m 0600 -o "$uid" -g "$gid" "$LAB_STATE/id_ed25519.pub" "$home/.ssh/authorized_keys"
+
+  cat >"$root/etc/apt/sources.list" <<EOF
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+deb http://deb.debian.org/debian-security $SUITE-security main
+EOF
+  cat >"$root/etc/apt/apt.conf.d/01lab-proxy" <<EOF
+// Written by tests/lab: the machines reach Debian's archive only through the lab proxy.
+Acquire::http::Proxy "http://$LAB_HOST_IP:$LAB_PROXY_PORT";
+Acquire::http::Proxy::$LAB_HOST_IP "DIRECT";
+Acquire::Retries "3";
+EOF
+}
+
+# ---------------------------------------------------------------- network
+
+netns_name() { printf '%s%s' "$NETNS_PREFIX" "$1"; }
+
+create_bridge() {
+  ip link add "$LAB_BRIDGE" type bridge
+  ip addr add "$LAB_HOST_IP/24" dev "$LAB_BRIDGE"
+  ip link set "$LAB_BRIDGE" up
+}
+
+# A namespace with eth0 on the lab bridge. The default route points at the host, which does not
+# forward: it only gives programs that look for a default interface (kubelet, Calico) the right one.
+create_netns() {
+  local name="$1" ns veth
+  ns="$(netns_name "$name")"
+  veth="$VETH_PREFIX$name"
+  ip netns add "$ns"
+  ip link add "$veth" type veth peer name eth0 netns "$ns"
+  ip link set "$veth" master "$LAB_BRIDGE" up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "${MACHINE_IP[$name]}/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "$LAB_HOST_IP"
+}
+
+# ---------------------------------------------------------------- host-side services
+
+# Started in its own session so it outlives the `up` shell; the pid file is how `down` finds it.
+spawn_bg() {
+  local pidfile="$1" logfile="$2"
+  shift 2
+  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
+start_proxy() {
+  local conf="$LAB_STATE/tinyproxy.conf"
+  printf '^deb\\.debian\\.org$\n' >"$LAB_STATE/tinyproxy.filter"
+  cat >"$conf" <<EOF
+# Written by tests/lab: only the lab subnet, only Debian's archive.
+Port $LAB_PROXY_PORT
+Listen $LAB_HOST_IP
+Timeout 600
+MaxClients 64
+Allow $LAB_NET_PREFIX.0/24
+Filter "$LAB_STATE/tinyproxy.filter"
+FilterDefaultDeny Yes
+ConnectPort 443
+LogFile "$LAB_STATE/tinyproxy.log"
+LogLevel Notice
+EOF
+  spawn_bg "$LAB_STATE/tinyproxy.pid" "$LAB_STATE/tinyproxy.out" tinyproxy -d -c "$conf"
+  wait_tcp "$LAB_HOST_IP" "$LAB_PROXY_PORT" 15 || die "tinyproxy did not start (see $LAB_STATE/tinyproxy.out)"
+}
+
+# A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README).
+build_repo() {
+  local repo="$LAB_STATE/repo" pkg
+  mkdir -p "$repo/pool"
+  for pkg in "$LAB_DIR"/standins/*/; do
+    [[ -f "$pkg/DEBIAN/control" ]] || continue
+    dpkg-deb --root-owner-group --build "$pkg" "$repo/pool/" >/dev/null
+  done
+  cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
+  (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
+    && apt-ftparchive release . >Release)
+}
+
+start_repo() {
+  build_repo
+  local py=/usr/bin/python3
+  [[ -x $py ]] || py="$(command -v python3)"
+  spawn_bg "$LAB_STATE/repo.pid" "$LAB_STATE/repo.log" \
+    "$py" -m http.server --bind "$LAB_HOST_IP" --directory "$LAB_STATE/repo" "$LAB_REPO_PORT"
+  wait_tcp "$LAB_HOST_IP" "$LAB_REPO_PORT" 15 || die "the lab apt repository did not start (see $LAB_STATE/repo.log)"
+}
+
+lab_repo_url() { printf 'http://%s:%s/' "$LAB_HOST_IP" "$LAB_REPO_PORT"; }
+
+# ---------------------------------------------------------------- boot and wait
+
+# The cgroup hierarchies a container's systemd uses: cgroup2 alone, or name=systemd + unified.
+cgroup_roots() {
+  if [[ "$(stat -f -c %T /sys/fs/cgroup)" == cgroup2fs ]]; then
+    echo /sys/fs/cgroup
+  else
+    local h
+    for h in systemd unified; do
+      [[ -f /sys/fs/cgroup/$h/cgroup.procs ]] && echo "/sys/fs/cgroup/$h"
+    done
+  fi
+  return 0
+}
+
+# With --keep-unit nspawn builds the machine's cgroup tree below its own cgroup, so machines
+# started from one shell would share (and fight over) one tree: each gets its own cgroup first.
+machine_cgroups() {
+  local root
+  for root in $(cgroup_roots); do
+    mkdir -p "$root/bootstrap-lab/$1"
+    echo "$root/bootstrap-lab/$1"
+  done
+}
+
+remove_lab_cgroups() {
+  local root
+  for root in $(cgroup_roots); do
+    [[ -d $root/bootstrap-lab ]] || continue
+    find "$root/bootstrap-lab" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
+# shellcheck disable=SC2016 # the bash -c script expands its own arguments
+boot_machine() {
+  local name="$1" dir
+  dir="$(machine_dir "$name")"
+  local -a cgroups
+  mapfile -t cgroups < <(machine_cgroups "$name")
+  # --private-network beside the namespace path: it gives CAP_NET_ADMIN and a writable
+  # /proc/sys/net, so UFW and net.* sysctls work in the machine's own namespace.
+  spawn_bg "$dir/nspawn.pid" "$dir/console.log" \
+    bash -c 'for cg in "${@:2:$1}"; do echo $$ >"$cg/cgroup.procs"; done; shift $(($1 + 1)); exec "$@"' \
+    lab-cgroup-enter "${#cgroups[@]}" "${cgroups[@]}" \
+    systemd-nspawn --boot --register=no --keep-unit --console=read-only \
+    --private-network --network-namespace-path="/run/netns/$(netns_name "$name")" \
+    --directory="$dir/root" --machine="$name" --hostname="$name"
+}
+
+# Bounded polling with bash's /dev/tcp, so no netcat is needed on the host.
+wait_tcp() {
+  local host="$1" port="$2" secs="$3" deadline
+  deadline=$((SECONDS + secs))
+  while ((SECONDS < deadline)); do
+    if timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+ssh_opts() {
+  printf '%s\n' -i "$LAB_STATE/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes \
+    -o "UserKnownHostsFile=$LAB_STATE/known_hosts" -o StrictHostKeyChecking=yes \
+    -o ConnectTimeout=5 -o LogLevel=ERROR
+}
+
+lab_ssh() {
+  local name="$1"
+  shift
+  [[ -n ${MACHINE_IP[$name]:-} && $name != outsider ]] || die "unknown machine: $name"
+  local -a opts
+  mapfile -t opts < <(ssh_opts)
+  # shellcheck disable=SC2029 # the command is meant to run on the machine, as ssh joins it
+  ssh "${opts[@]}" "vagrant@${MACHINE_IP[$name]}" "$@"
+}
+
+# Up means: sshd answers, the vagrant key is accepted and systemd has finished booting.
+wait_machine() {
+  local name="$1" deadline state
+  deadline=$((SECONDS + SSH_WAIT_SECONDS))
+  while ((SECONDS < deadline)); do
+    pid_alive "$(machine_dir "$name")/nspawn.pid" || die "$name: systemd-nspawn exited (see $(machine_dir "$name")/console.log)"
+    if wait_tcp "${MACHINE_IP[$name]}" 22 2 && state="$(lab_ssh "$name" systemctl is-system-running 2>/dev/null)"; then
+      [[ $state == running || $state == degraded ]] && return 0
+    fi
+    [[ -n ${state:-} ]] || sleep 0.5
+    sleep 0.5
+  done
+  die "$name: not up within ${SSH_WAIT_SECONDS}s (console: $(machine_dir "$name")/console.log)"
+}
+
+# ---------------------------------------------------------------- inventory
+
+write_inventory() {
+  local inv="$LAB_STATE/inventory.toml" m
+  {
+    echo "# Written by tests/lab/lab up: the container lab. Removed by tests/lab/lab down."
+    echo "[ssh]"
+    echo 'user = "vagrant"'
+    echo "port = 22"
+    echo "key = \"$LAB_STATE/id_ed25519\""
+    echo "become = true"
+    echo
+    echo "[vars]"
+    echo "# As in the Vagrant lab: no overlap with the lab network."
+    echo 'pod_cidr = "10.244.0.0/16"'
+    echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
+    echo "lab_repo_url = \"$(lab_repo_url)\""
+    echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
+    for m in "${MACHINES[@]}"; do
+      echo
+      echo "[hosts.$m]"
+      echo "address = \"${MACHINE_IP[$m]}\""
+      echo "roles = [\"$m\"]"
+      echo "host_key = \"$(cut -d' ' -f1,2 "$(machine_dir "$m")/root/etc/ssh/ssh_host_ed25519_key.pub")\""
+    done
+  } >"$inv"
+  echo "$inv"
+}
+
+random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | cut -c1-24; }
+
+write_secrets() {
+  (
+    umask 077
+    {
+      echo "# Written by tests/lab/lab up: throwaway lab secrets."
+      echo "db_password = \"$(random_secret)\""
+      echo "elastic_password = \"$(random_secret)\""
+      echo "kibana_password = \"$(random_secret)\""
+    } >"$LAB_STATE/secrets.toml"
+  )
+}
+
+write_known_hosts() {
+  local m
+  for m in "${MACHINES[@]}"; do
+    printf '%s %s\n' "${MACHINE_IP[$m]}" "$(cut -d' ' -f1,2 "$(machine_dir "$m")/root/etc/ssh/ssh_host_ed25519_key.pub")"
+  done >"$LAB_STATE/known_hosts"
+}
+
+# ---------------------------------------------------------------- teardown
+
+pid_alive() {
+  local pidfile="$1" pid
+  [[ -f $pidfile ]] || return 1
+  pid="$(cat "$pidfile")"
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+}
+
+# Only a pid whose command line names the lab state dir is ours (pids get reused after a crash).
+pid_is_ours() {
+  local pid="$1"
+  [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$LAB_STATE"
+}
+
+# SIGTERM to all at once (nspawn turns it into an orderly poweroff), then SIGKILL what is left.
+stop_pids() {
+  local secs="$1" pid deadline
+  shift
+  local -a pids=()
+  for pid in "$@"; do
+    pid_is_ours "$pid" || continue
+    log "stopping $(cat "/proc/$pid/comm" 2>/dev/null) (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  deadline=$((SECONDS + secs))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid did not stop in ${secs}s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  done
+}
+
+# Our processes: those in pid files, plus any whose command line names the state dir (a crash
+# between spawn and writing its pid file).
+lab_pids() {
+  local f p
+  for f in "$LAB_STATE"/*.pid "$LAB_STATE"/machines/*/nspawn.pid; do
+    [[ -f $f ]] && cat "$f"
+  done
+  for p in /proc/[0-9]*; do
+    p="${p#/proc/}"
+    [[ $p == "$$" || $p == "$BASHPID" ]] && continue
+    pid_is_ours "$p" 2>/dev/null && case "$(cat "/proc/$p/comm" 2>/dev/null)" in
+      systemd-nspawn | tinyproxy | python3*) echo "$p" ;;
+    esac
+  done
+}
+
+teardown() {
+  local pid m mp ns
+  # The machines first, so they can still reach the proxy while they shut down.
+  local -a nspawns=() others=()
+  for pid in $(lab_pids | sort -un); do
+    if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == systemd-nspawn ]]; then nspawns+=("$pid"); else others+=("$pid"); fi
+  done
+  stop_pids 30 "${nspawns[@]}"
+  stop_pids 10 "${others[@]}"
+  # A machine whose nspawn was SIGKILLed keeps running in its namespace: kill what is left there.
+  for m in "${MACHINES[@]}" outsider; do
+    ns="$(netns_name "$m")"
+    [[ -e /run/netns/$ns ]] || continue
+    for pid in $(ip netns pids "$ns"); do
+      log "killing leftover pid $pid in $ns"
+      kill -KILL "$pid" 2>/dev/null || true
+    done
+    while [[ -n "$(ip netns pids "$ns")" ]]; do sleep 0.1; done
+  done
+  # Unmount deepest first: nspawn may leave mounts below a machine root after a crash.
+  while read -r mp; do
+    umount -l "$mp" 2>/dev/null || true
+  done < <(awk -v s="$LAB_STATE/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r)
+  for m in "${MACHINES[@]}" outsider; do
+    ns="$(netns_name "$m")"
+    ip link del "$VETH_PREFIX$m" 2>/dev/null || true
+    [[ -e /run/netns/$ns ]] && ip netns del "$ns"
+  done
+  ip link del "$LAB_BRIDGE" 2>/dev/null || true
+  remove_lab_cgroups
+  rm -rf "$LAB_STATE"
+}
