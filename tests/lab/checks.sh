@@ -63,7 +63,8 @@ summary_is() {
 
 # The (host, step) pairs that reported a change, one "host<TAB>step" a line, sorted.
 changed_steps() {
-  jq -r 'select(.type == "step" and .changed == true) | "\(.host)\t\(.step)"' "$LAB_LOGS/$1.jsonl" | sort
+  # Handlers are listed as "handler: NAME": a handler that runs is a change too.
+  jq -r 'select(.type == "step" and .changed == true) | "\(.host)\t\(if .handler then "handler: " else "" end)\(.step)"' "$LAB_LOGS/$1.jsonl" | sort
 }
 
 changed_steps_are() {
