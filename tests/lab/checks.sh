@@ -144,7 +144,7 @@ check_smoke_drift() {
   before="$(smoke_invocation worker)"
   on_host worker "echo 'drift = 1' | sudo tee -a /etc/bootstrap-smoke.conf >/dev/null"
   check "smoke drift: run exits 0" exit_code_is 0 bootstrap_json smoke-drift run "$playbook"
-  check "smoke drift: only worker's template step changed" changed_steps_are smoke-drift "$(printf 'worker\tsmoke config')"
+  check "smoke drift: only worker's template step changed (and its handler ran)" changed_steps_are smoke-drift "$(printf 'worker\thandler: restart smoke\nworker\tsmoke config')"
   check "smoke drift: worker's file is restored" on_host worker "! grep -q '^drift' /etc/bootstrap-smoke.conf"
   after="$(smoke_invocation worker)"
   check "smoke drift: the handler restarted worker's service" test "$before" != "$after" -a -n "$after"
