@@ -23,6 +23,9 @@ pub struct Playbook {
     pub facts: Vec<(String, String)>,
     pub steps: Vec<Step>,
     pub handlers: Vec<Step>,
+    /// Whether any step, handler or template may read `facts`: when none does, a run skips
+    /// gathering them and a no-op rerun costs one round trip per host instead of two.
+    pub uses_facts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -111,13 +114,29 @@ impl Playbook {
                 }
             }
         }
-        Ok(Playbook {
+        let mut playbook = Playbook {
             path: path.to_path_buf(),
             name: raw.name,
             hosts,
             facts,
             steps,
             handlers,
+            uses_facts: true,
+        };
+        playbook.uses_facts = mentions_facts(text) || playbook.templates_mention_facts();
+        Ok(playbook)
+    }
+
+    /// A template whose path is itself templated, or cannot be read, counts as using facts.
+    fn templates_mention_facts(&self) -> bool {
+        let files = self.files_dir();
+        self.steps.iter().chain(&self.handlers).filter(|s| s.module == "template").any(|s| {
+            match s.args.get("src").and_then(|v| v.as_str()) {
+                Some(src) if !src.contains("{{") => std::fs::read_to_string(files.join(src))
+                    .map(|t| mentions_facts(&t) || t.contains("{% include") || t.contains("{% extends") || t.contains("{% import"))
+                    .unwrap_or(true),
+                _ => true,
+            }
         })
     }
 
@@ -126,6 +145,10 @@ impl Playbook {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         dir.parent().unwrap_or(Path::new(".")).join("files")
     }
+}
+
+fn mentions_facts(text: &str) -> bool {
+    text.contains("facts")
 }
 
 fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, InputError> {
@@ -271,6 +294,17 @@ service = { name = "x", state = "restarted" }
     fn unknown_role_in_hosts_is_refused() {
         let err = parse("name = \"x\"\nhosts = \"db\"\n").unwrap_err();
         assert_eq!(err.line, Some(2));
+    }
+
+    #[test]
+    fn facts_are_gathered_only_when_something_reads_them() {
+        let without = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\nfile = { path = \"/a\" }\n").unwrap();
+        assert!(!without.uses_facts);
+        let with = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\nfile = { path = \"/{{ facts.arch }}\" }\n").unwrap();
+        assert!(with.uses_facts);
+        // A template that cannot be read here might read facts: gather them.
+        let templated = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntemplate = { src = \"missing.j2\", dest = \"/a\" }\n").unwrap();
+        assert!(templated.uses_facts);
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub struct Batch {
     nonce: String,
     count: usize,
     script: String,
+    /// Identical probes (ten `line` steps on one file) run once and share their output.
+    seen: std::collections::HashMap<String, usize>,
 }
 
 impl Batch {
@@ -21,12 +23,18 @@ impl Batch {
             nonce,
             count: 0,
             script: String::new(),
+            seen: std::collections::HashMap::new(),
         }
     }
 
-    /// Adds a part; returns its index for `parse`.
+    /// Adds a part; returns its index for `parse`. A script already in the batch is not sent
+    /// again: its index is returned.
     pub fn push(&mut self, script: &str) -> usize {
+        if let Some(&i) = self.seen.get(script) {
+            return i;
+        }
         let i = self.count;
+        self.seen.insert(script.to_string(), i);
         self.count += 1;
         // stdin from /dev/null: a part must not eat the next part's input or wait on a terminal.
         self.script.push_str(&format!(
@@ -92,6 +100,24 @@ mod tests {
         assert_eq!(parsed[1], Some((3, "no newline".to_string())));
         assert_eq!(parsed[2], Some((0, "after-cat\n".to_string())));
         assert_eq!(parsed[3], Some((0, String::new())));
+    }
+
+    #[test]
+    fn identical_parts_run_once_and_share_their_output() {
+        let mut b = Batch::new();
+        let first = b.push("echo x >> counter; cat counter");
+        b.push("true");
+        let again = b.push("echo x >> counter; cat counter");
+        assert_eq!(first, again);
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(b.script())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let parsed = b.parse(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(parsed[again], Some((0, "x\n".to_string())), "the probe ran once");
     }
 
     #[test]

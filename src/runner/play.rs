@@ -77,7 +77,12 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         &format!("{} ({})", playbook.name, playbook.path.display()),
     );
 
-    let mut facts = match gather_facts(ctx, playbook).await {
+    let gathered = if playbook.uses_facts {
+        gather_facts(ctx, playbook).await
+    } else {
+        Ok(BTreeMap::new())
+    };
+    let mut facts = match gathered {
         Ok(f) => f,
         Err(e) => {
             let result = failed(
@@ -290,8 +295,13 @@ async fn probe_all(
                 if script.trim().is_empty() {
                     parts.push(None);
                 } else {
-                    parts.push(Some(batch.push(&script)));
-                    sensitive.push(module.probe_is_sensitive());
+                    let part = batch.push(&script);
+                    // Indexed by batch part: identical probes share one part.
+                    if sensitive.len() <= part {
+                        sensitive.resize(part + 1, false);
+                    }
+                    sensitive[part] |= module.probe_is_sensitive();
+                    parts.push(Some(part));
                 }
             }
             _ => parts.push(None),
