@@ -395,4 +395,3 @@ mod tests {
         assert!(fetch_to_cache("http://127.0.0.1:1/x", "nothex", cache.path()).is_err());
     }
 }
-

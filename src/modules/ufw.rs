@@ -993,8 +993,19 @@ mod tests {
     #[test]
     fn a_list_of_sources_stands_for_one_rule_each_and_ports_may_be_numbers() {
         let u = ufw(r#"rules = [{ action = "allow", port = 5432, proto = "tcp", from = ["10.0.0.5", "10.0.0.6", "10.0.0.5"], comment = "pg" }]"#).unwrap();
-        let pg: Vec<String> = u.rules.iter().filter(|r| r.comment == "bootstrap: pg").map(|r| r.key.describe()).collect();
-        assert_eq!(pg, vec!["allow 5432/tcp from 10.0.0.5", "allow 5432/tcp from 10.0.0.6"]);
+        let pg: Vec<String> = u
+            .rules
+            .iter()
+            .filter(|r| r.comment == "bootstrap: pg")
+            .map(|r| r.key.describe())
+            .collect();
+        assert_eq!(
+            pg,
+            vec![
+                "allow 5432/tcp from 10.0.0.5",
+                "allow 5432/tcp from 10.0.0.6"
+            ]
+        );
     }
 
     #[test]

@@ -130,14 +130,21 @@ impl Playbook {
     /// A template whose path is itself templated, or cannot be read, counts as using facts.
     fn templates_mention_facts(&self) -> bool {
         let files = self.files_dir();
-        self.steps.iter().chain(&self.handlers).filter(|s| s.module == "template").any(|s| {
-            match s.args.get("src").and_then(|v| v.as_str()) {
+        self.steps
+            .iter()
+            .chain(&self.handlers)
+            .filter(|s| s.module == "template")
+            .any(|s| match s.args.get("src").and_then(|v| v.as_str()) {
                 Some(src) if !src.contains("{{") => std::fs::read_to_string(files.join(src))
-                    .map(|t| mentions_facts(&t) || t.contains("{% include") || t.contains("{% extends") || t.contains("{% import"))
+                    .map(|t| {
+                        mentions_facts(&t)
+                            || t.contains("{% include")
+                            || t.contains("{% extends")
+                            || t.contains("{% import")
+                    })
                     .unwrap_or(true),
                 _ => true,
-            }
-        })
+            })
     }
 
     /// The `files/` directory beside the playbooks directory: where template/copy `src` live.
@@ -298,7 +305,10 @@ service = { name = "x", state = "restarted" }
 
     #[test]
     fn facts_are_gathered_only_when_something_reads_them() {
-        let without = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\nfile = { path = \"/a\" }\n").unwrap();
+        let without = parse(
+            "name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\nfile = { path = \"/a\" }\n",
+        )
+        .unwrap();
         assert!(!without.uses_facts);
         let with = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\nfile = { path = \"/{{ facts.arch }}\" }\n").unwrap();
         assert!(with.uses_facts);

@@ -117,7 +117,11 @@ mod tests {
             .output()
             .unwrap();
         let parsed = b.parse(&String::from_utf8(out.stdout).unwrap());
-        assert_eq!(parsed[again], Some((0, "x\n".to_string())), "the probe ran once");
+        assert_eq!(
+            parsed[again],
+            Some((0, "x\n".to_string())),
+            "the probe ran once"
+        );
     }
 
     #[test]

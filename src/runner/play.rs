@@ -85,14 +85,8 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     let mut facts = match gathered {
         Ok(f) => f,
         Err(e) => {
-            let result = failed(
-                ctx,
-                playbook,
-                "gather facts",
-                false,
-                Instant::now(),
-                format!("{e:#}"),
-            );
+            let result =
+                Subject::new(playbook, "gather facts", false).failed(ctx, format!("{e:#}"));
             recap.count(result.status);
             ctx.reporter.event(&Event::StepFinished(result));
             return recap;
@@ -108,14 +102,8 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         let outputs = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
             Err(e) => {
-                let result = failed(
-                    ctx,
-                    playbook,
-                    &playbook.steps[next].name,
-                    false,
-                    Instant::now(),
-                    format!("{e:#}"),
-                );
+                let result = Subject::new(playbook, &playbook.steps[next].name, false)
+                    .failed(ctx, format!("{e:#}"));
                 recap.count(result.status);
                 ctx.reporter.event(&Event::StepFinished(result));
                 stopped = true;
@@ -133,7 +121,13 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 total,
             });
             let output = outputs.get(offset).cloned().flatten();
-            let result = run_prepared(ctx, playbook, step, false, prep, output, recap.changed > 0, started).await;
+            let subject = Subject {
+                playbook,
+                step: &step.name,
+                handler: false,
+                started,
+            };
+            let result = run_prepared(ctx, subject, prep, output, recap.changed > 0).await;
             let status = result.status;
             recap.count(status);
             ctx.reporter.event(&Event::StepFinished(result));
@@ -151,14 +145,8 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                             match gather_facts(ctx, playbook).await {
                                 Ok(f) => facts = f,
                                 Err(e) => {
-                                    let r = failed(
-                                        ctx,
-                                        playbook,
-                                        "gather facts",
-                                        false,
-                                        Instant::now(),
-                                        format!("{e:#}"),
-                                    );
+                                    let r = Subject::new(playbook, "gather facts", false)
+                                        .failed(ctx, format!("{e:#}"));
                                     recap.count(r.status);
                                     ctx.reporter.event(&Event::StepFinished(r));
                                     stopped = true;
@@ -219,16 +207,15 @@ async fn run_handlers(
             Ok(outputs) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
-                run_prepared(ctx, playbook, handler, true, prep, output, true, started).await
+                let subject = Subject {
+                    playbook,
+                    step: &handler.name,
+                    handler: true,
+                    started,
+                };
+                run_prepared(ctx, subject, prep, output, true).await
             }
-            Err(e) => failed(
-                ctx,
-                playbook,
-                &handler.name,
-                true,
-                started,
-                format!("{e:#}"),
-            ),
+            Err(e) => Subject::new(playbook, &handler.name, true).failed(ctx, format!("{e:#}")),
         };
         let status = result.status;
         recap.count(status);
@@ -341,58 +328,29 @@ async fn probe_all(
 
 async fn run_prepared(
     ctx: &PlayCtx<'_>,
-    playbook: &Playbook,
-    step: &Step,
-    handler: bool,
+    subject: Subject<'_>,
     prep: Prepared,
     output: Option<ProbeOutput>,
     earlier_would_change: bool,
-    started: Instant,
 ) -> StepResult {
+    let skipped = |why: String| subject.finished(ctx, Status::Skipped, vec![], vec![], Some(why));
     let module = match prep {
         Prepared::Ready { module } => module,
-        Prepared::Skip(why) => {
-            return finished(
-                ctx,
-                playbook,
-                step,
-                handler,
-                Status::Skipped,
-                vec![],
-                vec![],
-                Some(why),
-                started,
-            )
-        }
-        Prepared::Broken(msg) => return failed(ctx, playbook, &step.name, handler, started, msg),
+        Prepared::Skip(why) => return skipped(why),
+        Prepared::Broken(msg) => return subject.failed(ctx, msg),
         Prepared::Deferred(fact) => {
             let msg = format!("needs fact `{fact}`, which the host does not report yet");
             return if ctx.mode.check {
                 // An earlier step would provide it; in check mode that step did not run.
-                let why = format!("{msg} (an earlier step would provide it)");
-                finished(
-                    ctx,
-                    playbook,
-                    step,
-                    handler,
-                    Status::Skipped,
-                    vec![],
-                    vec![],
-                    Some(why),
-                    started,
-                )
+                skipped(format!("{msg} (an earlier step would provide it)"))
             } else {
-                failed(ctx, playbook, &step.name, handler, started, msg)
+                subject.failed(ctx, msg)
             };
         }
     };
     let Some(output) = output else {
-        return failed(
+        return subject.failed(
             ctx,
-            playbook,
-            &step.name,
-            handler,
-            started,
             "the probe did not finish (connection or shell died)".into(),
         );
     };
@@ -401,23 +359,14 @@ async fn run_prepared(
         // In check mode an earlier step that would change (say, installing the package that
         // brings a unit) did not run, so this one cannot be planned yet: say so, don't fail.
         Err(e) if ctx.mode.check && earlier_would_change => {
-            let why = format!("cannot be planned before earlier changes are made: {e}");
-            return finished(ctx, playbook, step, handler, Status::Skipped, vec![], vec![], Some(why), started);
+            return skipped(format!(
+                "cannot be planned before earlier changes are made: {e}"
+            ));
         }
-        Err(e) => return failed(ctx, playbook, &step.name, handler, started, e.to_string()),
+        Err(e) => return subject.failed(ctx, e.to_string()),
     };
     if changes.is_empty() {
-        return finished(
-            ctx,
-            playbook,
-            step,
-            handler,
-            Status::Ok,
-            vec![],
-            vec![],
-            None,
-            started,
-        );
+        return subject.finished(ctx, Status::Ok, vec![], vec![], None);
     }
     let redactor = ctx.log.redactor();
     let sentences: Vec<String> = changes
@@ -434,23 +383,12 @@ async fn run_prepared(
     };
     for change in &changes {
         if let Err(e) = apply(ctx.session, change, ctx.mode, ctx.log, &ctx.cache_dir).await {
-            let msg = redactor.redact(&format!("{e:#}"));
-            let mut result = failed(ctx, playbook, &step.name, handler, started, msg);
+            let mut result = subject.failed(ctx, format!("{e:#}"));
             result.changes = sentences;
             return result;
         }
     }
-    finished(
-        ctx,
-        playbook,
-        step,
-        handler,
-        Status::Changed,
-        sentences,
-        diffs,
-        None,
-        started,
-    )
+    subject.finished(ctx, Status::Changed, sentences, diffs, None)
 }
 
 /// A unified diff of a file change, secrets masked on both sides before diffing.
@@ -470,50 +408,50 @@ fn diff_of(change: &Change, redactor: &crate::redact::Redactor) -> Option<String
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finished(
-    ctx: &PlayCtx<'_>,
-    playbook: &Playbook,
-    step: &Step,
+/// What a result is about: a step, a handler, or a pseudo-step such as "gather facts".
+struct Subject<'a> {
+    playbook: &'a Playbook,
+    step: &'a str,
     handler: bool,
-    status: Status,
-    changes: Vec<String>,
-    diffs: Vec<String>,
-    message: Option<String>,
     started: Instant,
-) -> StepResult {
-    StepResult {
-        host: ctx.host.name.clone(),
-        playbook: playbook.name.clone(),
-        step: step.name.clone(),
-        handler,
-        status,
-        changes,
-        diffs,
-        message,
-        duration: started.elapsed(),
-    }
 }
 
-fn failed(
-    ctx: &PlayCtx<'_>,
-    playbook: &Playbook,
-    step: &str,
-    handler: bool,
-    started: Instant,
-    message: String,
-) -> StepResult {
-    ctx.log.write("failed", &format!("{step}: {message}"));
-    StepResult {
-        host: ctx.host.name.clone(),
-        playbook: playbook.name.clone(),
-        step: step.to_string(),
-        handler,
-        status: Status::Failed,
-        changes: Vec::new(),
-        diffs: Vec::new(),
-        message: Some(ctx.log.redactor().redact(&message)),
-        duration: started.elapsed(),
+impl<'a> Subject<'a> {
+    fn new(playbook: &'a Playbook, step: &'a str, handler: bool) -> Self {
+        Subject {
+            playbook,
+            step,
+            handler,
+            started: Instant::now(),
+        }
+    }
+
+    fn finished(
+        &self,
+        ctx: &PlayCtx<'_>,
+        status: Status,
+        changes: Vec<String>,
+        diffs: Vec<String>,
+        message: Option<String>,
+    ) -> StepResult {
+        StepResult {
+            host: ctx.host.name.clone(),
+            playbook: self.playbook.name.clone(),
+            step: self.step.to_string(),
+            handler: self.handler,
+            status,
+            changes,
+            diffs,
+            message,
+            duration: self.started.elapsed(),
+        }
+    }
+
+    fn failed(&self, ctx: &PlayCtx<'_>, message: String) -> StepResult {
+        ctx.log
+            .write("failed", &format!("{}: {message}", self.step));
+        let message = ctx.log.redactor().redact(&message);
+        self.finished(ctx, Status::Failed, Vec::new(), Vec::new(), Some(message))
     }
 }
 

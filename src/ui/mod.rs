@@ -13,7 +13,7 @@ use crate::runner::{Mode, Reporter};
 
 pub fn reporter(json: bool, verbose: u8, mode: Mode) -> Arc<dyn Reporter> {
     if json {
-        Arc::new(json::JsonReporter::default())
+        Arc::new(json::JsonReporter)
     } else if std::io::stdout().is_terminal() {
         Arc::new(progress::ProgressReporter::new(verbose, mode))
     } else {
