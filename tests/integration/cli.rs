@@ -127,7 +127,9 @@ impl Project {
 const SECRET: &str = "tok-8f1b2c3d4e5f6a7b";
 
 fn collect_files(dir: &Path, into: &mut String) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -204,9 +206,21 @@ fn check_after_drift_reports_exactly_the_drift_and_leaves_the_host_alone() {
     let check = p.run("playbooks/converge.toml", &["--check", "--diff"]);
     assert_eq!(check.code, 0, "{}", check.all());
     assert_eq!(check.changed_steps(), vec!["setting b"], "{}", check.all());
-    assert_eq!(fs::read_to_string(&settings).unwrap(), "a = 1\nb = 3\n", "check mode changed the host");
-    let diffs = check.events().into_iter().find(|e| e["step"] == "setting b").unwrap()["diffs"].to_string();
-    assert!(diffs.contains("+b = 2"), "diff should show the line to add: {diffs}");
+    assert_eq!(
+        fs::read_to_string(&settings).unwrap(),
+        "a = 1\nb = 3\n",
+        "check mode changed the host"
+    );
+    let diffs = check
+        .events()
+        .into_iter()
+        .find(|e| e["step"] == "setting b")
+        .unwrap()["diffs"]
+        .to_string();
+    assert!(
+        diffs.contains("+b = 2"),
+        "diff should show the line to add: {diffs}"
+    );
 
     let fix = p.run("playbooks/converge.toml", &[]);
     assert_eq!(fix.changed_steps(), vec!["setting b"]);
@@ -218,7 +232,10 @@ fn a_changed_host_key_is_refused_and_nothing_runs() {
     let mut sshd = TestSshd::start();
     let p = converge_project(&sshd, &[("a", "root")]);
     let first = p.run("playbooks/converge.toml", &[]);
-    assert!(first.events().iter().any(|e| e["type"] == "connected" && e["new_host_key"].is_string()));
+    assert!(first
+        .events()
+        .iter()
+        .any(|e| e["type"] == "connected" && e["new_host_key"].is_string()));
     let old_fp = sshd.host_fingerprint();
 
     sshd.restart_with_new_host_key();
@@ -226,9 +243,16 @@ fn a_changed_host_key_is_refused_and_nothing_runs() {
     let run = p.run("playbooks/converge.toml", &[]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.all().contains("HOST KEY CHANGED"), "{}", run.all());
-    assert!(run.all().contains(&old_fp) && run.all().contains(&sshd.host_fingerprint()), "{}", run.all());
+    assert!(
+        run.all().contains(&old_fp) && run.all().contains(&sshd.host_fingerprint()),
+        "{}",
+        run.all()
+    );
     assert_eq!(run.summary()["unreachable"], 1);
-    assert!(!p.remote("a").exists(), "a host with a changed key must not be touched");
+    assert!(
+        !p.remote("a").exists(),
+        "a host with a changed key must not be touched"
+    );
 }
 
 #[test]
@@ -263,7 +287,12 @@ command = { cmd = "id -u > {{ root }}/owned-by-root/uid", creates = "{{ root }}/
     fs::set_permissions(p.remote.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let run = p.run("playbooks/root.toml", &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert_eq!(fs::read_to_string(p.remote("owned-by-root/uid")).unwrap().trim(), "0");
+    assert_eq!(
+        fs::read_to_string(p.remote("owned-by-root/uid"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
     assert_eq!(p.run("playbooks/root.toml", &[]).summary()["changed"], 0);
 }
 
@@ -286,9 +315,16 @@ file = { path = "{{ root }}/{{ host.name }}-after", state = "directory" }
     );
     let run = p.bootstrap(&["run", "playbooks/fail.toml"], &[]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stdout.contains("disk on fire"), "stderr of the command must be shown:\n{}", run.all());
+    assert!(
+        run.stdout.contains("disk on fire"),
+        "stderr of the command must be shown:\n{}",
+        run.all()
+    );
     assert!(run.stdout.contains("exit 7"), "{}", run.all());
-    assert!(!p.remote("a-after").exists(), "a failed step stops its host");
+    assert!(
+        !p.remote("a-after").exists(),
+        "a failed step stops its host"
+    );
     assert!(p.remote("b-after").exists(), "the other host goes on");
 }
 
@@ -323,13 +359,20 @@ file = { path = "{{ root }}/after", state = "directory" }
     // Poll for the file the command writes: the observable sign that it is running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "the long job never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long job never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     sshd.stop();
     let run = Run::from(child.wait_with_output().unwrap());
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.all().contains("connection"), "a clear transport error: {}", run.all());
+    assert!(
+        run.all().contains("connection"),
+        "a clear transport error: {}",
+        run.all()
+    );
     assert!(!p.remote("after").exists());
 
     sshd.restart();
@@ -343,13 +386,26 @@ file = { path = "{{ root }}/after", state = "directory" }
 fn bad_input_exits_2_with_file_and_line_and_touches_no_host() {
     let sshd = TestSshd::start();
     let p = converge_project(&sshd, &[("a", "root")]);
-    p.write("files/app.conf.j2", "host = {{ host.name }}\nport = {{ no_such_var }}\n");
+    p.write(
+        "files/app.conf.j2",
+        "host = {{ host.name }}\nport = {{ no_such_var }}\n",
+    );
     let run = p.run("playbooks/converge.toml", &[]);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("app.conf.j2:2"), "file:line expected: {}", run.stderr);
-    assert!(!sshd.log().contains("Accepted"), "no host may be contacted on bad input");
+    assert!(
+        run.stderr.contains("app.conf.j2:2"),
+        "file:line expected: {}",
+        run.stderr
+    );
+    assert!(
+        !sshd.log().contains("Accepted"),
+        "no host may be contacted on bad input"
+    );
 
-    p.write("playbooks/typo.toml", "name = \"t\"\nhosts = \"all\"\n[[steps]]\nname = \"x\"\nfiel = { path = \"/tmp/x\" }\n");
+    p.write(
+        "playbooks/typo.toml",
+        "name = \"t\"\nhosts = \"all\"\n[[steps]]\nname = \"x\"\nfiel = { path = \"/tmp/x\" }\n",
+    );
     let run = p.run("playbooks/typo.toml", &[]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("typo.toml:3"), "{}", run.stderr);
@@ -367,13 +423,22 @@ fn secrets_never_reach_output_or_logs() {
     let run = p.run("playbooks/converge.toml", &["--diff", "-v"]);
     assert_eq!(run.code, 0, "{}", run.all());
     // The template with the token was written, so the secret passed through the run...
-    assert!(fs::read_to_string(p.remote("a/app/app.conf")).unwrap().contains(SECRET));
+    assert!(fs::read_to_string(p.remote("a/app/app.conf"))
+        .unwrap()
+        .contains(SECRET));
     // ...but never into what the user or the logs see.
-    assert!(!run.all().contains(SECRET), "secret in output:\n{}", run.all());
+    assert!(
+        !run.all().contains(SECRET),
+        "secret in output:\n{}",
+        run.all()
+    );
     let logs = p.logs();
     assert!(!logs.is_empty(), "a log was written");
     assert!(!logs.contains(SECRET), "secret in logs");
-    let plain = p.bootstrap(&["--diff", "-v", "--check", "run", "playbooks/converge.toml"], &[]);
+    let plain = p.bootstrap(
+        &["--diff", "-v", "--check", "run", "playbooks/converge.toml"],
+        &[],
+    );
     assert!(!plain.all().contains(SECRET));
 }
 

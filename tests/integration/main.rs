@@ -1,5 +1,5 @@
 //! Integration tests: one binary, against real programs (an OpenSSH sshd started per test).
 
-mod support;
 mod cli;
+mod support;
 mod transport;
