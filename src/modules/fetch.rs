@@ -115,6 +115,7 @@ impl Module for Fetch {
             Action::Fetch {
                 remote: self.src.clone(),
                 local: self.local.clone(),
+                mode: u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).unwrap_or(0o600),
             },
         )])
     }
@@ -152,7 +153,8 @@ mod tests {
             missing[0].action,
             Action::Fetch {
                 remote: "/etc/kubernetes/admin.conf".into(),
-                local: local.path().join("kubeconfig")
+                local: local.path().join("kubeconfig"),
+                mode: 0o600,
             }
         );
         assert!(missing[0].summary.starts_with("fetch "));

@@ -123,8 +123,12 @@ pub enum Action {
         validate: Option<String>,
         backup: bool,
     },
-    /// Copy a remote file back to the admin machine.
-    Fetch { remote: String, local: PathBuf },
+    /// Copy a remote file back to the admin machine, written with `mode` (octal, e.g. "0600").
+    Fetch {
+        remote: String,
+        local: PathBuf,
+        mode: u32,
+    },
     /// Fetch `url` on the admin machine (cached by sha256), check the pinned sha256, then upload.
     Download {
         url: String,

@@ -61,10 +61,15 @@ pub async fn apply(
                 .await
                 .with_context(|| format!("upload of {dest}"))?;
         }
-        Action::Fetch { remote, local } => {
+        Action::Fetch {
+            remote,
+            local,
+            mode: file_mode,
+        } => {
             log.write("fetch", &format!("{remote} -> {}", local.display()));
             let bytes = session.read_file(remote).await?;
-            write_private(local, &bytes).with_context(|| format!("writing {}", local.display()))?;
+            write_local(local, &bytes, *file_mode)
+                .with_context(|| format!("writing {}", local.display()))?;
         }
         Action::Download {
             url,
@@ -178,7 +183,8 @@ pub fn last_lines(stderr: &str, stdout: &str) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Temp file created with its final mode (never briefly readable by others), then renamed.
+fn write_local(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -188,7 +194,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;

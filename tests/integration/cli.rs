@@ -451,3 +451,30 @@ fn check_mode_on_a_fresh_host_changes_nothing() {
     assert!(run.summary()["changed"].as_u64().unwrap() >= 2);
     assert!(!p.remote("a").exists(), "check mode created something");
 }
+
+#[test]
+fn fetch_brings_a_file_back_private_and_only_once() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    fs::write(p.remote("admin.conf"), "apiVersion: v1\n").unwrap();
+    p.write(
+        "playbooks/fetch.toml",
+        r#"
+name = "fetch"
+hosts = "all"
+[[steps]]
+name = "kubeconfig back home"
+fetch = { src = "{{ root }}/admin.conf", dest = "kubeconfig-{{ host.name }}" }
+"#,
+    );
+    let run = p.run("playbooks/fetch.toml", &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let local = p.path(".bootstrap/kubeconfig-a");
+    assert_eq!(fs::read_to_string(&local).unwrap(), "apiVersion: v1\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&local).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(p.run("playbooks/fetch.toml", &[]).summary()["changed"], 0);
+}
