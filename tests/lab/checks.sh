@@ -161,3 +161,292 @@ check_smoke() {
   check "smoke: an unchanged run does not restart the service" test "$inv1" = "$inv2" -a -n "$inv1"
   check_smoke_drift "$playbook"
 }
+
+# ---------------------------------------------------------------- inventory and secrets
+
+# toml_get FILE DOTTED.KEY: one value of a TOML file; a list or table prints as JSON.
+toml_get() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    value = tomllib.load(f)
+for part in sys.argv[2].split("."):
+    value = value[part]
+print(value if isinstance(value, (str, int)) else json.dumps(value))
+EOF
+}
+
+secrets_file() { printf '%s' "${BOOTSTRAP_SECRETS_FILE:-$(dirname "$INVENTORY")/secrets.toml}"; }
+
+# A secret's value on stdout, for a shell variable: never an argument of any command.
+secret_value() { toml_get "$(secrets_file)" "$1"; }
+
+# The sha256 of a secret's value (empty when it has none): compares values without showing them.
+secret_digest() {
+  [[ -f "$(secrets_file)" ]] || return 0
+  secret_value "$1" 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
+# Every secret the inventory declares has a value in the secrets file.
+all_secrets_set() {
+  python3 - "$INVENTORY" "$(secrets_file)" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    declared = tomllib.load(f).get("secrets", {})
+with open(sys.argv[2], "rb") as f:
+    values = tomllib.load(f)
+missing = [name for name in declared if not values.get(name)]
+if missing or not declared:
+    sys.exit(f"declared: {sorted(declared)}; without a value: {missing}")
+EOF
+}
+
+# inventory_with_var INVENTORY KEY TOML_VALUE: the inventory with [vars] KEY set to the value.
+inventory_with_var() {
+  python3 - "$@" <<'EOF'
+import re, sys, tomllib
+path, key, value = sys.argv[1:]
+out, in_vars, done = [], False, False
+with open(path) as f:
+    lines = f.read().splitlines()
+for line in lines:
+    header = line.strip().startswith("[")
+    if header and in_vars and not done:
+        out.append(f"{key} = {value}")
+        done = True
+    if header:
+        in_vars = line.strip() == "[vars]"
+    elif in_vars and re.match(rf"\s*{re.escape(key)}\s*=", line):
+        continue
+    out.append(line)
+if not done:
+    out += [] if in_vars else ["[vars]"]
+    out.append(f"{key} = {value}")
+text = "\n".join(out) + "\n"
+assert tomllib.loads(text)["vars"][key] == tomllib.loads(f"v = {value}")["v"]
+sys.stdout.write(text)
+EOF
+}
+
+bootstrap_plain() {
+  local label="$1" rc=0
+  shift
+  "$BOOTSTRAP_BIN" -i "$INVENTORY" "$@" >"$LAB_LOGS/$label.out" 2>"$LAB_LOGS/$label.err" || rc=$?
+  printf '      %s: exit %d\n' "$label" "$rc"
+  return "$rc"
+}
+
+# `bootstrap secrets init` fills in the declared secrets the lab did not write and keeps the others.
+check_secrets_init() {
+  local file before sum
+  file="$(secrets_file)"
+  before="$(secret_digest db_password)"
+  check "secrets init: exits 0" exit_code_is 0 bootstrap_plain secrets-init secrets init
+  check "secrets init: every declared secret has a value" all_secrets_set
+  if [[ -n $before ]]; then
+    check "secrets init: the lab's own db_password is kept" test "$(secret_digest db_password)" = "$before"
+  fi
+  check "secrets init: the file is mode 0600" test "$(stat -c %a "$file")" = 600
+  sum="$(sha256sum <"$file")"
+  check "secrets init: a second init exits 0" exit_code_is 0 bootstrap_plain secrets-init-2 secrets init
+  check "secrets init: a second init leaves the file as it is" test "$(sha256sum <"$file")" = "$sum"
+}
+
+# ---------------------------------------------------------------- worker: PostgreSQL and firewall
+
+# The worker playbook's steps whose changes the checks expect, by name.
+WORKER_STEP_HBA="pg_hba.conf admits the master, the ELK box, localhost and the pod CIDR"
+WORKER_STEP_FIREWALL="firewall: 5432 only from the cluster nodes, the ELK box, localhost and pods"
+WORKER_STEP_ROLE="the app's PostgreSQL role (db_user) with the secret password"
+WORKER_HANDLER_RELOAD="handler: reload postgresql"
+
+# worker_steps STEP...: the changed_steps lines expected from these steps of the worker.
+worker_steps() {
+  local s
+  for s in "$@"; do printf 'worker\t%s\n' "$s"; done | sort
+}
+
+load_db_vars() {
+  DB_NAME="$(toml_get "$INVENTORY" vars.db_name)"
+  DB_USER="$(toml_get "$INVENTORY" vars.db_user)"
+  DB_PORT="$(toml_get "$INVENTORY" vars.db_port)"
+  DB_ADDR="$(host_addr worker)"
+}
+
+# db_whoami_from POSITION ADDR PASSWORD: `select current_user` with the host's psql from POSITION's
+# network position. The password reaches psql in its environment, never on a command line.
+db_whoami_from() {
+  PGPASSWORD="$3" PGCONNECT_TIMEOUT=5 at_position "$1" \
+    psql -X -w -A -t -h "$2" -p "$DB_PORT" -U "$DB_USER" -d "$DB_NAME" -c 'select current_user'
+}
+
+# db_whoami_on HOST ADDR PASSWORD: the same with HOST's own psql; the password goes over ssh's stdin.
+db_whoami_on() {
+  printf '%s\n' "$3" | on_host "$1" "IFS= read -r PGPASSWORD && export PGPASSWORD PGCONNECT_TIMEOUT=5 && \
+    psql -X -w -A -t -h '$2' -p '$DB_PORT' -U '$DB_USER' -d '$DB_NAME' -c 'select current_user'"
+}
+
+# From the master: the host's psql in its namespace where the lab has one, else the master's psql.
+db_whoami_from_master() {
+  if at_position master true >/dev/null 2>&1; then
+    db_whoami_from master "$@"
+  else
+    db_whoami_on master "$@"
+  fi
+}
+
+# db_login_works CMD...: the command (a db_whoami_*) prints the app's role.
+db_login_works() {
+  local out
+  out="$("$@" 2>&1)" || { echo "$out"; return 1; }
+  [[ $out == "$DB_USER" ]] || { echo "current_user is '$out', expected $DB_USER"; return 1; }
+}
+
+# db_login_bad_password CMD...: the server is reached and refuses the password.
+db_login_bad_password() {
+  local out
+  if out="$("$@" 2>&1)"; then
+    echo "login succeeded as '$out'"
+    return 1
+  fi
+  grep -q 'password authentication failed' <<<"$out" || { echo "$out"; return 1; }
+}
+
+# The changes a step reported in a run, one a line.
+step_changes() {
+  jq -r --arg s "$2" 'select(.type == "step" and .step == $s) | .changes[]' "$LAB_LOGS/$1.jsonl"
+}
+
+step_changes_are() {
+  local got
+  got="$(step_changes "$1" "$2")"
+  [[ $got == "$3" ]] || { printf 'changes of "%s":\n%s\nexpected:\n%s\n' "$2" "$got" "$3"; return 1; }
+}
+
+# The one step's unified diff in a --diff run: exactly these +/- lines besides the headers.
+diff_lines_are() {
+  local got
+  got="$(jq -r --arg s "$2" 'select(.type == "step" and .step == $s) | .diffs[]' "$LAB_LOGS/$1.jsonl" \
+    | grep -E '^[-+]' | grep -Ev '^(---|\+\+\+)( |$)')"
+  [[ $got == "$3" ]] || { printf 'diff lines of "%s":\n%s\nexpected:\n%s\n' "$2" "$got" "$3"; return 1; }
+}
+
+check_worker_access() {
+  local pw="$1" when="$2"
+  check "worker$when: psql from the master as $DB_USER reaches $DB_NAME" db_login_works db_whoami_from_master "$DB_ADDR" "$pw"
+  check "worker$when: psql on the worker to 127.0.0.1 works" db_login_works db_whoami_on worker 127.0.0.1 "$pw"
+  check "worker$when: outsider cannot open $DB_ADDR:$DB_PORT (refused or timed out in 5 s)" \
+    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+  check "worker$when: outsider still reaches ssh on the worker" \
+    on_outsider bash -c "$(declare -f tcp_open); tcp_open $DB_ADDR 22"
+}
+
+# One more allowed address changes the pg_hba line and the firewall rule (and reloads), nothing else.
+check_worker_extra_allowed() {
+  local pw="$1" outsider extra want
+  outsider="$(outsider_addr)"
+  # Beside the lab's inventory, so it shares its secrets file and state directory.
+  extra="$(dirname "$INVENTORY")/inventory-extra-allowed.toml"
+  inventory_with_var "$INVENTORY" db_extra_allowed "[\"$outsider\"]" >"$extra"
+  want="$(worker_steps "$WORKER_STEP_HBA" "$WORKER_STEP_FIREWALL" "$WORKER_HANDLER_RELOAD")"
+
+  check "extra allowed: run with $outsider in db_extra_allowed exits 0" \
+    exit_code_is 0 env_inventory "$extra" bootstrap_json worker-extra --diff worker
+  check "extra allowed: only the pg_hba step, the firewall step and the reload handler changed" \
+    changed_steps_are worker-extra "$want"
+  check "extra allowed: the firewall step adds exactly the one rule" step_changes_are worker-extra "$WORKER_STEP_FIREWALL" \
+    "ufw: add allow $DB_PORT/tcp from $outsider (bootstrap: postgres)"
+  check "extra allowed: pg_hba.conf gains exactly the one line" diff_lines_are worker-extra "$WORKER_STEP_HBA" \
+    "+host    $DB_NAME   $DB_USER   $outsider/32   scram-sha-256"
+  check "extra allowed: the outsider now logs in with psql" db_login_works db_whoami_from outsider "$DB_ADDR" "$pw"
+
+  check "extra allowed: back to the lab inventory exits 0" exit_code_is 0 bootstrap_json worker-unextra --diff worker
+  check "extra allowed: going back changes the same steps" changed_steps_are worker-unextra "$want"
+  check "extra allowed: going back deletes exactly the one rule" step_changes_are worker-unextra "$WORKER_STEP_FIREWALL" \
+    "ufw: delete allow $DB_PORT/tcp from $outsider"
+  check "extra allowed: going back removes exactly the one pg_hba line" diff_lines_are worker-unextra "$WORKER_STEP_HBA" \
+    "-host    $DB_NAME   $DB_USER   $outsider/32   scram-sha-256"
+  check "extra allowed: the outsider is blocked again" \
+    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+  check "extra allowed: a further run exits 0" exit_code_is 0 bootstrap_json worker-unextra-2 worker
+  check "extra allowed: a further run changes 0" summary_is worker-unextra-2 changed 0
+  rm -f "$extra"
+}
+
+env_inventory() {
+  local INVENTORY="$1"
+  shift
+  "$@"
+}
+
+# with_db_password VALUE CMD...: runs CMD with the db password overridden from the environment.
+with_db_password() {
+  BOOTSTRAP_SECRET_DB_PASSWORD="$1" "${@:2}"
+}
+
+# not_leaked VALUE PATH...: VALUE occurs in none of the files (the value never on a command line).
+not_leaked() {
+  local value="$1" hits
+  shift
+  hits="$(grep -rlF -f <(printf '%s\n' "$value") "$@" 2>/dev/null)" || return 0
+  printf 'found in:\n%s\n' "$hits"
+  return 1
+}
+
+state_logs() { printf '%s/.bootstrap/logs' "$(dirname "$INVENTORY")"; }
+
+run_log_dir() { jq -r 'select(.type == "run") | .log_dir' "$LAB_LOGS/$1.jsonl" | tail -1; }
+
+# A wrong password from the environment rotates the role's password and shows up nowhere.
+check_worker_wrong_password() {
+  local pw="$1" wrong logdir
+  wrong="lab-wrong-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+  check "wrong password: --check --diff -v exits 0" \
+    exit_code_is 0 with_db_password "$wrong" bootstrap_plain worker-wrong-check --check --diff -v worker
+  check "wrong password: --check says the role step would change" \
+    grep -qF "would change: $WORKER_STEP_ROLE" "$LAB_LOGS/worker-wrong-check.out"
+  check "wrong password: run exits 0" exit_code_is 0 with_db_password "$wrong" bootstrap_json worker-wrong worker
+  check "wrong password: only the role step changed (password rotated)" \
+    changed_steps_are worker-wrong "$(worker_steps "$WORKER_STEP_ROLE")"
+  logdir="$(run_log_dir worker-wrong)"
+  check "wrong password: the run's log dir is under the state dir" test -n "$logdir" -a -d "$logdir" -a "${logdir#"$(state_logs)"/}" != "$logdir"
+  check "wrong password: the value is in no output, --json event or log" \
+    not_leaked "$wrong" "$LAB_LOGS" "$(state_logs)"
+  check "wrong password: psql with the real password is refused" db_login_bad_password db_whoami_from_master "$DB_ADDR" "$pw"
+  check "wrong password: psql with the wrong one works (the role really has it)" db_login_works db_whoami_from_master "$DB_ADDR" "$wrong"
+  check "real password again: run exits 0" exit_code_is 0 bootstrap_json worker-rightpw worker
+  check "real password again: only the role step changed" \
+    changed_steps_are worker-rightpw "$(worker_steps "$WORKER_STEP_ROLE")"
+  check "real password again: psql with it works" db_login_works db_whoami_from_master "$DB_ADDR" "$pw"
+}
+
+worker_state() { on_host worker "sudo ufw status verbose; sudo sha256sum /etc/postgresql/*/main/pg_hba.conf"; }
+
+# check_worker_drift LABEL 'drift command' 'expected changed_steps' 'command true when restored'
+check_worker_drift() {
+  local label="$1" drift="$2" want="$3" restored="$4" before run="worker-${1// /-}"
+  on_host worker "$drift" >/dev/null
+  before="$(worker_state)"
+  check "$label: --check exits 0" exit_code_is 0 bootstrap_json "$run-check" --check worker
+  check "$label: --check reports only the drifted step" changed_steps_are "$run-check" "$want"
+  check "$label: --check left the worker as it was" test "$(worker_state)" = "$before"
+  check "$label: a real run exits 0" exit_code_is 0 bootstrap_json "$run-fix" worker
+  check "$label: the real run changes the same steps" changed_steps_are "$run-fix" "$want"
+  check "$label: the worker is restored" on_host worker "$restored"
+}
+
+check_worker() {
+  local pw
+  load_db_vars
+  pw="$(secret_value db_password)"
+  check_converges worker worker
+  check_worker_access "$pw" ""
+  check_worker_extra_allowed "$pw"
+  check_worker_wrong_password "$pw"
+  check_worker_drift "firewall drift" "sudo ufw delete allow 30000:32767/tcp" \
+    "$(worker_steps "$WORKER_STEP_FIREWALL")" "sudo ufw status | grep -q 'bootstrap: nodeports'"
+  check_worker_drift "pg_hba drift" "echo '# lab drift' | sudo tee -a /etc/postgresql/*/main/pg_hba.conf" \
+    "$(worker_steps "$WORKER_STEP_HBA" "$WORKER_HANDLER_RELOAD")" "! sudo grep -q 'lab drift' /etc/postgresql/*/main/pg_hba.conf"
+  check_worker_access "$pw" " (at the end)"
+  check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
+}

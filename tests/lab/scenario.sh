@@ -8,6 +8,7 @@
 #   BOOTSTRAP_BIN   the binary (default: target/release/bootstrap in the repo)
 #   SCENARIO_ALL    1: also converge the product (`bootstrap all`) twice
 #   VAGRANT_SSH_CONFIG  (vagrant) output of `vagrant ssh-config`, written to a file
+#   VAGRANT_OUTSIDER_ADDR  (vagrant) the runner's address on the private network (192.168.56.1)
 set -euo pipefail
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,11 +31,20 @@ case "$LAB_KIND" in
   container)
     on_host() { "$LAB_DIR/lab" ssh "$1" "$2"; }
     on_outsider() { "$LAB_DIR/lab" exec-outsider "$@"; }
+    # at_position NAME CMD...: a host command with NAME's address (inside its namespace).
+    at_position() { "$LAB_DIR/lab" exec-ns "$@"; }
+    outsider_addr() { on_outsider ip -4 -o addr show dev eth0 | awk '{ sub("/.*", "", $4); print $4 }'; }
     ;;
   vagrant)
     # The runner itself is on the private network but is none of the machines: it is the outsider.
     on_host() { ssh -F "${VAGRANT_SSH_CONFIG:?}" -o BatchMode=yes -o LogLevel=ERROR "$1" "$2"; }
     on_outsider() { "$@"; }
+    # Only the outsider's position is the runner's own; checks fall back to on_host elsewhere.
+    at_position() {
+      [[ $1 == outsider ]] || { echo "no host-side position for $1 in the vagrant lab" >&2; return 125; }
+      "${@:2}"
+    }
+    outsider_addr() { printf '%s' "${VAGRANT_OUTSIDER_ADDR:-192.168.56.1}"; }
     ;;
   *)
     echo "unknown LAB_KIND: $LAB_KIND" >&2
@@ -47,10 +57,13 @@ echo "scenario: $LAB_KIND lab, inventory $INVENTORY, binary $BOOTSTRAP_BIN, logs
 
 check_ping
 check_ssh_from_outsider
+# Every run resolves the inventory's declared secrets, so they must exist before the first run.
+check_secrets_init
 check_smoke "$LAB_DIR/playbooks/smoke.toml"
+# Role issues append their checks here (see checks.sh).
+check_worker
 if [[ ${SCENARIO_ALL:-0} == 1 ]]; then
   check_converges all all
 fi
-# Role issues append their checks here (see checks.sh).
 
 checks_summary
