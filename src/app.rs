@@ -95,19 +95,36 @@ struct Site {
     file: SiteFile,
 }
 
+/// `--playbooks`, else ./playbooks, else the built-in copy (written beside the inventory).
+fn playbooks_dir(g: &GlobalArgs) -> Result<PathBuf, InputError> {
+    if let Some(dir) = &g.playbooks {
+        return Ok(dir.clone());
+    }
+    let local = PathBuf::from("playbooks");
+    if local.join("site.toml").exists() {
+        return Ok(local);
+    }
+    let state = Inventory::state_dir_for(&g.inventory);
+    crate::builtin::playbooks_dir(&state).map_err(|e| {
+        InputError::new(
+            &state,
+            None,
+            format!("cannot write the built-in playbooks: {e}"),
+        )
+        .hint("pass --playbooks DIR")
+    })
+}
+
 fn site(g: &GlobalArgs) -> Result<Site, InputError> {
-    let path = g.playbooks.join("site.toml");
+    let dir = playbooks_dir(g)?;
+    let path = dir.join("site.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         InputError::new(&path, None, format!("cannot read: {e}"))
             .hint("run from the repository root, or pass --playbooks DIR")
     })?;
     let file: SiteFile =
         toml::from_str(&text).map_err(|e| crate::inventory::toml_error(&path, &text, &e))?;
-    Ok(Site {
-        path,
-        dir: g.playbooks.clone(),
-        file,
-    })
+    Ok(Site { path, dir, file })
 }
 
 impl Site {
@@ -231,8 +248,8 @@ fn check(g: &GlobalArgs) -> Result<i32> {
     let site = site(g)?;
     let mut playbooks = site.all_playbooks()?;
     // Also playbooks not in any stage yet, so a typo anywhere in playbooks/ is caught.
-    for entry in std::fs::read_dir(&g.playbooks)
-        .with_context(|| format!("reading {}", g.playbooks.display()))?
+    for entry in
+        std::fs::read_dir(&site.dir).with_context(|| format!("reading {}", site.dir.display()))?
     {
         let path = entry?.path();
         let is_playbook =

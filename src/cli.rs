@@ -32,14 +32,10 @@ pub struct GlobalArgs {
     /// Secrets file (default: secrets.toml beside the inventory; must be mode 0600).
     #[arg(long, global = true, env = "BOOTSTRAP_SECRETS_FILE")]
     pub secrets: Option<PathBuf>,
-    /// Directory of role playbooks (templates are in its sibling files/).
-    #[arg(
-        long,
-        global = true,
-        default_value = "playbooks",
-        env = "BOOTSTRAP_PLAYBOOKS"
-    )]
-    pub playbooks: PathBuf,
+    /// Directory of role playbooks (templates in its sibling files/). Default: ./playbooks if
+    /// present, else the copy built into the binary.
+    #[arg(long, global = true, env = "BOOTSTRAP_PLAYBOOKS")]
+    pub playbooks: Option<PathBuf>,
     /// Change nothing anywhere; print what would change.
     #[arg(long, global = true)]
     pub check: bool,

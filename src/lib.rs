@@ -4,6 +4,7 @@
 //! with ui fed by runner events.
 
 pub mod app;
+pub mod builtin;
 pub mod cli;
 pub mod error;
 pub mod inventory;

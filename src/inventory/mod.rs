@@ -212,17 +212,14 @@ impl Inventory {
 
     /// Directory for run state beside the inventory: known hosts, logs, fetched files.
     pub fn state_dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
-            .unwrap_or(Path::new("."))
-            .join(".bootstrap")
+        Self::state_dir_for(&self.path)
+    }
+
+    pub fn state_dir_for(inventory: &Path) -> PathBuf {
+        match inventory.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(".bootstrap"),
+            _ => PathBuf::from(".bootstrap"),
+        }
     }
 
     /// Key files must exist before we connect anywhere; checked only by commands that connect,
