@@ -700,16 +700,9 @@ mod tests {
         assert!(changes[0].summary.starts_with("refresh apt package lists"));
     }
 
+    /// The module's probe run in a local `sh` (shared harness).
     fn run_probe(a: &Apt) -> ProbeOutput {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(a.probe(ProbeOptions::default()))
-            .output()
-            .unwrap();
-        ProbeOutput {
-            exit_status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
+        crate::modules::file::testing::run_probe(&a.probe(ProbeOptions::default()))
     }
 
     fn apply(changes: &[Change]) {

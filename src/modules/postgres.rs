@@ -742,16 +742,9 @@ mod tests {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The module's probe run in a local `sh` (shared harness).
     fn run_probe(m: &dyn Module) -> ProbeOutput {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(m.probe(ProbeOptions::default()))
-            .output()
-            .unwrap();
-        ProbeOutput {
-            exit_status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
+        crate::modules::file::testing::run_probe(&m.probe(ProbeOptions::default()))
     }
 
     fn apply(changes: &[Change]) {
