@@ -51,7 +51,9 @@
 //! it when it was disabled before, or when the reload fails): the host returns to the firewall it
 //! had when the run reached it over SSH, instead of being left wide open as a bare
 //! `ufw disable` would; disabling remains the fallback because it always restores access.
-//! Pure allow additions and comment updates only ever let more through: plain shell changes.
+//! Allow additions and comment updates only ever let more through: alone, they are plain shell
+//! changes; beside a guarded change they go inside it (first), so that a rollback returns the
+//! firewall exactly to what it was before the step.
 
 use super::*;
 use crate::error::InputError;
@@ -723,6 +725,8 @@ impl Ufw {
             // Off first: later edits then cannot cut anything.
             changes.push(shell("disable ufw".into(), "ufw --force disable".into()));
         }
+        // Rules that only let more through: (sentence without the "ufw: " prefix, command).
+        let mut widen: Vec<(String, String)> = Vec::new();
         for w in &add_allow {
             // An unmanaged rule with the same spec takes our comment with a plain add (prepend
             // cannot change comments); a new one goes on top.
@@ -731,14 +735,14 @@ impl Ufw {
                 .iter()
                 .any(|t| t.key == w.key && t.comment != w.comment);
             let verb = if adopt { None } else { Some("prepend") };
-            changes.push(shell(
-                format!("ufw: add {} ({})", w.key.describe(), w.comment),
+            widen.push((
+                format!("add {} ({})", w.key.describe(), w.comment),
                 w.key.command(verb, Some(&w.comment)),
             ));
         }
         for w in &recomment {
-            changes.push(shell(
-                format!("ufw: comment {} as '{}'", w.key.describe(), w.comment),
+            widen.push((
+                format!("comment {} as '{}'", w.key.describe(), w.comment),
                 w.key.command(None, Some(&w.comment)),
             ));
         }
@@ -761,6 +765,19 @@ impl Ufw {
         if enabling {
             what.push("enable ufw".into());
             lines.push("ufw --force enable".into());
+        }
+        if lines.is_empty() || self.state == State::Disabled {
+            // Nothing can cut access: each widening is a change of its own.
+            for (sentence, command) in widen.drain(..) {
+                changes.push(shell(format!("ufw: {sentence}"), command));
+            }
+        } else {
+            // A guarded change is coming: the widenings go inside it, so a rollback returns
+            // the firewall exactly to what it was before this step.
+            for (sentence, command) in widen.drain(..).rev() {
+                what.insert(0, sentence);
+                lines.insert(0, command);
+            }
         }
         if lines.is_empty() {
             return Ok(changes);
@@ -947,30 +964,21 @@ mod tests {
     }
 
     #[test]
-    fn fresh_host_allows_first_then_guards_deny_and_enable() {
+    fn fresh_host_guards_everything_with_allows_first_and_enable_last() {
         let u = ufw(&worker("10.0.0.5")).unwrap();
         let changes = plan(&u, "ufw=missing\n");
-        let summaries: Vec<&str> = changes.iter().map(|c| c.summary.as_str()).collect();
+        // One guarded change: a rollback returns the firewall exactly to what it was.
+        assert_eq!(changes.len(), 1);
         assert_eq!(
-            summaries,
-            vec![
-                "ufw: add allow 22/tcp from any (bootstrap: ssh)",
-                "ufw: add allow 5432/tcp from 10.0.0.5 (bootstrap: postgres from master)",
-                "ufw: add allow 5432/tcp from 10.0.0.7 (bootstrap: postgres from elk)",
-                "ufw: add allow from 10.0.0.5 (bootstrap: cluster peer)",
-                "ufw: add route allow from 192.168.0.0/16 (bootstrap: pods)",
-                "ufw: add deny 5432/tcp from any (bootstrap: postgres from anyone else); enable ufw",
-            ]
+            changes[0].summary,
+            "ufw: add allow 22/tcp from any (bootstrap: ssh); \
+             add allow 5432/tcp from 10.0.0.5 (bootstrap: postgres from master); \
+             add allow 5432/tcp from 10.0.0.7 (bootstrap: postgres from elk); \
+             add allow from 10.0.0.5 (bootstrap: cluster peer); \
+             add route allow from 192.168.0.0/16 (bootstrap: pods); \
+             add deny 5432/tcp from any (bootstrap: postgres from anyone else); enable ufw"
         );
-        assert_eq!(
-            shell_of(&changes[1]),
-            "ufw prepend allow proto tcp from 10.0.0.5 to any port 5432 comment 'bootstrap: postgres from master'"
-        );
-        assert_eq!(
-            shell_of(&changes[4]),
-            "ufw route prepend allow from 192.168.0.0/16 to any comment 'bootstrap: pods'"
-        );
-        let (script, rollback) = guarded_of(&changes[5]);
+        let (script, rollback) = guarded_of(&changes[0]);
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines[0], "set -e");
         assert!(
@@ -982,12 +990,42 @@ mod tests {
             lines[4],
             "ufw prepend allow proto tcp from any to any port 22 comment 'bootstrap: ssh'"
         );
-        assert_eq!(
-            lines[5],
-            "ufw deny proto tcp from any to any port 5432 comment 'bootstrap: postgres from anyone else'"
-        );
+        assert!(lines.contains(
+            &"ufw prepend allow proto tcp from 10.0.0.5 to any port 5432 comment 'bootstrap: postgres from master'"
+        ));
+        assert!(lines.contains(
+            &"ufw route prepend allow from 192.168.0.0/16 to any comment 'bootstrap: pods'"
+        ));
+        let allow_at = lines
+            .iter()
+            .position(|l| l.contains("from 10.0.0.7"))
+            .unwrap();
+        let deny_at = lines
+            .iter()
+            .position(|l| l.starts_with("ufw deny"))
+            .unwrap();
+        assert!(allow_at < deny_at, "allows before the deny:\n{script}");
         assert_eq!(*lines.last().unwrap(), "ufw --force enable");
         assert!(rollback.contains("ufw reload || ufw --force disable"));
+    }
+
+    #[test]
+    fn widening_alone_needs_no_guard() {
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let converged = converged(true, "10.0.0.5");
+        // Drop one allow from the converged host: only that allow is planned, unguarded.
+        let line = converged
+            .lines()
+            .find(|l| l.contains("5432") && l.contains("10.0.0.7"))
+            .unwrap()
+            .to_string();
+        let changes = plan(&u, &converged.replace(&format!("{line}\n"), ""));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            changes[0].summary,
+            "ufw: add allow 5432/tcp from 10.0.0.7 (bootstrap: postgres from elk)"
+        );
+        assert!(shell_of(&changes[0]).starts_with("ufw prepend allow"));
     }
 
     #[test]
@@ -1034,12 +1072,12 @@ mod tests {
         assert_eq!(
             summaries,
             vec![
-                "ufw: add allow 5432/tcp from 10.0.0.6 (bootstrap: postgres from master)",
-                "ufw: add allow from 10.0.0.6 (bootstrap: cluster peer)",
-                "ufw: delete allow from 10.0.0.5; delete allow 5432/tcp from 10.0.0.5",
+                "ufw: add allow 5432/tcp from 10.0.0.6 (bootstrap: postgres from master); \
+                 add allow from 10.0.0.6 (bootstrap: cluster peer); \
+                 delete allow from 10.0.0.5; delete allow 5432/tcp from 10.0.0.5",
             ]
         );
-        let (script, _) = guarded_of(&changes[2]);
+        let (script, _) = guarded_of(&changes[0]);
         assert!(
             script.contains("ufw --force delete allow proto tcp from 10.0.0.5 to any port 5432\n")
         );
@@ -1240,9 +1278,8 @@ mod tests {
         // One inventory value changes: exactly that rule (and its twin) move.
         let moved = ufw(&worker("10.0.0.6")).unwrap();
         let changes = sb.probe(&moved);
-        assert_eq!(changes.len(), 3, "{changes:?}");
-        let (guarded, rollback) = guarded_of(&changes[2]);
-        sb.apply(&changes[..2]);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let (guarded, rollback) = guarded_of(&changes[0]);
         let (ok, out) = sb.run(guarded);
         assert!(ok, "{out}");
         assert_eq!(sb.probe(&moved), vec![]);
@@ -1255,12 +1292,12 @@ mod tests {
         // The rollback puts back the firewall saved at the start of the guarded script.
         let (ok, out) = sb.run(rollback);
         assert!(ok, "{out}");
-        // Saved state = after the plain allow additions, before the guarded deletions.
+        // Saved state = before the step: the additions are undone with the deletions.
         let restored = sb.user_rules();
-        assert!(restored.contains(" 10.0.0.5 in") && restored.contains(" 10.0.0.6 in"));
+        assert!(restored.contains(" 10.0.0.5 in") && !restored.contains(" 10.0.0.6 in"));
         let (_, chain) = sb.run("iptables -S ufw-user-input");
         assert!(
-            chain.contains("-s 10.0.0.5/32 ") && chain.contains("-s 10.0.0.6/32 "),
+            chain.contains("-s 10.0.0.5/32 ") && !chain.contains("-s 10.0.0.6/32 "),
             "{chain}"
         );
         let (_, status) = sb.run("ufw status");

@@ -450,3 +450,35 @@ check_worker() {
   check_worker_access "$pw" " (at the end)"
   check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
 }
+
+# ---------------------------------------------------------------- firewall lock-out guard
+
+ufw_fingerprint() { on_host worker "sudo ufw status verbose | sha256sum"; }
+
+no_armed_rollback() {
+  local units
+  units="$(on_host worker "systemctl list-units --all --plain --no-legend 'bootstrap-fw-rollback*'")"
+  [[ -z $units ]] || { printf 'rollback units left:\n%s\n' "$units"; return 1; }
+}
+
+step_message_has() {
+  local label="$1" step="$2" text="$3"
+  jq -r --arg s "$step" 'select(.type == "step" and .step == $s) | .message // ""' "$LAB_LOGS/$label.jsonl" |
+    grep -qF "$text" || { echo "message of '$step' lacks '$text':"; jq -c 'select(.type == "step")' "$LAB_LOGS/$label.jsonl"; return 1; }
+}
+
+# A firewall change that would cut SSH is rolled back, and the tool can still get in.
+check_firewall_lockout_guard() {
+  local playbook="$1" before after step="firewall that forgets the real ssh port"
+  before="$(ufw_fingerprint)"
+  check "lock-out guard: the run fails (exit 1)" exit_code_is 1 bootstrap_json lockout run "$playbook"
+  check "lock-out guard: the step failed because a fresh SSH login did not work" \
+    step_message_has lockout "$step" "a new SSH login failed"
+  check "lock-out guard: the change was rolled back" step_message_has lockout "$step" "rolled back"
+  check "lock-out guard: ssh to the worker still works" on_host worker true
+  after="$(ufw_fingerprint)"
+  check "lock-out guard: the worker's firewall is as it was" test "$before" = "$after"
+  check "lock-out guard: no rollback timer is left armed" no_armed_rollback
+  check "lock-out guard: the worker role is still converged" exit_code_is 0 bootstrap_json lockout-after worker
+  check "lock-out guard: ... and changes 0" summary_is lockout-after changed 0
+}
