@@ -391,6 +391,23 @@ db_name = "other"
     }
 
     #[test]
+    fn vagrant_lab_inventory_has_the_product_variables_and_secrets() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let product = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let lab = Inventory::load(&root.join("vagrant/inventory.toml")).unwrap();
+        for key in product.vars.keys() {
+            assert!(
+                lab.vars.contains_key(key),
+                "vagrant/inventory.toml lacks var `{key}`"
+            );
+        }
+        assert_eq!(
+            lab.secret_names.keys().collect::<Vec<_>>(),
+            product.secret_names.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn shipped_inventory_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory.toml");
         let inv = Inventory::load(&path).unwrap();
