@@ -327,3 +327,41 @@ fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {
         exit::FAILED
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker's rendered PostgreSQL files for the shipped inventory, as the host gets them.
+    fn render_for_shipped_worker(src: &str) -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let worker = inventory.host("worker").unwrap();
+        let facts = BTreeMap::from([("postgres_version".to_string(), "15".to_string())]);
+        let vars = runner::context::host_context(&inventory, worker, &secrets, &facts);
+        Renderer::new(&root.join("files"))
+            .render_file(src, &vars)
+            .unwrap()
+    }
+
+    #[test]
+    fn worker_pg_hba_admits_exactly_the_inventory_sources() {
+        insta::assert_snapshot!(render_for_shipped_worker("postgres/pg_hba.conf.j2"));
+    }
+
+    #[test]
+    fn worker_postgres_listens_on_its_address_and_localhost() {
+        insta::assert_snapshot!(render_for_shipped_worker("postgres/bootstrap.conf.j2"));
+    }
+
+    #[test]
+    fn shipped_playbooks_validate_against_the_shipped_inventory() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let worker = Playbook::load(&root.join("playbooks/worker.toml")).unwrap();
+        let checked = validate(&inventory, &secrets, &[&worker], None).unwrap();
+        assert_eq!(checked, worker.steps.len() + worker.handlers.len());
+    }
+}

@@ -144,3 +144,61 @@ pub fn recap_lines(s: &Summary) -> Vec<String> {
     ));
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::events::HostRecap;
+
+    #[test]
+    fn recap_of_a_run_with_a_failure_and_a_no_op_host() {
+        let hosts = [
+            (
+                "elk",
+                HostRecap {
+                    ok: 12,
+                    ..HostRecap::default()
+                },
+            ),
+            (
+                "worker",
+                HostRecap {
+                    ok: 5,
+                    changed: 2,
+                    failed: 1,
+                    skipped: 1,
+                    unreachable: false,
+                },
+            ),
+            (
+                "master",
+                HostRecap {
+                    unreachable: true,
+                    ..HostRecap::default()
+                },
+            ),
+        ]
+        .into_iter()
+        .map(|(n, r)| (n.to_string(), r))
+        .collect();
+        let mut summary = Summary::from_hosts(hosts, false);
+        summary.duration_ms = 1234;
+        summary.stages_not_run = vec!["join".into()];
+        insta::assert_snapshot!(recap_lines(&summary).join("\n"));
+    }
+
+    #[test]
+    fn recap_of_a_no_op_rerun_says_nothing_changed() {
+        let hosts = [(
+            "worker".to_string(),
+            HostRecap {
+                ok: 10,
+                ..HostRecap::default()
+            },
+        )]
+        .into();
+        let mut summary = Summary::from_hosts(hosts, false);
+        summary.duration_ms = 230;
+        insta::assert_snapshot!(recap_lines(&summary).join("\n"));
+    }
+}
