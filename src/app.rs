@@ -10,7 +10,6 @@ use serde::Deserialize;
 use crate::cli::{Cli, Command, GlobalArgs, SecretsCommand};
 use crate::error::{exit, InputError};
 use crate::inventory::{secrets, Inventory, Secrets};
-use crate::modules::{self, BuildContext};
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
 use crate::runner::{self, Mode, RunRequest, Stage, TagFilter};
@@ -195,35 +194,26 @@ pub fn validate(
     let mut checked = 0;
     for playbook in playbooks {
         let renderer = Renderer::new(&playbook.files_dir());
-        let mut facts: BTreeMap<String, String> =
-            ["os_id", "os_version", "os_codename", "arch", "hostname"]
-                .iter()
-                .map(|f| (f.to_string(), format!("<fact {f}>")))
-                .collect();
+        let mut facts: BTreeMap<String, String> = runner::play::OS_FACT_NAMES
+            .iter()
+            .map(|f| (f.to_string(), format!("<fact {f}>")))
+            .collect();
         for (name, _) in &playbook.facts {
             facts.insert(name.clone(), format!("<fact {name}>"));
         }
+        let local_dir = inventory.state_dir();
         let hosts = inventory
             .hosts_with_role(&playbook.hosts)
             .filter(|h| limit.is_none_or(|l| l.contains(&h.name)));
         for host in hosts {
             let vars = runner::context::host_context(inventory, host, secrets, &facts);
             for step in playbook.steps.iter().chain(&playbook.handlers) {
-                let args = match renderer.render_step(playbook, step, &vars, &facts) {
-                    Ok(Some(args)) => args,
-                    Ok(None) | Err(RenderError::FactNotKnownYet(_)) => continue,
+                match runner::play::build_step(playbook, &renderer, step, &vars, &facts, &local_dir)
+                {
+                    Ok(Some(_)) => checked += 1,
+                    Ok(None) | Err(RenderError::FactNotKnownYet(_)) => {}
                     Err(RenderError::Input(e)) => return Err(e),
-                };
-                let render_template = |src: &str| renderer.render_file(src, &vars);
-                let ctx = BuildContext {
-                    playbook: &playbook.path,
-                    line: Some(step.line),
-                    files_dir: renderer.files_dir(),
-                    render_template: &render_template,
-                    local_dir: inventory.state_dir(),
-                };
-                modules::build(&step.module, &args, &ctx)?;
-                checked += 1;
+                }
             }
         }
     }

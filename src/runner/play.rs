@@ -45,6 +45,9 @@ pub struct PlayCtx<'a> {
     pub cache_dir: PathBuf,
 }
 
+/// The facts every play can read, gathered by `OS_FACTS`.
+pub const OS_FACT_NAMES: &[&str] = &["os_id", "os_version", "os_codename", "arch", "hostname"];
+
 /// The read-only facts every play starts with.
 const OS_FACTS: &str = r#". /etc/os-release 2>/dev/null
 echo "os_id=${ID:-}"
@@ -241,26 +244,40 @@ fn prepare(
             if !ctx.tags.allows(&step.tags) {
                 return Prepared::Skip("excluded by tags".into());
             }
-            let args = match renderer.render_step(playbook, step, &vars, facts) {
-                Ok(Some(args)) => args,
-                Ok(None) => return Prepared::Skip("`when` is false".into()),
-                Err(RenderError::FactNotKnownYet(f)) => return Prepared::Deferred(f),
-                Err(RenderError::Input(e)) => return Prepared::Broken(e.to_string()),
-            };
-            let render_template = |src: &str| renderer.render_file(src, &vars);
-            let build_ctx = BuildContext {
-                playbook: &playbook.path,
-                line: Some(step.line),
-                files_dir: renderer.files_dir(),
-                render_template: &render_template,
-                local_dir: ctx.local_dir.clone(),
-            };
-            match modules::build(&step.module, &args, &build_ctx) {
-                Ok(module) => Prepared::Ready { module },
-                Err(e) => Prepared::Broken(e.to_string()),
+            match build_step(playbook, renderer, step, &vars, facts, &ctx.local_dir) {
+                Ok(Some(module)) => Prepared::Ready { module },
+                Ok(None) => Prepared::Skip("`when` is false".into()),
+                Err(RenderError::FactNotKnownYet(f)) => Prepared::Deferred(f),
+                Err(RenderError::Input(e)) => Prepared::Broken(e.to_string()),
             }
         })
         .collect()
+}
+
+/// Renders a step's arguments for one host and builds its module; `None` when `when` is false.
+/// Shared by runs and by the validation done before any host is touched.
+pub fn build_step(
+    playbook: &Playbook,
+    renderer: &Renderer,
+    step: &Step,
+    vars: &minijinja::Value,
+    facts: &BTreeMap<String, String>,
+    local_dir: &std::path::Path,
+) -> Result<Option<Box<dyn Module>>, RenderError> {
+    let Some(args) = renderer.render_step(playbook, step, vars, facts)? else {
+        return Ok(None);
+    };
+    let render_template = |src: &str| renderer.render_file(src, vars);
+    let build_ctx = BuildContext {
+        playbook: &playbook.path,
+        line: Some(step.line),
+        files_dir: renderer.files_dir(),
+        render_template: &render_template,
+        local_dir: local_dir.to_path_buf(),
+    };
+    modules::build(&step.module, &args, &build_ctx)
+        .map(Some)
+        .map_err(RenderError::Input)
 }
 
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
