@@ -478,3 +478,90 @@ fetch = { src = "{{ root }}/admin.conf", dest = "kubeconfig-{{ host.name }}" }
     );
     assert_eq!(p.run("playbooks/fetch.toml", &[]).summary()["changed"], 0);
 }
+
+/// Serves `body` to every request on a loopback port until `count` requests were answered.
+fn serve(body: &'static [u8], count: usize) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            stream.write_all(body).unwrap();
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn download_is_fetched_once_on_the_admin_side_verified_and_uploaded() {
+    use sha2::Digest;
+    const BODY: &[u8] = b"#!/bin/sh\necho pinned tool\n";
+    let sha = hex::encode(sha2::Sha256::digest(BODY));
+    let (port, server) = serve(BODY, 1);
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    p.write(
+        "playbooks/dl.toml",
+        &format!(
+            r#"
+name = "download"
+hosts = "all"
+[[steps]]
+name = "pinned tool"
+download = {{ url = "http://127.0.0.1:{port}/tool", sha256 = "{sha}", dest = "{{{{ root }}}}/tool", mode = "0755" }}
+"#
+        ),
+    );
+    let run = p.run("playbooks/dl.toml", &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    server.join().unwrap();
+    assert_eq!(fs::read(p.remote("tool")).unwrap(), BODY);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(p.remote("tool")).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+
+    // The server is gone: a drifted host is repaired from the admin-side cache.
+    fs::write(p.remote("tool"), "tampered").unwrap();
+    let repair = p.run("playbooks/dl.toml", &[]);
+    assert_eq!(
+        repair.changed_steps(),
+        vec!["pinned tool"],
+        "{}",
+        repair.all()
+    );
+    assert_eq!(fs::read(p.remote("tool")).unwrap(), BODY);
+    assert_eq!(p.run("playbooks/dl.toml", &[]).summary()["changed"], 0);
+}
+
+#[test]
+fn a_download_whose_sha256_does_not_match_fails_and_uploads_nothing() {
+    let (port, server) = serve(b"not what was pinned", 1);
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    let pinned = "0".repeat(64);
+    p.write(
+        "playbooks/dl.toml",
+        &format!(
+            "name = \"d\"\nhosts = \"all\"\n[[steps]]\nname = \"tool\"\ndownload = {{ url = \"http://127.0.0.1:{port}/t\", sha256 = \"{pinned}\", dest = \"{{{{ root }}}}/tool\" }}\n"
+        ),
+    );
+    let run = p.run("playbooks/dl.toml", &[]);
+    server.join().unwrap();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains(&pinned),
+        "expected sha shown: {}",
+        run.all()
+    );
+    assert!(!p.remote("tool").exists());
+}
