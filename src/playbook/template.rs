@@ -104,6 +104,11 @@ impl Renderer {
             .map_err(|e| RenderError::Input(at(&e)))
     }
 
+    /// Renders a short text such as a step name.
+    pub fn render_text(&self, text: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+        self.env.render_str(text, ctx)
+    }
+
     /// Checks that a template file compiles (syntax) without rendering it.
     pub fn check_file_syntax(&self, src: &str) -> Result<(), InputError> {
         let file = self.files_dir.join(src);

@@ -105,8 +105,12 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         let outputs = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
             Err(e) => {
-                let result = Subject::new(playbook, &playbook.steps[next].name, false)
-                    .failed(ctx, format!("{e:#}"));
+                let result = Subject::new(
+                    playbook,
+                    &display_name(ctx, renderer, &playbook.steps[next], &facts),
+                    false,
+                )
+                .failed(ctx, format!("{e:#}"));
                 recap.count(result.status);
                 ctx.reporter.event(&Event::StepFinished(result));
                 stopped = true;
@@ -119,14 +123,14 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             let started = Instant::now();
             ctx.reporter.event(&Event::StepStarted {
                 host: host.clone(),
-                step: step.name.clone(),
+                step: display_name(ctx, renderer, step, &facts),
                 index: index + 1,
                 total,
             });
             let output = outputs.get(offset).cloned().flatten();
             let subject = Subject {
                 playbook,
-                step: &step.name,
+                step: &display_name(ctx, renderer, step, &facts),
                 handler: false,
                 started,
             };
@@ -212,13 +216,14 @@ async fn run_handlers(
                 let output = outputs.into_iter().next().flatten();
                 let subject = Subject {
                     playbook,
-                    step: &handler.name,
+                    step: &display_name(ctx, renderer, handler, facts),
                     handler: true,
                     started,
                 };
                 run_prepared(ctx, subject, prep, output, true).await
             }
-            Err(e) => Subject::new(playbook, &handler.name, true).failed(ctx, format!("{e:#}")),
+            Err(e) => Subject::new(playbook, &display_name(ctx, renderer, handler, facts), true)
+                .failed(ctx, format!("{e:#}")),
         };
         let status = result.status;
         recap.count(status);
@@ -252,6 +257,25 @@ fn prepare(
             }
         })
         .collect()
+}
+
+/// A step's name as shown: rendered for this host (`"role {{ db_user }}"` -> "role
+/// crypto_user"), or as written when it cannot be rendered yet.
+fn display_name(
+    ctx: &PlayCtx<'_>,
+    renderer: &Renderer,
+    step: &Step,
+    facts: &BTreeMap<String, String>,
+) -> String {
+    if !step.name.contains("{{") {
+        return step.name.clone();
+    }
+    let vars = host_context(ctx.inventory, ctx.host, ctx.secrets, facts);
+    let name = renderer
+        .render_text(&step.name, &vars)
+        .unwrap_or_else(|_| step.name.clone());
+    // A name may show a secret; it is printed and logged like everything else: masked.
+    ctx.log.redactor().redact(&name)
 }
 
 /// Renders a step's arguments for one host and builds its module; `None` when `when` is false.

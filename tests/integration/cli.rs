@@ -565,3 +565,23 @@ fn a_download_whose_sha256_does_not_match_fails_and_uploads_nothing() {
     );
     assert!(!p.remote("tool").exists());
 }
+
+#[test]
+fn step_names_are_rendered_for_each_host_and_secrets_in_them_masked() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    p.write(
+        "playbooks/names.toml",
+        r#"
+name = "names"
+hosts = "all"
+[[steps]]
+name = "dir for {{ host.name }} with {{ secrets.app_token }}"
+file = { path = "{{ root }}/named", state = "directory" }
+"#,
+    );
+    let run = p.run("playbooks/names.toml", &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.changed_steps(), vec!["dir for a with ********"]);
+    assert!(!run.all().contains(SECRET));
+}
