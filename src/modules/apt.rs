@@ -409,20 +409,9 @@ fn human_age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn ctx() -> BuildContext<'static> {
-        BuildContext {
-            playbook: Path::new("playbooks/node.toml"),
-            line: Some(3),
-            files_dir: Path::new("files"),
-            render_template: &|_| unreachable!(),
-            local_dir: std::env::temp_dir(),
-        }
-    }
 
     fn apt(args: &str) -> Result<Apt, InputError> {
-        Apt::from_args(&toml::from_str(args).unwrap(), &ctx())
+        crate::modules::testing::build_simple(args, Apt::from_args)
     }
 
     /// Probe output as the real probe prints it; `pkgs` are (status, version, candidate, known).
@@ -459,7 +448,7 @@ mod tests {
     #[test]
     fn rejects_bad_arguments_with_file_and_line() {
         let e = apt("packages = []").unwrap_err();
-        assert_eq!((e.line, e.hint.is_some()), (Some(3), true));
+        assert_eq!((e.line, e.hint.is_some()), (Some(7), true));
         assert!(apt("packages = [\"Bad Name\"]").is_err());
         assert!(apt("packages = [\"curl;reboot\"]").is_err());
         assert!(apt("packages = [\"curl=1.0 x\"]").is_err());

@@ -23,6 +23,10 @@ pub mod wait_for;
 
 use std::path::PathBuf;
 
+/// Test helpers shared by the modules' tests (build from TOML, run a probe in a local `sh`).
+#[cfg(test)]
+pub(crate) use file::testing;
+
 /// What the runner hands a module when building it from a step's (already rendered) arguments.
 pub struct BuildContext<'a> {
     /// The playbook file and the step's line, for error messages.

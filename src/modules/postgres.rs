@@ -456,24 +456,13 @@ pub fn scram_matches(password: &str, stored: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn ctx() -> BuildContext<'static> {
-        BuildContext {
-            playbook: Path::new("playbooks/worker.toml"),
-            line: Some(7),
-            files_dir: Path::new("files"),
-            render_template: &|_| unreachable!(),
-            local_dir: std::env::temp_dir(),
-        }
-    }
 
     fn role(toml_args: &str) -> Result<PostgresRole, InputError> {
-        PostgresRole::from_args(&toml::from_str(toml_args).unwrap(), &ctx())
+        crate::modules::testing::build_simple(toml_args, PostgresRole::from_args)
     }
 
     fn db(toml_args: &str) -> Result<PostgresDb, InputError> {
-        PostgresDb::from_args(&toml::from_str(toml_args).unwrap(), &ctx())
+        crate::modules::testing::build_simple(toml_args, PostgresDb::from_args)
     }
 
     fn out(stdout: &str) -> ProbeOutput {

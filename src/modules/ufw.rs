@@ -829,20 +829,9 @@ fn rollback_script() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn ctx() -> BuildContext<'static> {
-        BuildContext {
-            playbook: Path::new("playbooks/worker.toml"),
-            line: Some(40),
-            files_dir: Path::new("files"),
-            render_template: &|_| unreachable!(),
-            local_dir: std::env::temp_dir(),
-        }
-    }
 
     fn ufw(args: &str) -> Result<Ufw, InputError> {
-        Ufw::from_args(&toml::from_str(args).unwrap(), &ctx())
+        crate::modules::testing::build_simple(args, Ufw::from_args)
     }
 
     /// The worker's firewall: PostgreSQL from the master, the ELK box and pods; denied otherwise.
@@ -939,7 +928,7 @@ mod tests {
     fn rejects_bad_rules_with_hints() {
         let e = ufw("rules = [{ action = \"allow\", proto = \"ipip\", from = \"10.0.0.5\" }]")
             .unwrap_err();
-        assert_eq!(e.line, Some(40));
+        assert_eq!(e.line, Some(7));
         assert!(e.hint.unwrap().contains("from = \"NODE_IP\""));
         for bad in [
             "rules = [{ action = \"allow\", port = \"30000:32767\" }]",
