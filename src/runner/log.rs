@@ -17,7 +17,8 @@ pub struct HostLog {
 impl HostLog {
     pub fn create(dir: &Path, host: &str, redactor: Redactor) -> HostLog {
         let path = dir.join(format!("{host}.log"));
-        // Logging must never stop a run; a log we can't open is reported once by the caller.
+        // Logging must never stop a run; a log we can't open is reported once by the caller
+        // (`is_open`).
         let file = std::fs::create_dir_all(dir).ok().and_then(|_| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -42,6 +43,10 @@ impl HostLog {
         if !body.is_empty() {
             let _ = writeln!(f, "{}", body.trim_end_matches('\n'));
         }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
     }
 
     pub fn redactor(&self) -> &Redactor {

@@ -91,6 +91,12 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             )
         })
         .collect();
+    if let Some(log) = logs.values().find(|l| !l.is_open()) {
+        eprintln!(
+            "warning: cannot write the run log {}; going on without logs",
+            log.path.display()
+        );
+    }
     let sessions: BTreeMap<String, SessionCell> = involved
         .iter()
         .map(|h| (h.name.clone(), OnceCell::new()))
