@@ -67,6 +67,11 @@ changed_steps() {
   jq -r 'select(.type == "step" and .changed == true) | "\(.host)\t\(if .handler then "handler: " else "" end)\(.step)"' "$LAB_LOGS/$1.jsonl" | sort
 }
 
+# step_changed LABEL HOST STEP: that step reported a change (or would, in check mode).
+step_changed() {
+  changed_steps "$1" | grep -qxF "$(printf '%s\t%s' "$2" "$3")" || { echo "no change of '$3' on $2:"; changed_steps "$1"; return 1; }
+}
+
 changed_steps_are() {
   local label="$1" want="$2" got
   got="$(changed_steps "$label")"
@@ -439,6 +444,7 @@ check_worker() {
   local pw
   load_db_vars
   pw="$(secret_value db_password)"
+  check_worker_check_mode_on_a_fresh_host
   check_converges worker worker
   check_worker_access "$pw" ""
   check_worker_extra_allowed "$pw"
@@ -449,6 +455,26 @@ check_worker() {
     "$(worker_steps "$WORKER_STEP_HBA" "$WORKER_HANDLER_RELOAD")" "! sudo grep -q 'lab drift' /etc/postgresql/*/main/pg_hba.conf"
   check_worker_access "$pw" " (at the end)"
   check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
+}
+
+# On the untouched worker, --check plans the whole role, fails nothing and changes nothing.
+check_worker_check_mode_on_a_fresh_host() {
+  local before after
+  before="$(on_host worker "dpkg -l | sha256sum; ls /etc/ufw 2>&1 | sha256sum")"
+  check "fresh worker --check: exits 0" exit_code_is 0 bootstrap_json worker-fresh-check --check worker
+  check "fresh worker --check: nothing failed or unreachable" summary_ok worker-fresh-check
+  check "fresh worker --check: the packages would be installed" step_changed worker-fresh-check worker "PostgreSQL packages"
+  after="$(on_host worker "dpkg -l | sha256sum; ls /etc/ufw 2>&1 | sha256sum")"
+  check "fresh worker --check: no package or firewall file changed" test "$before" = "$after"
+  check "fresh worker --check: PostgreSQL is still not installed" on_host worker "! dpkg -s postgresql >/dev/null 2>&1"
+}
+
+# Everything built so far, all at once: converged already by the checks before, so 0 changed.
+check_all_converged() {
+  check "all: exits 0" exit_code_is 0 bootstrap_json all-final all
+  check "all: changes nothing on the converged lab" summary_is all-final changed 0
+  check "all: nothing failed or unreachable" summary_ok all-final
+  check "master: not built yet, says so and exits 2" exit_code_is 2 bootstrap_plain master-missing master
 }
 
 # ---------------------------------------------------------------- firewall lock-out guard
