@@ -438,12 +438,7 @@ mod tests {
         changes.iter().map(|c| c.summary.clone()).collect()
     }
 
-    fn script(c: &Change) -> &str {
-        match &c.action {
-            Action::Shell { script, .. } => script,
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::modules::testing::shell_script as script;
 
     #[test]
     fn rejects_bad_arguments_with_file_and_line() {

@@ -550,6 +550,14 @@ pub(crate) mod testing {
         )
     }
 
+    /// The script of a `Shell` change; panics on any other action.
+    pub fn shell_script(change: &Change) -> &str {
+        match &change.action {
+            Action::Shell { script, .. } => script,
+            other => panic!("expected a Shell change, got {other:?}"),
+        }
+    }
+
     /// Runs a probe script in a local `sh`, as the runner would on a host.
     pub fn run_probe(script: &str) -> ProbeOutput {
         let out = std::process::Command::new("sh")

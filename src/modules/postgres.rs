@@ -486,12 +486,7 @@ mod tests {
         }
     }
 
-    fn script_of(change: &Change) -> &str {
-        match &change.action {
-            Action::Shell { script, .. } => script,
-            other => panic!("expected Shell, got {other:?}"),
-        }
-    }
+    use crate::modules::testing::shell_script as script_of;
 
     #[test]
     fn verifier_matches_the_one_postgresql_made() {

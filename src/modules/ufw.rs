@@ -884,12 +884,7 @@ mod tests {
         .unwrap()
     }
 
-    fn shell_of(c: &Change) -> &str {
-        match &c.action {
-            Action::Shell { script, .. } => script,
-            other => panic!("expected Shell for {:?}: {other:?}", c.summary),
-        }
-    }
+    use crate::modules::testing::shell_script as shell_of;
 
     fn guarded_of(c: &Change) -> (&str, &str) {
         match &c.action {
