@@ -121,16 +121,17 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             let index = next + offset;
             let step = &playbook.steps[index];
             let started = Instant::now();
+            let name = display_name(ctx, renderer, step, &facts);
             ctx.reporter.event(&Event::StepStarted {
                 host: host.clone(),
-                step: display_name(ctx, renderer, step, &facts),
+                step: name.clone(),
                 index: index + 1,
                 total,
             });
             let output = outputs.get(offset).cloned().flatten();
             let subject = Subject {
                 playbook,
-                step: &display_name(ctx, renderer, step, &facts),
+                step: &name,
                 handler: false,
                 started,
             };
