@@ -232,7 +232,7 @@ fn check(g: &GlobalArgs) -> Result<i32> {
         Err(e) => {
             // Templates are still checked, with stand-in values; a real run would stop here.
             println!("warning: {e}");
-            placeholder_secrets(&inventory)
+            Secrets::placeholders(inventory.secret_names.keys())
         }
     };
     let site = site(g)?;
@@ -261,10 +261,6 @@ fn check(g: &GlobalArgs) -> Result<i32> {
     }
     println!("ok: {checked} step renderings checked; nothing was contacted");
     Ok(exit::OK)
-}
-
-fn placeholder_secrets(inventory: &Inventory) -> Secrets {
-    Secrets::placeholders(inventory.secret_names.keys())
 }
 
 fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {

@@ -41,6 +41,15 @@ pub struct HostRecap {
 }
 
 impl HostRecap {
+    /// Adds another recap of the same host (another play or stage).
+    pub fn add(&mut self, other: &HostRecap) {
+        self.ok += other.ok;
+        self.changed += other.changed;
+        self.failed += other.failed;
+        self.skipped += other.skipped;
+        self.unreachable |= other.unreachable;
+    }
+
     pub fn count(&mut self, status: Status) {
         match status {
             Status::Ok => self.ok += 1,

@@ -175,7 +175,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                 };
                 for (playbook, renderer) in plays {
                     let r = play::run_play(&ctx, playbook, renderer).await;
-                    merge(&mut recap, &r);
+                    recap.add(&r);
                     if r.failed > 0 {
                         break;
                     }
@@ -184,7 +184,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             }
         });
         for (name, r) in join_all(host_tasks).await {
-            merge(recaps.get_mut(&name).expect("recap per host"), &r);
+            recaps.get_mut(&name).expect("recap per host").add(&r);
         }
     }
 
@@ -200,14 +200,6 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
     summary.duration_ms = started.elapsed().as_millis();
     reporter.event(&Event::Finished(summary.clone()));
     summary
-}
-
-fn merge(into: &mut HostRecap, from: &HostRecap) {
-    into.ok += from.ok;
-    into.changed += from.changed;
-    into.failed += from.failed;
-    into.skipped += from.skipped;
-    into.unreachable |= from.unreachable;
 }
 
 /// One connection per host for the whole run, opened on first use.

@@ -81,19 +81,12 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     );
 
     let gathered = if playbook.uses_facts {
-        gather_facts(ctx, playbook).await
+        gather_or_report(ctx, playbook, &mut recap).await
     } else {
-        Ok(BTreeMap::new())
+        Some(BTreeMap::new())
     };
-    let mut facts = match gathered {
-        Ok(f) => f,
-        Err(e) => {
-            let result =
-                Subject::new(playbook, "gather facts", false).failed(ctx, format!("{e:#}"));
-            recap.count(result.status);
-            ctx.reporter.event(&Event::StepFinished(result));
-            return recap;
-        }
+    let Some(mut facts) = gathered else {
+        return recap;
     };
 
     let total = playbook.steps.len();
@@ -111,8 +104,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                     false,
                 )
                 .failed(ctx, format!("{e:#}"));
-                recap.count(result.status);
-                ctx.reporter.event(&Event::StepFinished(result));
+                report(ctx, &mut recap, result);
                 stopped = true;
                 break;
             }
@@ -136,10 +128,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 started,
             };
             let result = run_prepared(ctx, subject, prep, output, recap.changed > 0).await;
-            let status = result.status;
-            recap.count(status);
-            ctx.reporter.event(&Event::StepFinished(result));
-            match status {
+            match report(ctx, &mut recap, result) {
                 Status::Failed => {
                     stopped = true;
                     break 'rounds;
@@ -150,13 +139,9 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                         // The host moved: later steps are probed again, with fresh facts.
                         next = index + 1;
                         if !playbook.facts.is_empty() {
-                            match gather_facts(ctx, playbook).await {
-                                Ok(f) => facts = f,
-                                Err(e) => {
-                                    let r = Subject::new(playbook, "gather facts", false)
-                                        .failed(ctx, format!("{e:#}"));
-                                    recap.count(r.status);
-                                    ctx.reporter.event(&Event::StepFinished(r));
+                            match gather_or_report(ctx, playbook, &mut recap).await {
+                                Some(f) => facts = f,
+                                None => {
                                     stopped = true;
                                     break 'rounds;
                                 }
@@ -203,7 +188,8 @@ async fn run_handlers(
         .iter()
         .filter(|h| notified.contains(&h.name))
     {
-        let started = Instant::now();
+        let name = display_name(ctx, renderer, handler, facts);
+        let subject = Subject::new(playbook, &name, true);
         let prepared = prepare(
             ctx,
             playbook,
@@ -215,21 +201,11 @@ async fn run_handlers(
             Ok(outputs) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
-                let subject = Subject {
-                    playbook,
-                    step: &display_name(ctx, renderer, handler, facts),
-                    handler: true,
-                    started,
-                };
                 run_prepared(ctx, subject, prep, output, true).await
             }
-            Err(e) => Subject::new(playbook, &display_name(ctx, renderer, handler, facts), true)
-                .failed(ctx, format!("{e:#}")),
+            Err(e) => subject.failed(ctx, format!("{e:#}")),
         };
-        let status = result.status;
-        recap.count(status);
-        ctx.reporter.event(&Event::StepFinished(result));
-        if status == Status::Failed {
+        if report(ctx, recap, result) == Status::Failed {
             return;
         }
     }
@@ -494,6 +470,31 @@ impl<'a> Subject<'a> {
             .write("failed", &format!("{}: {message}", self.step));
         let message = ctx.log.redactor().redact(&message);
         self.finished(ctx, Status::Failed, Vec::new(), Vec::new(), Some(message))
+    }
+}
+
+/// Counts a result in the recap and reports it; returns its status.
+fn report(ctx: &PlayCtx<'_>, recap: &mut HostRecap, result: StepResult) -> Status {
+    let status = result.status;
+    recap.count(status);
+    ctx.reporter.event(&Event::StepFinished(result));
+    status
+}
+
+/// Gathers facts, or reports the failure as a failed "gather facts" step and returns `None`.
+async fn gather_or_report(
+    ctx: &PlayCtx<'_>,
+    playbook: &Playbook,
+    recap: &mut HostRecap,
+) -> Option<BTreeMap<String, String>> {
+    match gather_facts(ctx, playbook).await {
+        Ok(facts) => Some(facts),
+        Err(e) => {
+            let result =
+                Subject::new(playbook, "gather facts", false).failed(ctx, format!("{e:#}"));
+            report(ctx, recap, result);
+            None
+        }
     }
 }
 
