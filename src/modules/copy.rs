@@ -295,7 +295,7 @@ mod tests {
         let out = format!("type=regular file\nmode=644\nuid=0\nowner=root\ngid=0\ngroup=root\nsha256={HELLO_SHA}\n");
         assert_eq!(
             scripts(&c.plan(&probe(&out)).unwrap()),
-            vec!["chmod 0600 -- /etc/x", "chown app -- /etc/x"]
+            vec!["chmod 00600 -- /etc/x", "chown app -- /etc/x"]
         );
     }
 

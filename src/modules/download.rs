@@ -248,7 +248,7 @@ mod tests {
         assert!(d.plan(&stat("755", &sha)).unwrap().is_empty());
         assert_eq!(
             scripts(&d.plan(&stat("644", &sha)).unwrap()),
-            vec!["chmod 0755 -- /usr/local/bin/f"]
+            vec!["chmod 00755 -- /usr/local/bin/f"]
         );
         let replaced = d.plan(&stat("700", &"0".repeat(64))).unwrap();
         assert_eq!(

@@ -378,7 +378,9 @@ pub(crate) fn attr_commands(
     let mut cmds = Vec::new();
     if let Some(mode) = &wanted.mode {
         if current.is_none_or(|c| c.mode != mode_value(mode)) {
-            cmds.push(format!("chmod {r}{} -- {p}", quote(mode)));
+            // Five digits: GNU chmod keeps a directory's setuid/setgid bits on a 4-digit mode
+            // ("0755" under a setgid parent stays 2755 and reports changed on every run).
+            cmds.push(format!("chmod {r}{:05o} -- {p}", mode_value(mode)));
         }
     }
     let owner = wanted
@@ -723,12 +725,12 @@ group = "root""#,
         let missing = f.plan(&probe("type=missing\n")).unwrap();
         assert_eq!(
             scripts(&missing),
-            vec!["mkdir -p -- /etc/app && chmod 0750 -- /etc/app && chown app:root -- /etc/app"]
+            vec!["mkdir -p -- /etc/app && chmod 00750 -- /etc/app && chown app:root -- /etc/app"]
         );
         let wrong_mode = f
             .plan(&probe(&stat_out("directory", "755", "app", "root")))
             .unwrap();
-        assert_eq!(scripts(&wrong_mode), vec!["chmod 0750 -- /etc/app"]);
+        assert_eq!(scripts(&wrong_mode), vec!["chmod 00750 -- /etc/app"]);
         let wrong_owner = f
             .plan(&probe(&stat_out("directory", "750", "root", "root")))
             .unwrap();
@@ -792,7 +794,7 @@ mode = "0600""#,
         .unwrap();
         assert_eq!(
             scripts(&touch.plan(&probe("type=missing\n")).unwrap()),
-            vec!["touch -- /t && chmod 0600 -- /t"]
+            vec!["touch -- /t && chmod 00600 -- /t"]
         );
         assert!(touch
             .plan(&probe(&stat_out(
@@ -837,13 +839,50 @@ mode = "0600""#,
             .unwrap();
         assert_eq!(
             scripts(&planned),
-            vec![format!("chmod 0751 -- {}", quote(sub.to_str().unwrap()))]
+            vec![format!("chmod 00751 -- {}", quote(sub.to_str().unwrap()))]
         );
         std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o751)).unwrap();
         assert!(f
             .plan(&run_probe(&f.probe(ProbeOptions::default())))
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn directory_under_a_setgid_parent_reported_changed_on_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("shared");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let sub = parent.join("app");
+        std::fs::create_dir(&sub).unwrap();
+        let inherited = std::fs::metadata(&sub).unwrap().permissions().mode();
+        assert_ne!(
+            inherited & 0o2000,
+            0,
+            "mkdir under a setgid parent inherits it"
+        );
+        let f = file(&format!(
+            "path = {:?}\nstate = \"directory\"\nmode = \"0755\"",
+            sub.to_str().unwrap()
+        ))
+        .unwrap();
+        let plan = || {
+            f.plan(&run_probe(&f.probe(ProbeOptions::default())))
+                .unwrap()
+        };
+        for script in scripts(&plan()) {
+            let status = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+        }
+        assert_eq!(
+            std::fs::metadata(&sub).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert!(plan().is_empty(), "the second run changes nothing");
     }
 
     #[test]
@@ -930,7 +969,7 @@ mode = "0600""#,
         );
         assert_eq!(
             scripts(&planned),
-            vec![format!("chmod -R 0750 -- {}", top.to_str().unwrap())]
+            vec![format!("chmod -R 00750 -- {}", top.to_str().unwrap())]
         );
     }
 }

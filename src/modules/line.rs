@@ -320,7 +320,7 @@ mod tests {
         let l = line("path = \"/etc/x\"\nline = \"k=v\"\nmode = \"0600\"").unwrap();
         assert_eq!(
             scripts(&l.plan(&existing("k=v\n")).unwrap()),
-            vec!["chmod 0600 -- /etc/x"]
+            vec!["chmod 00600 -- /etc/x"]
         );
     }
 

@@ -52,9 +52,32 @@ fn normalize(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// sysctl.d accepts `/` as well as `.` between key parts.
+/// The key's path under /proc/sys, by the rule of sysctl.d(5) and sysctl(8): when the first
+/// separator is `/`, the key already is the path (dots are part of names, as in `eth0.100`);
+/// when it is `.`, dots separate and slashes stand for literal dots
+/// (`net.ipv4.conf.eth0/100.forwarding` is `net/ipv4/conf/eth0.100/forwarding`).
+fn proc_path(key: &str) -> String {
+    let key = key.trim().trim_start_matches('-').trim();
+    match key.find(['.', '/']) {
+        Some(i) if key.as_bytes()[i] == b'/' => key.to_string(),
+        _ => swap_dots_and_slashes(key),
+    }
+}
+
+fn swap_dots_and_slashes(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect()
+}
+
+/// One spelling per key, the dotted one (`/` only inside a name), so `net/ipv4/ip_forward` in
+/// a file matches `net.ipv4.ip_forward`, and `eth0.100` never becomes `eth0/100`.
 fn normalize_key(key: &str) -> String {
-    key.trim().trim_start_matches('-').trim().replace('/', ".")
+    swap_dots_and_slashes(&proc_path(key))
 }
 
 impl Sysctl {
@@ -135,10 +158,10 @@ impl Module for Sysctl {
         format!(
             concat!(
                 "(\nk={}\n",
-                "if v=$(sysctl -n \"$k\" 2>/dev/null); then echo \"runtime=$(printf '%s' \"$v\" | tr '\\n\\t' '  ')\"\n",
+                "if v=$(cat \"/proc/sys/$k\" 2>/dev/null); then echo \"runtime=$(printf '%s' \"$v\" | tr '\\n\\t' '  ')\"\n",
                 "else echo runtime_missing=yes; fi\n)\n{}"
             ),
-            quote(&self.name),
+            quote(&proc_path(&self.name)),
             remote_file_probe(&self.file, false, true)
         )
     }
@@ -346,6 +369,40 @@ mod tests {
             let e = sysctl(args).unwrap_err();
             assert!(e.message.contains(needle), "{args}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn key_with_a_dot_in_an_interface_name_rewritten_as_another_key() {
+        // `eth0.100` is one interface: its key is spelled with a slash in the dotted form.
+        let dotted = sysctl("name = \"net.ipv4.conf.eth0/100.forwarding\"\nvalue = 1").unwrap();
+        let slashed = sysctl("name = \"net/ipv4/conf/eth0.100/forwarding\"\nvalue = 1").unwrap();
+        for s in [&dotted, &slashed] {
+            assert_eq!(s.name, "net.ipv4.conf.eth0/100.forwarding");
+            let probe_script = s.probe(ProbeOptions::default());
+            assert!(
+                probe_script.contains("k=net/ipv4/conf/eth0.100/forwarding\n"),
+                "{probe_script}"
+            );
+            let changes = s.plan(&facts(Some("0"), None)).unwrap();
+            assert_eq!(
+                upload(&changes[0]).1,
+                "net.ipv4.conf.eth0/100.forwarding = 1\n"
+            );
+            assert!(scripts(&changes[1..])[0].contains("net.ipv4.conf.eth0/100.forwarding=1"));
+        }
+        // A line for interface `eth0` sub-key `100` is another key, not ours.
+        let other = "net.ipv4.conf.eth0.100.forwarding = 1\n";
+        let changes = dotted.plan(&facts(Some("1"), Some(other))).unwrap();
+        assert_eq!(
+            upload(&changes[0]).1,
+            format!("{other}net.ipv4.conf.eth0/100.forwarding = 1\n")
+        );
+        // Written with slashes in the file, it is the same key: converged.
+        let same = "net/ipv4/conf/eth0.100/forwarding = 1\n";
+        assert!(dotted
+            .plan(&facts(Some("1"), Some(same)))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
