@@ -24,6 +24,10 @@ chmod 755 "$work"; chmod 644 "$work/authorized_keys"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 cat > "$work/sshd_config" <<CFG
 ListenAddress 127.0.0.1
+ListenAddress 127.0.0.2
+ListenAddress 127.0.0.3
+ListenAddress 127.0.0.4
+ListenAddress 127.0.0.5
 Port $port
 HostKey $work/host_key
 AuthorizedKeysFile $work/authorized_keys
@@ -42,7 +46,7 @@ for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && brea
 {
   echo "[ssh]"; echo "user = \"${BENCH_USER:-bootstrap-test}\""; echo "become = true"; echo "port = $port"; echo "key = \"$work/client_key\""
   for i in 1 2 3 4 5; do
-    printf '[hosts.h%s]\naddress = "127.0.0.1"\nroles = ["worker"]\n' "$i"
+    printf '[hosts.h%s]\naddress = "127.0.0.%s"\nroles = ["worker"]\n' "$i" "$i"
   done
 } > "$work/inventory.toml"
 mkdir -p "$work/playbooks" "$work/files"

@@ -33,12 +33,102 @@ pub fn main(cli: Cli) -> Result<i32> {
                 }],
             )
         }
-        Command::All => run_stages(g, site(g)?.stages_for(None)?),
-        Command::Master => run_stages(g, site(g)?.stages_for(Some("master"))?),
-        Command::Worker => run_stages(g, site(g)?.stages_for(Some("worker"))?),
-        Command::Elk => run_stages(g, site(g)?.stages_for(Some("elk"))?),
-        Command::Manifests => run_stages(g, site(g)?.stages_for(Some("manifests"))?),
+        Command::All => run_part(g, None),
+        Command::Master => run_part(g, Some("master")),
+        Command::Worker => run_part(g, Some("worker")),
+        Command::Elk => run_part(g, Some("elk")),
+        Command::Manifests => run_part(g, Some("manifests")),
     }
+}
+
+/// `all` or one part of the platform, from the playbook set the run says it uses.
+fn run_part(g: &GlobalArgs, part: Option<&str>) -> Result<i32> {
+    Inventory::load(&g.inventory)?.check_platform_roles()?;
+    let site = site(g)?;
+    let stages = site.stages_for(part)?;
+    announce_playbooks(g, &site);
+    run_stages(g, stages)
+}
+
+/// One line (one JSON object with --json) saying which playbook set this run uses.
+fn announce_playbooks(g: &GlobalArgs, site: &Site) {
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "type": "playbooks",
+                "dir": site.dir.display().to_string(),
+                "source": site.source.as_str(),
+            })
+        );
+    } else {
+        println!(
+            "playbooks: {} ({})",
+            site.dir.display(),
+            site.source.as_str()
+        );
+    }
+}
+
+/// `--limit` names inventory hosts only: a typo must not make a run (or a check) of nothing.
+fn check_limit(g: &GlobalArgs, inventory: &Inventory) -> Result<(), InputError> {
+    for name in g.limit.iter().flatten() {
+        if inventory.host(name).is_none() {
+            return Err(InputError::new(
+                &g.inventory,
+                None,
+                format!("--limit names `{name}`, which is not in the inventory"),
+            )
+            .hint(format!(
+                "hosts: {}",
+                inventory
+                    .hosts
+                    .iter()
+                    .take(20)
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--tags`/`--skip-tags` must each name a tag some step or handler of the run has: a typo
+/// would otherwise run everything (or nothing) without a word.
+fn check_tags(g: &GlobalArgs, playbooks: &[&Playbook]) -> Result<(), InputError> {
+    let known: std::collections::BTreeSet<&str> = playbooks
+        .iter()
+        .flat_map(|p| p.steps.iter().chain(&p.handlers))
+        .flat_map(|s| s.tags.iter().map(String::as_str))
+        .collect();
+    for (flag, tags) in [("--tags", &g.tags), ("--skip-tags", &g.skip_tags)] {
+        if let Some(unknown) = tags.iter().find(|t| !known.contains(t.as_str())) {
+            let files: Vec<String> = playbooks
+                .iter()
+                .map(|p| p.path.display().to_string())
+                .collect();
+            return Err(InputError::new(
+                playbooks
+                    .first()
+                    .map_or(PathBuf::from(flag), |p| p.path.clone()),
+                None,
+                format!(
+                    "{flag} names `{unknown}`, which no step of this run has ({})",
+                    files.join(", ")
+                ),
+            )
+            .hint(if known.is_empty() {
+                "these playbooks have no tags".to_string()
+            } else {
+                format!(
+                    "tags: {}",
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            }));
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -91,31 +181,61 @@ struct SiteStage {
 struct Site {
     path: PathBuf,
     dir: PathBuf,
+    /// Where the set comes from, as told to the user.
+    source: PlaybookSource,
     file: SiteFile,
 }
 
-/// `--playbooks`, else ./playbooks, else the built-in copy (written beside the inventory).
-fn playbooks_dir(g: &GlobalArgs) -> Result<PathBuf, InputError> {
-    if let Some(dir) = &g.playbooks {
-        return Ok(dir.clone());
+/// Which playbook set a run uses: said on every run, so `-i /elsewhere/inventory.toml` never
+/// switches sets silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaybookSource {
+    /// `--playbooks DIR` (or BOOTSTRAP_PLAYBOOKS).
+    Flag,
+    /// `playbooks/` in the inventory's directory.
+    BesideInventory,
+    /// The copy built into the binary.
+    BuiltIn,
+}
+
+impl PlaybookSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaybookSource::Flag => "--playbooks",
+            PlaybookSource::BesideInventory => "beside the inventory",
+            PlaybookSource::BuiltIn => "built into the binary",
+        }
     }
-    let local = PathBuf::from("playbooks");
-    if local.join("site.toml").exists() {
-        return Ok(local);
+}
+
+/// `--playbooks`, else `playbooks/` beside the inventory, else the built-in copy (written under
+/// the inventory's state directory). The current directory plays no part.
+fn playbooks_dir(g: &GlobalArgs) -> Result<(PathBuf, PlaybookSource), InputError> {
+    if let Some(dir) = &g.playbooks {
+        return Ok((dir.clone(), PlaybookSource::Flag));
+    }
+    let beside = match g.inventory.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("playbooks"),
+        _ => PathBuf::from("playbooks"),
+    };
+    if beside.join("site.toml").exists() {
+        return Ok((beside, PlaybookSource::BesideInventory));
     }
     let state = Inventory::state_dir_for(&g.inventory);
-    crate::builtin::playbooks_dir(&state).map_err(|e| {
-        InputError::new(
-            &state,
-            None,
-            format!("cannot write the built-in playbooks: {e}"),
-        )
-        .hint("pass --playbooks DIR")
-    })
+    crate::builtin::playbooks_dir(&state)
+        .map(|dir| (dir, PlaybookSource::BuiltIn))
+        .map_err(|e| {
+            InputError::new(
+                &state,
+                None,
+                format!("cannot write the built-in playbooks: {e}"),
+            )
+            .hint("pass --playbooks DIR")
+        })
 }
 
 fn site(g: &GlobalArgs) -> Result<Site, InputError> {
-    let dir = playbooks_dir(g)?;
+    let (dir, source) = playbooks_dir(g)?;
     let path = dir.join("site.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         InputError::new(&path, None, format!("cannot read: {e}"))
@@ -123,7 +243,12 @@ fn site(g: &GlobalArgs) -> Result<Site, InputError> {
     })?;
     let file: SiteFile =
         toml::from_str(&text).map_err(|e| crate::inventory::toml_error(&path, &text, &e))?;
-    Ok(Site { path, dir, file })
+    Ok(Site {
+        path,
+        dir,
+        source,
+        file,
+    })
 }
 
 impl Site {
@@ -211,7 +336,15 @@ pub fn validate(
                 match runner::play::build_step(playbook, &renderer, step, &vars, &facts, &local_dir)
                 {
                     Ok(Some(_)) => checked += 1,
-                    Ok(None) | Err(RenderError::FactNotKnownYet(_)) => {}
+                    // `when` is false with placeholder facts, but may be true on a host: its
+                    // arguments are checked all the same, or a relative dest fails mid-run.
+                    Ok(None) => {
+                        runner::play::build_step_ignoring_when(
+                            playbook, &renderer, step, &vars, &facts, &local_dir,
+                        )?;
+                        checked += 1;
+                    }
+                    Err(RenderError::FactNotKnownYet(_)) => {}
                     Err(RenderError::Input(e)) => return Err(e),
                 }
             }
@@ -235,7 +368,11 @@ fn check(g: &GlobalArgs) -> Result<i32> {
             Secrets::placeholders(inventory.secret_names.keys())
         }
     };
+    inventory.check_platform_roles()?;
+    check_limit(g, &inventory)?;
+    secrets::check_file_names(&inventory.secret_names, &secrets_file(g))?;
     let site = site(g)?;
+    announce_playbooks(g, &site);
     let mut playbooks = site.all_playbooks()?;
     // Also playbooks not in any stage yet, so a typo anywhere in playbooks/ is caught.
     for entry in
@@ -249,6 +386,7 @@ fn check(g: &GlobalArgs) -> Result<i32> {
         }
     }
     let refs: Vec<&Playbook> = playbooks.iter().collect();
+    check_tags(g, &refs)?;
     let checked = validate(&inventory, &secrets, &refs, g.limit.as_deref())?;
     for p in &playbooks {
         println!(
@@ -266,19 +404,9 @@ fn check(g: &GlobalArgs) -> Result<i32> {
 fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {
     let inventory = Inventory::load(&g.inventory)?;
     let secrets = Secrets::resolve(&inventory.secret_names, &secrets_file(g), &g.inventory)?;
-    if let Some(limit) = &g.limit {
-        for name in limit {
-            if inventory.host(name).is_none() {
-                return Err(InputError::new(
-                    &g.inventory,
-                    None,
-                    format!("--limit names `{name}`, which is not in the inventory"),
-                )
-                .into());
-            }
-        }
-    }
+    check_limit(g, &inventory)?;
     let playbooks: Vec<&Playbook> = stages.iter().flat_map(|s| &s.playbooks).collect();
+    check_tags(g, &playbooks)?;
     validate(&inventory, &secrets, &playbooks, g.limit.as_deref())?;
     let targeted: Vec<_> = inventory
         .hosts
@@ -339,6 +467,70 @@ mod tests {
     #[test]
     fn worker_postgres_listens_on_its_address_and_localhost() {
         insta::assert_snapshot!(render_for_shipped_worker("postgres/bootstrap.conf.j2"));
+    }
+
+    fn small_inventory() -> Inventory {
+        Inventory::parse(
+            std::path::Path::new("inv.toml"),
+            "[hosts.a]\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bad_arguments_behind_a_false_when_passed_check() {
+        let inventory = small_inventory();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        for (args, needle) in [
+            (
+                "file = { path = \"relative/dir\", state = \"directory\" }",
+                "absolute",
+            ),
+            ("file = { path = \"/d\", mode = \"999\" }", "octal"),
+        ] {
+            let playbook = Playbook::parse(
+                std::path::Path::new("p.toml"),
+                &format!(
+                    "name = \"p\"\nhosts = \"all\"\n[facts]\nkind = \"echo x\"\n\n[[steps]]\nname = \"ok\"\ncommand = {{ cmd = \"true\" }}\n\n[[steps]]\nname = \"guarded\"\nwhen = \"facts.kind == 'special'\"\n{args}\n"
+                ),
+            )
+            .unwrap();
+            let err = validate(&inventory, &secrets, &[&playbook], None).unwrap_err();
+            assert_eq!(err.line, Some(10), "{err}");
+            assert!(err.message.contains(needle), "{err}");
+        }
+        // A `when` that guards an undefined value still guards it.
+        let guarded = Playbook::parse(
+            std::path::Path::new("p.toml"),
+            "name = \"p\"\nhosts = \"all\"\n[[steps]]\nname = \"g\"\nwhen = \"extra is defined\"\nfile = { path = \"{{ extra }}\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            validate(&inventory, &secrets, &[&guarded], None).unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn tags_naming_no_step_ran_everything_or_nothing() {
+        let playbook = Playbook::parse(
+            std::path::Path::new("p.toml"),
+            "name = \"p\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntags = [\"postgres\"]\ncommand = { cmd = \"true\" }\n",
+        )
+        .unwrap();
+        let flags = |args: &[&str]| {
+            use clap::Parser;
+            let mut argv = vec!["bootstrap"];
+            argv.extend_from_slice(args);
+            argv.push("check");
+            Cli::parse_from(argv).global
+        };
+        check_tags(&flags(&["--tags", "postgres"]), &[&playbook]).unwrap();
+        let err = check_tags(&flags(&["--tags", "postgre"]), &[&playbook]).unwrap_err();
+        assert!(err.message.contains("--tags names `postgre`"), "{err}");
+        assert!(err.hint.unwrap().contains("postgres"));
+        let err = check_tags(&flags(&["--skip-tags", "ufw"]), &[&playbook]).unwrap_err();
+        assert!(err.message.contains("--skip-tags"), "{err}");
     }
 
     #[test]

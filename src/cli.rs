@@ -32,8 +32,8 @@ pub struct GlobalArgs {
     /// Secrets file (default: secrets.toml beside the inventory; must be mode 0600).
     #[arg(long, global = true, env = "BOOTSTRAP_SECRETS_FILE")]
     pub secrets: Option<PathBuf>,
-    /// Directory of role playbooks (templates in its sibling files/). Default: ./playbooks if
-    /// present, else the copy built into the binary.
+    /// Directory of role playbooks (templates in its sibling files/). Default: playbooks/ beside
+    /// the inventory if present, else the copy built into the binary.
     #[arg(long, global = true, env = "BOOTSTRAP_PLAYBOOKS")]
     pub playbooks: Option<PathBuf>,
     /// Change nothing anywhere; print what would change.

@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows a particular host or IP: the shipped inventory.toml holds those.
 
+pub mod network;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,17 @@ pub use secrets::Secrets;
 
 /// The roles a host can have. Playbooks target one of these or `all`.
 pub const ROLES: &[&str] = &["master", "worker", "elk"];
+
+/// Names the templates get from the run itself: an inventory variable of the same name would
+/// be silently shadowed, so it is refused.
+pub const RESERVED_VARS: &[&str] = &[
+    "host",
+    "hosts",
+    "groups",
+    "role_addresses",
+    "facts",
+    "secrets",
+];
 
 #[derive(Debug, Clone)]
 pub struct Inventory {
@@ -99,6 +111,11 @@ impl Inventory {
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let line_at = |offset: usize| InputError::line_of(text, offset);
 
+        if raw.hosts.is_empty() {
+            return Err(InputError::new(path, None, "the inventory has no hosts")
+                .hint("add a [hosts.NAME] table with `address` and `roles`"));
+        }
+        check_reserved_vars(path, text, &raw.vars, None)?;
         let mut hosts = Vec::new();
         for (name, spanned) in raw.hosts {
             let line = line_at(spanned.span().start);
@@ -161,6 +178,7 @@ impl Inventory {
                     Some(value)
                 }
             };
+            check_reserved_vars(path, text, &h.vars, Some(line))?;
             let mut vars = raw.vars.clone();
             vars.extend(h.vars);
             hosts.push(Host {
@@ -199,8 +217,25 @@ impl Inventory {
             }
         }
         for name in raw.secrets.keys() {
-            validate_name(path, None, name)?;
+            validate_name(path, key_line(text, name), name)?;
         }
+        // Two entries for one sshd would run two plays on one machine at once.
+        let mut endpoints: std::collections::HashMap<(&str, u16), &Host> =
+            std::collections::HashMap::new();
+        for h in &hosts {
+            if let Some(first) = endpoints.insert((h.ssh.address.as_str(), h.ssh.port), h) {
+                return Err(InputError::new(
+                    path,
+                    Some(h.line),
+                    format!(
+                        "hosts `{}` and `{}` both have address {} port {}",
+                        first.name, h.name, h.ssh.address, h.ssh.port
+                    ),
+                )
+                .hint("one machine is one host: give it every role it has in `roles`"));
+            }
+        }
+        network::check_cluster_ranges(path, text, &hosts)?;
 
         Ok(Inventory {
             path: path.to_path_buf(),
@@ -248,13 +283,68 @@ impl Inventory {
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
-        self.hosts.iter().find(|h| h.name == name)
+        // Hosts are kept in name order: a look-up is a binary search, not a scan.
+        self.hosts
+            .binary_search_by(|h| h.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.hosts[i])
+    }
+
+    /// The platform (`all`, its parts and `check`) needs exactly one control plane and one ELK
+    /// box; `run PLAYBOOK` works on any inventory.
+    pub fn check_platform_roles(&self) -> Result<(), InputError> {
+        for role in ["master", "elk"] {
+            if self.hosts_with_role(role).next().is_none() {
+                return Err(InputError::new(
+                    &self.path,
+                    None,
+                    format!("no host has role `{role}`; the platform needs exactly one"),
+                )
+                .hint(format!("add `{role}` to the `roles` of one host")));
+            }
+        }
+        Ok(())
     }
 
     /// Hosts with `role` (or every host for "all"), in name order.
     pub fn hosts_with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Host> + 'a {
         self.hosts.iter().filter(move |h| h.has_role(role))
     }
+}
+
+fn check_reserved_vars(
+    path: &Path,
+    text: &str,
+    vars: &toml::Table,
+    host_line: Option<usize>,
+) -> Result<(), InputError> {
+    match RESERVED_VARS.iter().find(|r| vars.contains_key(**r)) {
+        None => Ok(()),
+        Some(name) => Err(InputError::new(
+            path,
+            key_line(text, name).or(host_line),
+            format!("variable `{name}` would be hidden by the run's own `{name}`"),
+        )
+        .hint(format!(
+            "rename it; these names are reserved: {}",
+            RESERVED_VARS.join(", ")
+        ))),
+    }
+}
+
+/// Line of the first `key = ...` in a TOML text (bare or quoted key), for messages about a value
+/// whose span the parsed table no longer has.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let rest = l
+                .strip_prefix(key)
+                .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+                .or_else(|| l.strip_prefix(&format!("'{key}'")));
+            rest.is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 fn validate_name(path: &Path, line: Option<usize>, name: &str) -> Result<(), InputError> {
@@ -378,6 +468,84 @@ db_name = "other"
         .unwrap_err();
         assert!(err.message.contains("more than one host has role `master`"));
         assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn empty_inventory_accepted() {
+        let err = parse("[vars]\nx = 1\n").unwrap_err();
+        assert!(err.message.contains("no hosts"), "{err}");
+    }
+
+    #[test]
+    fn two_hosts_with_the_same_address_and_port_accepted() {
+        let err = parse(
+            "[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n[hosts.b]\naddress = \"10.0.0.1\"\nroles = []\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("`a` and `b`"), "{err}");
+        // Another port is another sshd (a test rig, a jump host): allowed.
+        parse("[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n[hosts.b]\naddress = \"10.0.0.1\"\nroles = []\nport = 2222\n").unwrap();
+    }
+
+    #[test]
+    fn reserved_variable_names_silently_shadowed() {
+        for name in RESERVED_VARS {
+            let err = parse(&format!(
+                "[vars]\nok = 1\n{name} = \"x\"\n[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n"
+            ))
+            .unwrap_err();
+            assert_eq!(err.line, Some(3), "{err}");
+            assert!(err.message.contains(&format!("`{name}`")), "{err}");
+        }
+        let err =
+            parse("[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n[hosts.a.vars]\nfacts = 1\n")
+                .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+    }
+
+    #[test]
+    fn pod_or_service_cidr_overlapping_a_host_accepted() {
+        let inv = |vars: &str| {
+            parse(&format!(
+                "[vars]\n{vars}\n[hosts.a]\naddress = \"10.213.7.2\"\nroles = []\n"
+            ))
+        };
+        inv("pod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"").unwrap();
+        let err = inv("pod_cidr = \"10.0.0.0/8\"\nservice_cidr = \"172.16.0.0/12\"").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("10.213.7.2"), "{err}");
+        let err =
+            inv("pod_cidr = \"10.244.0.0/16\"\nservice_cidr = \"10.213.0.0/16\"").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = inv("pod_cidr = \"10.96.0.0/16\"\nservice_cidr = \"10.96.0.0/12\"").unwrap_err();
+        assert!(err.message.contains("overlaps"), "{err}");
+        let err = inv("pod_cidr = \"10.244.0.0\"").unwrap_err();
+        assert!(err.message.contains("not a CIDR"), "{err}");
+        assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn invalid_secret_name_has_no_line() {
+        let err = parse(
+            "[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n[secrets]\n\"db password\" = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+    }
+
+    #[test]
+    fn platform_without_master_or_elk_accepted() {
+        let inv = parse("[hosts.w]\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n").unwrap();
+        let err = inv.check_platform_roles().unwrap_err();
+        assert!(err.message.contains("`master`"), "{err}");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in ["inventory.toml", "vagrant/inventory.toml"] {
+            Inventory::load(&root.join(file))
+                .unwrap()
+                .check_platform_roles()
+                .unwrap();
+        }
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl Secrets {
         inventory: &Path,
     ) -> Result<Secrets, InputError> {
         let from_file = read_file(file)?;
+        check_file_names(declared, file)?;
         let mut values = BTreeMap::new();
         for name in declared.keys() {
             let value = std::env::var(env_name(name))
@@ -97,6 +98,49 @@ impl Secrets {
     pub fn to_template_value(&self) -> BTreeMap<String, String> {
         self.values.clone()
     }
+}
+
+/// Every name in the secrets file must be declared in the inventory: a typo would otherwise
+/// leave the real secret unset (or, with an env value, silently unused).
+pub fn check_file_names(
+    declared: &BTreeMap<String, String>,
+    file: &Path,
+) -> Result<(), InputError> {
+    let values = read_file(file)?;
+    let Some(unknown) = values.keys().find(|n| !declared.contains_key(*n)) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut known: Vec<&str> = declared.keys().map(String::as_str).collect();
+    known.sort_by_key(|k| strsim_distance(k, unknown));
+    Err(InputError::new(
+        file,
+        super::key_line(&text, unknown),
+        format!("`{unknown}` is not a secret the inventory declares"),
+    )
+    .hint(match known.first() {
+        Some(k) => format!(
+            "did you mean `{k}`? declared: {}",
+            declared.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        None => "the inventory declares no [secrets]".to_string(),
+    }))
+}
+
+/// A small edit distance, to suggest the declared name a typo was meant to be.
+fn strsim_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// Reads a secrets file; a missing file is empty, a readable-by-others file is refused.
@@ -237,6 +281,24 @@ mod tests {
             .hint
             .unwrap()
             .contains("BOOTSTRAP_SECRET_BS_TEST_MISSING"));
+    }
+
+    #[test]
+    fn misspelt_name_in_the_secrets_file_silently_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secrets.toml");
+        std::fs::write(&file, "db_password = \"a\"\ndb_pasword = \"b\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = Secrets::resolve(
+            &declared(&["db_password"]),
+            &file,
+            Path::new("inventory.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(err.file, file);
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("`db_pasword`"), "{err}");
+        assert!(err.hint.unwrap().contains("did you mean `db_password`"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::error::InputError;
 use crate::inventory::{Host, Inventory, Secrets};
 use crate::modules::{self, BuildContext, Change, Module, ProbeOptions, ProbeOutput};
 use crate::playbook::template::{RenderError, Renderer};
@@ -281,6 +282,35 @@ pub fn build_step(
         .map_err(RenderError::Input)
 }
 
+/// Builds a step's module whatever its `when` says: validation checks the arguments of steps
+/// that are skipped under placeholder facts but may run on a host. A rendering failure is
+/// accepted (the `when` may be what guards an undefined value); a bad argument is not.
+pub fn build_step_ignoring_when(
+    playbook: &Playbook,
+    renderer: &Renderer,
+    step: &Step,
+    vars: &minijinja::Value,
+    facts: &BTreeMap<String, String>,
+    local_dir: &std::path::Path,
+) -> Result<(), InputError> {
+    let unguarded = Step {
+        when: None,
+        ..step.clone()
+    };
+    let Ok(Some(args)) = renderer.render_step(playbook, &unguarded, vars, facts) else {
+        return Ok(());
+    };
+    let render_template = |src: &str| renderer.render_file(src, vars);
+    let build_ctx = BuildContext {
+        playbook: &playbook.path,
+        line: Some(step.line),
+        files_dir: renderer.files_dir(),
+        render_template: &render_template,
+        local_dir: local_dir.to_path_buf(),
+    };
+    modules::build(&step.module, &args, &build_ctx).map(|_| ())
+}
+
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
 async fn probe_all(
     ctx: &PlayCtx<'_>,
@@ -504,30 +534,84 @@ async fn gather_facts(
     ctx: &PlayCtx<'_>,
     playbook: &Playbook,
 ) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut batch = Batch::new();
-    batch.push(OS_FACTS);
-    for (_, cmd) in &playbook.facts {
-        batch.push(&format!("{{ {cmd}\n}} 2>/dev/null"));
-    }
-    ctx.log.write("facts", batch.script());
-    let out = ctx.session.exec(batch.script(), None).await?;
-    let parsed = batch.parse(&out.stdout_str());
-    let mut facts = BTreeMap::new();
-    if let Some(Some((_, text))) = parsed.first() {
-        facts.extend(
-            modules::probe_util::key_values(text)
-                .into_iter()
-                .filter(|(_, v)| !v.is_empty()),
-        );
-    }
-    for ((name, _), part) in playbook.facts.iter().zip(parsed.iter().skip(1)) {
-        if let Some((0, text)) = part {
-            let value = text.trim();
-            if !value.is_empty() {
-                facts.insert(name.clone(), value.to_string());
-            }
-        }
-    }
+    let request = FactsRequest::new(playbook);
+    ctx.log.write("facts", request.batch.script());
+    let out = ctx.session.exec(request.batch.script(), None).await?;
+    let facts = request.read(&out.stdout_str());
     ctx.log.write("facts result", &format!("{facts:?}"));
     Ok(facts)
+}
+
+/// The facts script, and which batch part answers which fact, by name: two facts with the same
+/// command share one part (the batch sends it once), so parts are not one per fact.
+struct FactsRequest {
+    batch: Batch,
+    os_part: usize,
+    parts: Vec<(String, usize)>,
+}
+
+impl FactsRequest {
+    fn new(playbook: &Playbook) -> FactsRequest {
+        let mut batch = Batch::new();
+        let os_part = batch.push(OS_FACTS);
+        let parts = playbook
+            .facts
+            .iter()
+            .map(|(name, cmd)| {
+                (
+                    name.clone(),
+                    batch.push(&format!("{{ {cmd}\n}} 2>/dev/null")),
+                )
+            })
+            .collect();
+        FactsRequest {
+            batch,
+            os_part,
+            parts,
+        }
+    }
+
+    fn read(&self, stdout: &str) -> BTreeMap<String, String> {
+        let parsed = self.batch.parse(stdout);
+        let mut facts = BTreeMap::new();
+        if let Some(Some((_, text))) = parsed.get(self.os_part) {
+            facts.extend(
+                modules::probe_util::key_values(text)
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty()),
+            );
+        }
+        for (name, part) in &self.parts {
+            if let Some(Some((0, text))) = parsed.get(*part) {
+                let value = text.trim();
+                if !value.is_empty() {
+                    facts.insert(name.clone(), value.to_string());
+                }
+            }
+        }
+        facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_with_the_same_command_shifted_every_later_fact() {
+        let playbook = Playbook::parse(
+            std::path::Path::new("p.toml"),
+            "name = \"p\"\nhosts = \"all\"\n[facts]\na = \"echo same\"\nb = \"echo same\"\nc = \"echo third\"\n",
+        )
+        .unwrap();
+        let request = FactsRequest::new(&playbook);
+        let out = std::process::Command::new("sh")
+            .args(["-c", request.batch.script()])
+            .output()
+            .unwrap();
+        let facts = request.read(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(facts.get("a").map(String::as_str), Some("same"));
+        assert_eq!(facts.get("b").map(String::as_str), Some("same"));
+        assert_eq!(facts.get("c").map(String::as_str), Some("third"));
+    }
 }

@@ -71,9 +71,11 @@ impl Project {
             sshd.client_key().display(),
             remote.path().display()
         );
-        for (name, user) in hosts {
+        assert!(hosts.len() <= crate::support::LOOPBACK_HOSTS);
+        for (i, (name, user)) in hosts.iter().enumerate() {
             inv.push_str(&format!(
-                "\n[hosts.{name}]\naddress = \"127.0.0.1\"\nroles = [\"worker\"]\nuser = \"{user}\"\n"
+                "\n[hosts.{name}]\naddress = \"127.0.0.{}\"\nroles = [\"worker\"]\nuser = \"{user}\"\n",
+                i + 1
             ));
         }
         fs::write(dir.path().join("inventory.toml"), inv).unwrap();
@@ -584,4 +586,89 @@ file = { path = "{{ root }}/named", state = "directory" }
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(run.changed_steps(), vec!["dir for a with ********"]);
     assert!(!run.all().contains(SECRET));
+}
+
+/// A platform inventory (master, worker, elk) with its own playbook set, for commands that do
+/// not connect.
+fn platform_dir(step_name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inv = String::new();
+    for (i, role) in ["master", "worker", "elk"].iter().enumerate() {
+        inv.push_str(&format!(
+            "[hosts.{role}]\naddress = \"127.0.0.{}\"\nroles = [\"{role}\"]\n",
+            i + 1
+        ));
+    }
+    fs::write(dir.path().join("inventory.toml"), inv).unwrap();
+    fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    fs::write(
+        dir.path().join("playbooks/site.toml"),
+        "[[stages]]\nname = \"hosts\"\nplaybooks = [\"w.toml\"]\n[parts]\nworker = [\"w.toml\"]\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("playbooks/w.toml"),
+        format!("name = \"w\"\nhosts = \"worker\"\n[[steps]]\nname = \"{step_name}\"\ntags = [\"t\"]\ncommand = {{ cmd = \"true\" }}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn playbooks_taken_from_the_current_directory_instead_of_beside_the_inventory() {
+    let inventory_side = platform_dir("from beside the inventory");
+    let cwd_side = platform_dir("from the current directory");
+    let out = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .current_dir(cwd_side.path())
+        .env("HOME", cwd_side.path())
+        .arg("-i")
+        .arg(inventory_side.path().join("inventory.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let beside = inventory_side.path().join("playbooks");
+    assert!(
+        run.stdout.contains(&format!(
+            "playbooks: {} (beside the inventory)",
+            beside.display()
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !run.stdout.contains(&cwd_side.path().display().to_string()),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn check_with_a_limit_or_tag_naming_nothing_exited_0() {
+    let dir = platform_dir("s");
+    let bootstrap = |args: &[&str]| {
+        Run::from(
+            Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(bootstrap(&["check"]).code, 0);
+    let run = bootstrap(&["--limit", "nosuch", "check"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("`nosuch`"), "{}", run.all());
+    let run = bootstrap(&["--tags", "nosuch", "check"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("--tags names `nosuch`"),
+        "{}",
+        run.all()
+    );
+    // A run refuses it before connecting to anything.
+    let run = bootstrap(&["--skip-tags", "nosuch", "worker"]);
+    assert_eq!(run.code, 2, "{}", run.all());
 }

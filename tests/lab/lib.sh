@@ -4,6 +4,9 @@
 
 LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$LAB_DIR/../.." && pwd)"
+# The lab inventory lives in $LAB_STATE, away from the checkout: run the checkout's playbooks,
+# said explicitly (bootstrap resolves them beside the inventory, else its built-in copy).
+export BOOTSTRAP_PLAYBOOKS="${BOOTSTRAP_PLAYBOOKS:-$REPO_ROOT/playbooks}"
 
 # Outside the repo: the rootfs survives `down`, the state dir does not.
 LAB_CACHE="${BOOTSTRAP_LAB_CACHE:-/var/cache/bootstrap-lab}"

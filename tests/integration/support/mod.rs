@@ -191,8 +191,13 @@ impl TestSshd {
 
     fn write_config(&self) -> PathBuf {
         let dir = self.dir().display();
+        // Several loopback addresses on one port: an inventory refuses two hosts with the same
+        // address and port, so multi-host tests give each host its own 127.0.0.N.
+        let listen: String = (1..=LOOPBACK_HOSTS)
+            .map(|n| format!("ListenAddress 127.0.0.{n}:{}\n", self.port))
+            .collect();
         let config = format!(
-            "ListenAddress 127.0.0.1:{port}\n\
+            "{listen}\
              HostKey {host_key}\n\
              AuthorizedKeysFile {dir}/authorized_keys/%u\n\
              PidFile {dir}/sshd.pid\n\
@@ -203,7 +208,6 @@ impl TestSshd {
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              LogLevel VERBOSE\n",
-            port = self.port,
             host_key = self.host_key().display(),
         );
         let path = self.dir().join("sshd_config");
@@ -280,6 +284,9 @@ pub async fn wait_for_file(path: &Path) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How many loopback addresses (127.0.0.1 ..) the test sshd listens on.
+pub const LOOPBACK_HOSTS: usize = 4;
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
