@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::cli::{Cli, Command, GlobalArgs, SecretsCommand};
 use crate::error::{exit, InputError};
-use crate::inventory::{secrets, Inventory, Secrets};
+use crate::inventory::{secrets, Host, Inventory, Secrets};
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
 use crate::runner::{self, Mode, RunRequest, Stage, TagFilter};
@@ -330,7 +330,7 @@ pub fn validate(
         let hosts = inventory
             .hosts_with_role(&playbook.hosts)
             .filter(|h| limit.is_none_or(|l| l.contains(&h.name)));
-        for host in hosts {
+        for host in representatives(hosts) {
             let vars = runner::context::host_context(inventory, host, secrets, &facts);
             for step in playbook.steps.iter().chain(&playbook.handlers) {
                 match runner::play::build_step(playbook, &renderer, step, &vars, &facts, &local_dir)
@@ -351,6 +351,33 @@ pub fn validate(
         }
     }
     Ok(checked)
+}
+
+/// One host per class of hosts whose templates see the same thing but for their identity.
+///
+/// Hosts with the same roles, variables, login user, `become` and kind of address (IPv4, IPv6
+/// or name) render every step alike but for `host.name`, `host.address` and `host.port`, which
+/// the inventory has already validated one by one; rendering each of them again made `check`
+/// on thousands of workers quadratic (every worker's firewall lists every node). A template
+/// that branches on one host's name or address value is checked for the class's first host.
+fn representatives<'a>(hosts: impl Iterator<Item = &'a Host>) -> Vec<&'a Host> {
+    let mut seen = std::collections::HashSet::new();
+    hosts
+        .filter(|h| {
+            let address_kind = match h.ssh.address.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => 4,
+                Ok(std::net::IpAddr::V6(_)) => 6,
+                Err(_) => 0,
+            };
+            seen.insert((
+                h.roles.clone(),
+                h.vars.to_string(),
+                h.ssh.user.clone(),
+                h.ssh.become_root,
+                address_kind,
+            ))
+        })
+        .collect()
 }
 
 fn check(g: &GlobalArgs) -> Result<i32> {
@@ -509,6 +536,24 @@ mod tests {
             validate(&inventory, &secrets, &[&guarded], None).unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn hosts_rendered_once_per_class_still_catch_one_hosts_bad_variable() {
+        let inventory = Inventory::parse(
+            std::path::Path::new("inv.toml"),
+            "[vars]\ndir = \"/srv/app\"\n\n[hosts.a]\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n\n[hosts.b]\naddress = \"10.0.0.2\"\nroles = [\"worker\"]\n\n[hosts.c]\naddress = \"10.0.0.3\"\nroles = [\"worker\"]\n[hosts.c.vars]\ndir = \"srv/app\"\n",
+        )
+        .unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let playbook = Playbook::parse(
+            std::path::Path::new("p.toml"),
+            "name = \"p\"\nhosts = \"worker\"\n[[steps]]\nname = \"d\"\nfile = { path = \"{{ dir }}\", state = \"directory\" }\n",
+        )
+        .unwrap();
+        assert_eq!(representatives(inventory.hosts.iter()).len(), 2);
+        let err = validate(&inventory, &secrets, &[&playbook], None).unwrap_err();
+        assert!(err.message.contains("absolute"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct Inventory {
     pub vars: toml::Table,
     /// Declared secret names with their descriptions (`[secrets]`).
     pub secret_names: BTreeMap<String, String>,
+    /// What every host's templates see of the whole inventory, built once on first use.
+    pub template_view: std::sync::OnceLock<SharedView>,
+}
+
+/// `hosts`, `groups` and `role_addresses` as template values (see `runner::context`).
+#[derive(Debug, Clone)]
+pub struct SharedView {
+    pub hosts: minijinja::Value,
+    pub groups: minijinja::Value,
+    pub role_addresses: minijinja::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +252,7 @@ impl Inventory {
             hosts,
             vars: raw.vars,
             secret_names: raw.secrets,
+            template_view: std::sync::OnceLock::new(),
         })
     }
 
