@@ -15,7 +15,7 @@
 //!   downloaded, or that lack a wanted package or version, are always refreshed first.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "kubernetes packages"
 //! apt = { packages = ["kubelet=1.30.4-1.1", "kubeadm=1.30.4-1.1"], state = "held", cache_valid_time = 3600 }
 //! ```

@@ -13,9 +13,9 @@
 //! - `arch` (optional): limit the entry to architectures, e.g. `"amd64"` or `"amd64,arm64"`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "kubernetes apt repository"
-//! apt_repo = { name = "kubernetes", url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/", suite = "/", key_url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/Release.key", key_sha256 = "…" }
+//! apt_repo = { name = "kubernetes", url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/", suite = "/", key_url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/Release.key", key_sha256 = "{{ k8s_repo_key_sha256 }}" }
 //! ```
 //!
 //! The entry is one line, `deb [signed-by=/etc/apt/keyrings/<name>.asc] URL SUITE COMPONENTS`,

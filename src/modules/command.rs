@@ -11,7 +11,7 @@
 //!   on a command line.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "initialise the control plane"
 //! command = { cmd = "kubeadm init --config /etc/kubernetes/kubeadm.yaml", creates = "/etc/kubernetes/admin.conf" }
 //! ```

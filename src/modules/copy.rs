@@ -14,11 +14,11 @@
 //! - `backup` (default `false`): keep the old file beside the new one.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "kubeadm configuration"
 //! template = { src = "kubeadm.yaml.j2", dest = "/etc/kubernetes/kubeadm.yaml", mode = "0600" }
 //!
-//! [[step]]
+//! [[steps]]
 //! name = "containerd uses the systemd cgroup driver"
 //! copy = { content = "version = 2\n", dest = "/etc/containerd/config.toml", mode = "0644" }
 //! ```

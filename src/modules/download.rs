@@ -10,9 +10,9 @@
 //!   its own.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "calico manifest"
-//! download = { url = "https://raw.githubusercontent.com/projectcalico/calico/v3.27.3/manifests/calico.yaml", sha256 = "…64 hex digits…", dest = "/root/calico.yaml", mode = "0644" }
+//! download = { url = "https://raw.githubusercontent.com/projectcalico/calico/v3.27.3/manifests/calico.yaml", sha256 = "{{ calico_manifest_sha256 }}", dest = "/root/calico.yaml", mode = "0644" }
 //! ```
 //!
 //! The probe takes the sha256 of `dest`; a download is planned only when it differs. When only

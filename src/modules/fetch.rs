@@ -8,7 +8,7 @@
 //! - `mode`: mode of the local file, default `"0600"` (fetched files are usually credentials).
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "admin kubeconfig to the admin machine"
 //! fetch = { src = "/etc/kubernetes/admin.conf", dest = "kubeconfig" }
 //! ```

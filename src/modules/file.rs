@@ -13,7 +13,7 @@
 //!   everything below `path` as well (`chmod -R` / `chown -R`), when anything there differs.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "kubelet state directory"
 //! file = { path = "/var/lib/kubelet", state = "directory", mode = "0700", owner = "root", group = "root" }
 //! ```

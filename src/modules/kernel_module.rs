@@ -4,7 +4,7 @@
 //! - `name` (required): the module, e.g. `"br_netfilter"` or `"overlay"`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "bridge traffic goes through iptables"
 //! kernel_module = { name = "br_netfilter" }
 //! ```

@@ -13,7 +13,7 @@
 //! - `mode`, `owner`, `group`: applied when given; an existing file otherwise keeps its own.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "PostgreSQL listens on all addresses"
 //! line = { path = "/etc/postgresql/15/main/postgresql.conf", regexp = "^#?listen_addresses\\s*=", line = "listen_addresses = '*'" }
 //! ```

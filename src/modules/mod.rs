@@ -267,3 +267,81 @@ pub mod probe_util {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod header_examples {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    use crate::playbook::template::Renderer;
+    use crate::playbook::Playbook;
+
+    /// The ```toml blocks of a module file's `//!` header.
+    fn examples(source: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut current: Option<String> = None;
+        for line in source.lines().take_while(|l| l.starts_with("//!") || l.is_empty()) {
+            let text = line.strip_prefix("//!").unwrap_or("");
+            let text = text.strip_prefix(' ').unwrap_or(text);
+            match (&mut current, text.trim()) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(block), "```") => {
+                    out.push(std::mem::take(block));
+                    current = None;
+                }
+                (Some(block), _) => {
+                    block.push_str(text);
+                    block.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn module_header_examples_used_step_which_the_parser_rejects() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/modules");
+        let mut documented = BTreeSet::new();
+        let renderer = Renderer::new(Path::new("/nonexistent-files"));
+        // The variables the examples use, with values of the right shape.
+        let ctx = minijinja::context! {
+            secrets => BTreeMap::from([("db_password", "example")]),
+            k8s_repo_key_sha256 => "0".repeat(64),
+            calico_manifest_sha256 => "0".repeat(64),
+        };
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let source = std::fs::read_to_string(&path).unwrap();
+            for example in examples(&source) {
+                let text = format!("name = \"example\"\nhosts = \"all\"\n\n{example}");
+                let playbook = Playbook::parse(&path, &text)
+                    .unwrap_or_else(|e| panic!("{}: header example: {e}\n{example}", path.display()));
+                assert!(!playbook.steps.is_empty(), "{}: no step", path.display());
+                for step in &playbook.steps {
+                    documented.insert(step.module.clone());
+                    let args = renderer
+                        .render_step(&playbook, step, &ctx, &BTreeMap::new())
+                        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
+                        .expect("examples have no `when`");
+                    let no_template = |_: &str| Ok(String::new());
+                    let build_ctx = super::BuildContext {
+                        playbook: &path,
+                        line: Some(step.line),
+                        files_dir: Path::new("/nonexistent-files"),
+                        render_template: &no_template,
+                        local_dir: std::env::temp_dir(),
+                    };
+                    if let Err(e) = super::build(&step.module, &args, &build_ctx) {
+                        panic!("{}: header example does not build: {e}", path.display());
+                    }
+                }
+            }
+        }
+        let missing: Vec<&&str> = super::MODULE_NAMES
+            .iter()
+            .filter(|m| !documented.contains(**m))
+            .collect();
+        assert!(missing.is_empty(), "modules without a header example: {missing:?}");
+    }
+}

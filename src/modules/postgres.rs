@@ -9,7 +9,7 @@
 //! - `state` (default `"present"`): `"present"` or `"absent"`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "database role"
 //! postgres_role = { name = "crypto_user", password = "{{ secrets.db_password }}", login = true }
 //! ```
@@ -21,7 +21,7 @@
 //! - `state` (default `"present"`): `"present"` or `"absent"`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "application database"
 //! postgres_db = { name = "crypto_exchange", owner = "crypto_user", encoding = "UTF8" }
 //! ```

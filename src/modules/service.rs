@@ -12,7 +12,7 @@
 //!   `false` (never).
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "kubelet runs and starts at boot"
 //! service = { name = "kubelet", state = "started", enabled = true }
 //! ```

@@ -8,7 +8,7 @@
 //!   The `name = value` line there is replaced or appended; other lines are left alone.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "forward IPv4 packets (kubeadm preflight)"
 //! sysctl = { name = "net.ipv4.ip_forward", value = "1" }
 //! ```

@@ -18,9 +18,9 @@
 //!   - `comment` (optional): stored as `bootstrap: <comment>`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "firewall"
-//! [step.ufw]
+//! [steps.ufw]
 //! state = "enabled"
 //! ssh_port = 22
 //! rules = [

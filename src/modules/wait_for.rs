@@ -11,11 +11,11 @@
 //! - `interval`: pause between tries, default `"2s"`.
 //!
 //! ```toml
-//! [[step]]
+//! [[steps]]
 //! name = "PostgreSQL accepts connections"
 //! wait_for = { port = 5432, timeout = "60s" }
 //!
-//! [[step]]
+//! [[steps]]
 //! name = "Elasticsearch answers"
 //! wait_for = { url = "http://127.0.0.1:9200/", status = 401, timeout = "3m" }
 //! ```
