@@ -15,18 +15,69 @@ pub struct InputError {
     pub hint: Option<String>,
 }
 
+/// Longest message or hint shown whole: a value pasted into a message (a 1 MB variable) is cut.
+const LONGEST_MESSAGE: usize = 600;
+
+/// `text` whole when short, else its start and end around a note of how much was cut.
+pub fn cut_long(text: String) -> String {
+    if text.len() <= LONGEST_MESSAGE {
+        return text;
+    }
+    let head_end = floor_char_boundary(&text, 400);
+    let tail_start = floor_char_boundary(&text, text.len() - 120);
+    format!(
+        "{} …[{} bytes cut]… {}",
+        &text[..head_end],
+        tail_start - head_end,
+        &text[tail_start..]
+    )
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Reads a text input file; bytes that are not UTF-8 are bad input at their line.
+pub fn read_text(path: &Path, what: &str) -> Result<String, InputError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| InputError::new(path, None, format!("cannot read {what}: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = bytes[..valid].iter().filter(|b| **b == b'\n').count() + 1;
+        let column = valid
+            - bytes[..valid]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |p| p + 1)
+            + 1;
+        InputError::new(
+            path,
+            Some(line),
+            format!(
+                "{what} is not UTF-8 text (byte {:#04x} at column {column})",
+                bytes[valid]
+            ),
+        )
+        .hint("save the file as UTF-8")
+    })
+}
+
 impl InputError {
     pub fn new(file: impl AsRef<Path>, line: Option<usize>, message: impl Into<String>) -> Self {
         InputError {
             file: file.as_ref().to_path_buf(),
             line,
-            message: message.into(),
+            message: cut_long(message.into()),
             hint: None,
         }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(cut_long(hint.into()));
         self
     }
 
@@ -69,5 +120,36 @@ pub fn exit_code_for(err: &anyhow::Error) -> i32 {
         exit::BAD_INPUT
     } else {
         exit::FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_megabyte_value_echoed_whole_in_a_message() {
+        let value = "x".repeat(1 << 20);
+        let err = InputError::new("f.toml", Some(3), format!("`{value}` is not a port"))
+            .hint(format!("not {value}"));
+        let shown = err.to_string();
+        assert!(shown.len() < 2000, "{} bytes shown", shown.len());
+        assert!(
+            shown.contains("is not a port"),
+            "the end of the message stays"
+        );
+        assert!(shown.contains("bytes cut"));
+        let multibyte = cut_long("é".repeat(1000));
+        assert!(multibyte.contains("bytes cut"));
+    }
+
+    #[test]
+    fn non_utf8_bytes_reported_without_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inventory.toml");
+        std::fs::write(&file, b"[vars]\nname = \"caf\xe9\"\n").unwrap();
+        let err = read_text(&file, "inventory").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("0xe9 at column 12"), "{err}");
     }
 }

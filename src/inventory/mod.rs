@@ -109,10 +109,13 @@ struct RawHost {
 impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Inventory, InputError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            InputError::new(path, None, format!("cannot read inventory: {e}"))
-                .hint("pass the inventory with -i FILE (default: inventory.toml)")
-        })?;
+        if !path.exists() {
+            return Err(
+                InputError::new(path, None, "cannot read inventory: no such file")
+                    .hint("pass the inventory with -i FILE (default: inventory.toml)"),
+            );
+        }
+        let text = crate::error::read_text(path, "inventory")?;
         Self::parse(path, &text)
     }
 

@@ -159,8 +159,7 @@ pub fn read_file(file: &Path) -> Result<BTreeMap<String, String>, InputError> {
         )
         .hint(format!("chmod 600 {}", file.display())));
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| InputError::new(file, None, format!("cannot read: {e}")))?;
+    let text = crate::error::read_text(file, "secrets file")?;
     toml::from_str::<BTreeMap<String, String>>(&text).map_err(|e| {
         super::toml_error(file, &text, &e).hint("the file holds lines like: name = \"value\"")
     })

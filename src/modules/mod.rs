@@ -280,7 +280,10 @@ mod header_examples {
     fn examples(source: &str) -> Vec<String> {
         let mut out = Vec::new();
         let mut current: Option<String> = None;
-        for line in source.lines().take_while(|l| l.starts_with("//!") || l.is_empty()) {
+        for line in source
+            .lines()
+            .take_while(|l| l.starts_with("//!") || l.is_empty())
+        {
             let text = line.strip_prefix("//!").unwrap_or("");
             let text = text.strip_prefix(' ').unwrap_or(text);
             match (&mut current, text.trim()) {
@@ -315,8 +318,9 @@ mod header_examples {
             let source = std::fs::read_to_string(&path).unwrap();
             for example in examples(&source) {
                 let text = format!("name = \"example\"\nhosts = \"all\"\n\n{example}");
-                let playbook = Playbook::parse(&path, &text)
-                    .unwrap_or_else(|e| panic!("{}: header example: {e}\n{example}", path.display()));
+                let playbook = Playbook::parse(&path, &text).unwrap_or_else(|e| {
+                    panic!("{}: header example: {e}\n{example}", path.display())
+                });
                 assert!(!playbook.steps.is_empty(), "{}: no step", path.display());
                 for step in &playbook.steps {
                     documented.insert(step.module.clone());
@@ -342,6 +346,9 @@ mod header_examples {
             .iter()
             .filter(|m| !documented.contains(**m))
             .collect();
-        assert!(missing.is_empty(), "modules without a header example: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "modules without a header example: {missing:?}"
+        );
     }
 }

@@ -54,8 +54,7 @@ struct RawPlaybook {
 
 impl Playbook {
     pub fn load(path: &Path) -> Result<Playbook, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, None, format!("cannot read playbook: {e}")))?;
+        let text = crate::error::read_text(path, "playbook")?;
         Self::parse(path, &text)
     }
 
@@ -82,9 +81,12 @@ impl Playbook {
                 _ => {
                     return Err(InputError::new(
                         path,
-                        None,
+                        crate::inventory::key_line(text, &name),
                         format!("fact `{name}` must be a shell command string"),
-                    ))
+                    )
+                    .hint(format!(
+                        "{name} = \"a read-only command whose output is the fact\""
+                    )))
                 }
             }
         }
@@ -236,6 +238,14 @@ mod tests {
 
     fn parse(text: &str) -> Result<Playbook, InputError> {
         Playbook::parse(Path::new("pb.toml"), text)
+    }
+
+    #[test]
+    fn non_string_fact_reported_without_a_line() {
+        let err = parse("name = \"p\"\nhosts = \"all\"\n[facts]\nok = \"true\"\nversion = 15\n")
+            .unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert!(err.message.contains("`version`"), "{err}");
     }
 
     #[test]
