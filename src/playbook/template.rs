@@ -2,6 +2,7 @@
 //! variables are errors naming the file and line, never silently empty strings.
 
 use std::collections::BTreeMap;
+use std::error::Error as _;
 use std::path::{Path, PathBuf};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
@@ -58,8 +59,48 @@ impl Renderer {
         let template = self
             .env
             .get_template(src)
-            .map_err(|e| template_error(&file, &e))?;
-        template.render(ctx).map_err(|e| template_error(&file, &e))
+            .map_err(|e| self.template_error(&file, &e, None))?;
+        template
+            .render(ctx)
+            .map_err(|e| self.template_error(&file, &e, Some(ctx)))
+    }
+
+    /// A template error at the template and line where it happened: an error inside an
+    /// `{% include %}` names the included file and line, and where it was included from.
+    fn template_error(&self, file: &Path, e: &minijinja::Error, ctx: Option<&Value>) -> InputError {
+        let mut innermost = e;
+        let mut included_from = Vec::new();
+        while let Some(inner) = innermost
+            .source()
+            .and_then(|s| s.downcast_ref::<minijinja::Error>())
+        {
+            if inner.name().is_none() {
+                break;
+            }
+            included_from.push(format!(
+                "{}:{}",
+                innermost.name().unwrap_or("?"),
+                innermost.line().unwrap_or(0)
+            ));
+            innermost = inner;
+        }
+        let at = match innermost.name() {
+            Some(name) if !included_from.is_empty() => self.files_dir.join(name),
+            _ => file.to_path_buf(),
+        };
+        let mut err = template_error(&at, innermost);
+        if let Some(ctx) = ctx {
+            if let Ok(source) = std::fs::read_to_string(&at) {
+                if let Some(name) = undefined_name(&self.env, &source, ctx, false) {
+                    err.message.push_str(&format!(" (`{name}` is undefined)"));
+                }
+            }
+        }
+        if !included_from.is_empty() {
+            err.message
+                .push_str(&format!(" (included from {})", included_from.join(" <- ")));
+        }
+        err
     }
 
     /// Renders every string inside a step's arguments, and evaluates its `when`.
@@ -82,26 +123,30 @@ impl Renderer {
                 return Err(RenderError::FactNotKnownYet(fact.clone()));
             }
         }
-        let at = |e: &minijinja::Error| {
-            InputError::new(
-                &playbook.path,
-                Some(step.line),
-                format!("step `{}`: {}", step.name, describe(e)),
-            )
+        let at = |e: &minijinja::Error, source: &str, is_expression: bool| {
+            let mut msg = format!("step `{}`: {}", step.name, describe(e));
+            if e.kind() != minijinja::ErrorKind::SyntaxError {
+                if let Some(name) = undefined_name(&self.env, source, ctx, is_expression) {
+                    msg.push_str(&format!(" (`{name}` is undefined)"));
+                }
+            }
+            InputError::new(&playbook.path, Some(step.line), msg)
         };
         if let Some(when) = &step.when {
             let expr = self
                 .env
                 .compile_expression(when)
-                .map_err(|e| RenderError::Input(at(&e)))?;
-            let result = expr.eval(ctx).map_err(|e| RenderError::Input(at(&e)))?;
+                .map_err(|e| RenderError::Input(at(&e, when, true)))?;
+            let result = expr
+                .eval(ctx)
+                .map_err(|e| RenderError::Input(at(&e, when, true)))?;
             if !result.is_true() {
                 return Ok(None);
             }
         }
         render_value(&self.env, &step.args, ctx)
             .map(Some)
-            .map_err(|e| RenderError::Input(at(&e)))
+            .map_err(|e| RenderError::Input(at(&e, &step.args.to_string(), false)))
     }
 
     /// Renders a short text such as a step name.
@@ -115,7 +160,7 @@ impl Renderer {
         self.env
             .get_template(src)
             .map(|_| ())
-            .map_err(|e| template_error(&file, &e))
+            .map_err(|e| self.template_error(&file, &e, None))
     }
 }
 
@@ -175,6 +220,170 @@ fn to_toml(v: &Value) -> Result<toml::Value, String> {
         return Ok(toml::Value::String(s.to_string()));
     }
     toml::Value::try_from(v).map_err(|e| e.to_string())
+}
+
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "if",
+    "else",
+    "elif",
+    "endif",
+    "for",
+    "endfor",
+    "set",
+    "endset",
+    "true",
+    "false",
+    "none",
+    "True",
+    "False",
+    "None",
+    "defined",
+    "undefined",
+    "loop",
+    "include",
+    "import",
+    "from",
+    "as",
+    "with",
+    "endwith",
+    "macro",
+    "endmacro",
+    "call",
+    "filter",
+    "block",
+    "endblock",
+    "extends",
+    "raw",
+    "endraw",
+    "recursive",
+    "self",
+    "super",
+    "varargs",
+    "kwargs",
+    "caller",
+    "namespace",
+    "range",
+    "dict",
+    "debug",
+    "lipsum",
+    "cycler",
+    "joiner",
+];
+
+/// The first variable (or dotted path, `role_addresses.mastr`) in `source` that is undefined in
+/// `ctx`: minijinja's "undefined value" does not say which. Looks inside `{{ }}` and `{% %}`
+/// (or the whole text of an expression such as `when`); names bound by `for` and `set`, filter
+/// and test names, and string literals are skipped.
+fn undefined_name(
+    env: &Environment<'static>,
+    source: &str,
+    ctx: &Value,
+    is_expression: bool,
+) -> Option<String> {
+    let mut code = String::new();
+    if is_expression {
+        code.push_str(source);
+    } else {
+        let mut rest = source;
+        while let Some(start) = rest.find(['{']) {
+            let after = &rest[start + 1..];
+            let close = match after.chars().next() {
+                Some('{') => "}}",
+                Some('%') => "%}",
+                _ => {
+                    rest = after;
+                    continue;
+                }
+            };
+            let body = &after[1..];
+            let end = body.find(close).unwrap_or(body.len());
+            code.push_str(&body[..end]);
+            code.push('\n');
+            rest = &body[end..];
+        }
+    }
+    let mut bound: Vec<String> = Vec::new();
+    let mut chains: Vec<String> = Vec::new();
+    let chars: Vec<char> = code.chars().collect();
+    let mut i = 0;
+    let mut previous_word = String::new();
+    let mut after_pipe_or_is = false;
+    // Between `for` and `in`: the loop's own names (`for k, v in ...`).
+    let mut binding_loop_targets = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' {
+            // A string literal: skip to its end.
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            continue;
+        }
+        if c == '|' {
+            after_pipe_or_is = true;
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
+                i += 1;
+            }
+            let chain: String = chars[start..i]
+                .iter()
+                .collect::<String>()
+                .trim_end_matches('.')
+                .to_string();
+            let preceded_by_dot = start > 0 && chars[start - 1] == '.';
+            let first = chain.split('.').next().unwrap_or("").to_string();
+            if first == "for" {
+                binding_loop_targets = true;
+            } else if first == "in" {
+                binding_loop_targets = false;
+            }
+            if binding_loop_targets || previous_word == "set" {
+                bound.push(first.clone());
+            } else if !after_pipe_or_is && !preceded_by_dot && !KEYWORDS.contains(&first.as_str()) {
+                chains.push(chain);
+            }
+            after_pipe_or_is = first == "is";
+            previous_word = first;
+            continue;
+        }
+        if !c.is_whitespace() {
+            after_pipe_or_is = false;
+            previous_word = c.to_string();
+        }
+        i += 1;
+    }
+    for chain in chains {
+        let parts: Vec<&str> = chain.split('.').collect();
+        if bound.iter().any(|b| b == parts[0]) {
+            continue;
+        }
+        for n in 1..=parts.len() {
+            let prefix = parts[..n].join(".");
+            let Ok(expr) = env.compile_expression(&prefix) else {
+                break;
+            };
+            match expr.eval(ctx) {
+                Ok(v) if v.is_undefined() => return Some(prefix),
+                Ok(_) => {}
+                Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => return Some(prefix),
+                Err(_) => break,
+            }
+        }
+    }
+    None
 }
 
 fn describe(e: &minijinja::Error) -> String {
@@ -302,6 +511,45 @@ mod tests {
             }
             other => panic!("expected an input error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn undefined_value_did_not_name_the_variable() {
+        let pb = playbook("name = \"x\"\nhosts = \"all\"\n\n[[steps]]\nname = \"s\"\nfile = { path = \"/srv/{{ app }}/{{ role_addresses.mastr | first }}\" }\n");
+        let r = Renderer::new(Path::new("."));
+        let ctx = minijinja::context! { app => "shop", role_addresses => BTreeMap::from([("master", vec!["10.0.0.1"])]) };
+        match r.render_step(&pb, &pb.steps[0], &ctx, &BTreeMap::new()) {
+            Err(RenderError::Input(e)) => {
+                assert!(e.message.contains("`role_addresses.mastr`"), "{e}");
+            }
+            other => panic!("expected an input error, got {other:?}"),
+        }
+        let dir = files(&[(
+            "t.j2",
+            "{% for h in hosts %}{{ h }} {{ db_prot }}\n{% endfor %}",
+        )]);
+        let r = Renderer::new(dir.path());
+        let err = r
+            .render_file("t.j2", &minijinja::context! { hosts => vec!["a"] })
+            .unwrap_err();
+        assert!(err.message.contains("`db_prot`"), "{err}");
+        assert!(!err.message.contains("`h`"), "{err}");
+    }
+
+    #[test]
+    fn error_in_an_included_template_lost_its_cause_and_line() {
+        let dir = files(&[
+            ("outer.j2", "line one\n{% include \"inner.j2\" %}\n"),
+            ("inner.j2", "a\nb\nc = {{ missing_var }}\n"),
+        ]);
+        let r = Renderer::new(dir.path());
+        let err = r
+            .render_file("outer.j2", &minijinja::context! {})
+            .unwrap_err();
+        assert!(err.file.ends_with("inner.j2"), "{err}");
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("`missing_var`"), "{err}");
+        assert!(err.message.contains("outer.j2:2"), "{err}");
     }
 
     #[test]
