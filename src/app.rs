@@ -326,6 +326,7 @@ pub fn validate(
         for (name, _) in &playbook.facts {
             facts.insert(name.clone(), format!("<fact {name}>"));
         }
+        check_fetch_dests_per_host(inventory, playbook)?;
         let local_dir = inventory.state_dir();
         let hosts = inventory
             .hosts_with_role(&playbook.hosts)
@@ -351,6 +352,34 @@ pub fn validate(
         }
     }
     Ok(checked)
+}
+
+/// A `fetch` on a play of several hosts must write each host's file to its own place: a `dest`
+/// that names no host value makes the hosts overwrite each other, and every rerun "changes".
+fn check_fetch_dests_per_host(
+    inventory: &Inventory,
+    playbook: &Playbook,
+) -> Result<(), InputError> {
+    let targeted = inventory.hosts_with_role(&playbook.hosts).take(2).count();
+    if targeted < 2 {
+        return Ok(());
+    }
+    for step in playbook.steps.iter().chain(&playbook.handlers) {
+        let dest = step.args.get("dest").and_then(|d| d.as_str()).unwrap_or("");
+        if step.module == "fetch" && !dest.contains("host") {
+            return Err(InputError::new(
+                &playbook.path,
+                Some(step.line),
+                format!(
+                    "step `{}`: `fetch` dest {dest:?} is the same for every host of `{}`: the \
+                     hosts would overwrite each other's file",
+                    step.name, playbook.hosts
+                ),
+            )
+            .hint("put the host in it, e.g. dest = \"{{ host.name }}/kubeconfig\""));
+        }
+    }
+    Ok(())
 }
 
 /// One host per class of hosts whose templates see the same thing but for their identity.
@@ -554,6 +583,33 @@ mod tests {
         assert_eq!(representatives(inventory.hosts.iter()).len(), 2);
         let err = validate(&inventory, &secrets, &[&playbook], None).unwrap_err();
         assert!(err.message.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn fetch_dest_shared_by_every_host_of_the_play() {
+        let inventory = Inventory::parse(
+            std::path::Path::new("inv.toml"),
+            "[hosts.a]\naddress = \"10.0.0.1\"\nroles = [\"worker\"]\n[hosts.b]\naddress = \"10.0.0.2\"\nroles = [\"worker\"]\n",
+        )
+        .unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let with_dest = |dest: &str| {
+            Playbook::parse(
+                std::path::Path::new("p.toml"),
+                &format!("name = \"p\"\nhosts = \"worker\"\n[[steps]]\nname = \"f\"\nfetch = {{ src = \"/etc/x.conf\", dest = \"{dest}\" }}\n"),
+            )
+            .unwrap()
+        };
+        let err = validate(&inventory, &secrets, &[&with_dest("x.conf")], None).unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("overwrite"), "{err}");
+        validate(
+            &inventory,
+            &secrets,
+            &[&with_dest("{{ host.name }}/x.conf")],
+            None,
+        )
+        .unwrap();
     }
 
     #[test]

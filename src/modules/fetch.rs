@@ -95,8 +95,30 @@ impl Module for Fetch {
         let remote_sha = remote
             .sha256
             .ok_or_else(|| PlanError(format!("probe printed no sha256 for {}", self.src)))?;
+        let mode = u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).unwrap_or(0o600);
         let verb = match std::fs::read(&self.local) {
-            Ok(bytes) if sha256_hex(&bytes) == remote_sha => return Ok(vec![]),
+            Ok(bytes) if sha256_hex(&bytes) == remote_sha => {
+                // The right content with a wrong mode (a kubeconfig left 0644) is not converged.
+                let now = std::fs::metadata(&self.local)
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+                    .map_err(|e| {
+                        PlanError(format!("cannot stat local {}: {e}", self.local.display()))
+                    })?;
+                if now == mode {
+                    return Ok(vec![]);
+                }
+                return Ok(vec![Change::new(
+                    format!(
+                        "set mode {:04o} on local {} (was {now:04o})",
+                        mode,
+                        self.local.display()
+                    ),
+                    Action::LocalMode {
+                        path: self.local.clone(),
+                        mode,
+                    },
+                )]);
+            }
             Ok(_) => "update",
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "fetch",
             Err(e) => {
@@ -115,7 +137,8 @@ impl Module for Fetch {
             Action::Fetch {
                 remote: self.src.clone(),
                 local: self.local.clone(),
-                mode: u32::from_str_radix(self.mode.trim_start_matches("0o"), 8).unwrap_or(0o600),
+                mode,
+                sha256: remote_sha,
             },
         )])
     }
@@ -155,6 +178,7 @@ mod tests {
                 remote: "/etc/kubernetes/admin.conf".into(),
                 local: local.path().join("kubeconfig"),
                 mode: 0o600,
+                sha256: sha.clone(),
             }
         );
         assert!(missing[0].summary.starts_with("fetch "));
@@ -163,7 +187,35 @@ mod tests {
             .summary
             .starts_with("update "));
         std::fs::write(local.path().join("kubeconfig"), "apiVersion: v1\n").unwrap();
+        std::fs::set_permissions(
+            local.path().join("kubeconfig"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         assert!(f.plan(&remote(&sha)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_fetched_file_with_the_right_content_kept_a_wrong_mode() {
+        let local = tempfile::tempdir().unwrap();
+        let f = fetch("src = \"/etc/k.conf\"\ndest = \"kubeconfig\"", local.path()).unwrap();
+        let path = local.path().join("kubeconfig");
+        std::fs::write(&path, "apiVersion: v1\n").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let changes = f.plan(&remote(&sha256_hex(b"apiVersion: v1\n"))).unwrap();
+        assert_eq!(
+            changes.iter().map(|c| &c.action).collect::<Vec<_>>(),
+            vec![&Action::LocalMode {
+                path: path.clone(),
+                mode: 0o600
+            }]
+        );
+        assert!(
+            changes[0].summary.contains("(was 0644)"),
+            "{}",
+            changes[0].summary
+        );
     }
 
     #[test]
@@ -214,6 +266,11 @@ mod tests {
         );
         std::fs::create_dir(local.path().join("out")).unwrap();
         std::fs::copy(&src, local.path().join("out/kc")).unwrap();
+        std::fs::set_permissions(
+            local.path().join("out/kc"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         assert!(f
             .plan(&run_probe(&f.probe(ProbeOptions::default())))
             .unwrap()

@@ -132,7 +132,11 @@ pub enum Action {
         remote: String,
         local: PathBuf,
         mode: u32,
+        /// The probed sha256: the bytes read must be these (the file may change in between).
+        sha256: String,
     },
+    /// Set the mode of a file on the admin machine (a fetched file with the right content).
+    LocalMode { path: PathBuf, mode: u32 },
     /// Fetch `url` on the admin machine (cached by sha256), check the pinned sha256, then upload.
     Download {
         url: String,

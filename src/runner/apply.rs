@@ -65,11 +65,19 @@ pub async fn apply(
             remote,
             local,
             mode: file_mode,
+            sha256,
         } => {
             log.write("fetch", &format!("{remote} -> {}", local.display()));
             let bytes = session.read_file(remote).await?;
+            check_fetched(remote, &bytes, sha256)?;
             write_local(local, &bytes, *file_mode)
                 .with_context(|| format!("writing {}", local.display()))?;
+        }
+        Action::LocalMode { path, mode } => {
+            use std::os::unix::fs::PermissionsExt;
+            log.write("local mode", &format!("{:04o} {}", mode, path.display()));
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
         }
         Action::Download {
             url,
@@ -184,6 +192,18 @@ pub fn last_lines(stderr: &str, stdout: &str) -> String {
 }
 
 /// Temp file created with its final mode (never briefly readable by others), then renamed.
+/// The bytes read back must be the file the probe saw: nothing is written otherwise.
+fn check_fetched(remote: &str, bytes: &[u8], probed_sha256: &str) -> Result<()> {
+    let got = crate::modules::file::sha256_hex(bytes);
+    if got != probed_sha256 {
+        bail!(
+            "{remote} read back with sha256 {got}, not the probed {probed_sha256}: it changed \
+             on the host meanwhile (or the transfer was damaged); nothing was written"
+        );
+    }
+    Ok(())
+}
+
 fn write_local(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
@@ -196,7 +216,32 @@ fn write_local(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         .create_new(true)
         .mode(mode)
         .open(&tmp)?;
+    // Exactly `mode`, whatever the umask.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetched_content_not_checked_against_the_probed_sha256() {
+        let probed = crate::modules::file::sha256_hex(b"v1\n");
+        check_fetched("/etc/k", b"v1\n", &probed).unwrap();
+        let err = check_fetched("/etc/k", b"v2\n", &probed).unwrap_err();
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+    }
+
+    #[test]
+    fn a_fetched_file_gets_exactly_its_mode_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/kubeconfig");
+        write_local(&path, b"x", 0o640).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+    }
 }
