@@ -13,6 +13,11 @@
 //!   Stale lists are refreshed only when something must be installed (or for `latest`), so a
 //!   converged host stays untouched however old its lists are. Lists that were never
 //!   downloaded, or that lack a wanted package or version, are always refreshed first.
+//!   For `latest` it defaults to one hour: "latest" means the candidate of fresh lists, so
+//!   lists are refreshed (a change) at most once an hour however often it runs.
+//!
+//! A virtual package (`awk`, `mail-transport-agent`) is present when an installed package
+//! provides it: it has no dpkg record of its own.
 //!
 //! ```toml
 //! [[steps]]
@@ -75,6 +80,9 @@ pub struct Apt {
 /// Shared apt-get options: no prompts, keep local config files, wait for the dpkg lock.
 pub(crate) const APT_GET: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -y -q \
      -o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
+
+/// How old the lists may be for `latest` when `cache_valid_time` is not given.
+const LATEST_DEFAULT_VALID_SECS: u64 = 3600;
 
 /// Touched after each refresh: list files keep the archive's dates, not the download's.
 const UPDATE_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
@@ -166,6 +174,8 @@ struct PkgFacts {
     version: String,
     candidate: Option<String>,
     known: Vec<String>,
+    /// An installed package that provides this name (a virtual package has no record itself).
+    provided_by: Option<String>,
 }
 
 impl PkgFacts {
@@ -199,6 +209,16 @@ impl Module for Apt {
                 "pkg.{i}.status=${{db:Status-Abbrev}}\\npkg.{i}.version=${{Version}}\\n"
             ));
             s += &format!("dpkg-query -W -f={fmt} {name} 2>/dev/null | head -n 2\n");
+            if self.state == State::Present && p.version.is_none() {
+                // Not installed under its own name: maybe a virtual package some installed
+                // package provides (apt-cache lists the providers under "Reverse Provides:").
+                s += &format!(
+                    "if ! dpkg-query -W -f='${{db:Status-Abbrev}}' {name} 2>/dev/null | grep -q '^.i'; then \
+                     for q in $(apt-cache showpkg {name} 2>/dev/null | awk '/^Reverse Provides:/ {{f = 1; next}} f && NF {{print $1}}' | sort -u); do \
+                     if dpkg-query -W -f='${{db:Status-Abbrev}}' \"$q\" 2>/dev/null | grep -q '^.i'; then echo \"pkg.{i}.provided_by=$q\"; break; fi; \
+                     done; fi\n"
+                );
+            }
             if self.state != State::Absent {
                 s += &format!(
                     "apt-cache policy {name} 2>/dev/null | awk -v p=pkg.{i}. \
@@ -234,6 +254,9 @@ impl Module for Apt {
                         .split_whitespace()
                         .map(str::to_string)
                         .collect(),
+                    provided_by: get("provided_by")
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_string),
                 }
             })
             .collect();
@@ -283,14 +306,24 @@ impl Apt {
         }
 
         let at_wanted = |p: &Package, f: &PkgFacts| {
-            f.installed()
-                && match (&p.version, self.state) {
-                    (Some(v), _) => &f.version == v,
-                    (None, State::Latest) => f.candidate.as_deref() == Some(f.version.as_str()),
-                    (None, _) => true,
-                }
+            let virtual_present = self.state == State::Present
+                && p.version.is_none()
+                && !f.installed()
+                && f.provided_by.is_some();
+            virtual_present
+                || f.installed()
+                    && match (&p.version, self.state) {
+                        (Some(v), _) => &f.version == v,
+                        (None, State::Latest) => f.candidate.as_deref() == Some(f.version.as_str()),
+                        (None, _) => true,
+                    }
         };
-        let stale = match (lists_age, self.cache_valid_time) {
+        let valid_for = match (self.cache_valid_time, self.state) {
+            (Some(valid), _) => Some(valid),
+            (None, State::Latest) => Some(LATEST_DEFAULT_VALID_SECS),
+            (None, _) => None,
+        };
+        let stale = match (lists_age, valid_for) {
             (None, _) => true,
             (Some(age), Some(valid)) => age > valid,
             (Some(_), None) => false,
@@ -454,6 +487,43 @@ mod tests {
             .message
             .contains("update_cache"));
         assert!(apt("packages = [\"libc6:amd64\", \"g++\", \"kubelet=1:1.30.4-1.1\"]").is_ok());
+    }
+
+    #[test]
+    fn virtual_package_never_read_as_installed() {
+        let a = apt("packages = [\"awk\"]").unwrap();
+        let provided = ProbeOutput {
+            exit_status: 0,
+            stdout: format!("apt_now=100000\n{FRESH}\npkg.0.known= \npkg.0.provided_by=mawk\n"),
+        };
+        assert_eq!(a.plan(&provided).unwrap(), vec![]);
+        // No provider installed: install it (apt picks the provider).
+        let none = probe(FRESH, &[("", "", "", "")]);
+        assert!(summaries(&a.plan(&none).unwrap())
+            .iter()
+            .any(|s| s.starts_with("install awk")));
+        // The probe asks apt and dpkg for real (awk is provided by mawk or gawk on Debian).
+        let out = crate::modules::file::testing::run_probe(&a.probe(ProbeOptions::default()));
+        assert!(out.stdout.contains("pkg.0.provided_by="), "{}", out.stdout);
+        assert_eq!(a.plan(&out).unwrap(), vec![], "{}", out.stdout);
+    }
+
+    #[test]
+    fn latest_without_cache_valid_time_never_refreshed_the_lists() {
+        let a = apt("packages = [\"curl\"]\nstate = \"latest\"").unwrap();
+        let two_hours_old = "apt_lists=92800\napt_stamp=0";
+        let plan = a
+            .plan(&probe(two_hours_old, &[("ii ", "7.88", "7.88", "7.88")]))
+            .unwrap();
+        assert!(
+            summaries(&plan)[0].starts_with("refresh apt package lists"),
+            "{plan:?}"
+        );
+        // Within the hour: nothing.
+        let plan = a
+            .plan(&probe(FRESH, &[("ii ", "7.88", "7.88", "7.88")]))
+            .unwrap();
+        assert_eq!(plan, vec![]);
     }
 
     #[test]
