@@ -321,10 +321,10 @@ pub fn validate(
         let renderer = Renderer::new(&playbook.files_dir());
         let mut facts: BTreeMap<String, String> = runner::play::OS_FACT_NAMES
             .iter()
-            .map(|f| (f.to_string(), format!("<fact {f}>")))
+            .map(|f| (f.to_string(), fact_placeholder(f)))
             .collect();
         for (name, _) in &playbook.facts {
-            facts.insert(name.clone(), format!("<fact {name}>"));
+            facts.insert(name.clone(), fact_placeholder(name));
         }
         check_fetch_dests_per_host(inventory, playbook)?;
         let local_dir = inventory.state_dir();
@@ -352,6 +352,12 @@ pub fn validate(
         }
     }
     Ok(checked)
+}
+
+/// What a fact reads as during validation: a word that is valid wherever a fact is typically
+/// spliced in (a path part, a unit or package name), so `postgresql@{{ facts.v }}-main` checks.
+fn fact_placeholder(name: &str) -> String {
+    format!("fact-{}", name.replace('_', "-").to_ascii_lowercase())
 }
 
 /// A `fetch` on a play of several hosts must write each host's file to its own place: a `dest`
@@ -632,6 +638,46 @@ mod tests {
         assert!(err.hint.unwrap().contains("postgres"));
         let err = check_tags(&flags(&["--skip-tags", "ufw"]), &[&playbook]).unwrap_err();
         assert!(err.message.contains("--skip-tags"), "{err}");
+    }
+
+    #[test]
+    fn worker_managed_the_postgresql_wrapper_unit_that_hides_a_failed_cluster() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let worker = Playbook::load(&root.join("playbooks/worker.toml")).unwrap();
+        let facts = BTreeMap::from([("postgres_version".to_string(), "15".to_string())]);
+        let vars = runner::context::host_context(
+            &inventory,
+            inventory.host("worker").unwrap(),
+            &secrets,
+            &facts,
+        );
+        let renderer = Renderer::new(&root.join("files"));
+        let unit_of = |step: &crate::playbook::Step| {
+            let args = renderer
+                .render_step(&worker, step, &vars, &facts)
+                .unwrap()
+                .unwrap();
+            args["name"].as_str().unwrap().to_string()
+        };
+        let running = worker
+            .steps
+            .iter()
+            .find(|s| s.module == "service" && s.args.get("state").is_some())
+            .unwrap();
+        assert_eq!(unit_of(running), "postgresql@15-main");
+        for handler in worker.handlers.iter().filter(|h| h.module == "service") {
+            assert_eq!(unit_of(handler), "postgresql@15-main", "{}", handler.name);
+        }
+        // Every notification also waits for the port, after the restart or reload.
+        let last = worker.handlers.last().unwrap();
+        assert_eq!(last.module, "wait_for");
+        for step in worker.steps.iter().filter(|s| !s.notify.is_empty()) {
+            assert!(step.notify.contains(&last.name), "{}", step.name);
+        }
+        // The version comes from postgresql-common's cluster list.
+        assert!(worker.facts[0].1.starts_with("pg_lsclusters"));
     }
 
     #[test]
