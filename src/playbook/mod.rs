@@ -37,6 +37,9 @@ pub struct Step {
     pub when: Option<String>,
     pub notify: Vec<String>,
     pub tags: Vec<String>,
+    /// `sensitive = true`: no file content, diff, command text or output of this step in the
+    /// terminal, `--json` events or the host log; only its name and status.
+    pub sensitive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +194,15 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
             ))),
         }
     };
+    let sensitive = match table.remove("sensitive") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `sensitive` must be true or false"
+            )))
+        }
+    };
     let notify = string_list(table.remove("notify"), "notify")?;
     let tags = string_list(table.remove("tags"), "tags")?;
 
@@ -229,6 +241,7 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
         when,
         notify,
         tags,
+        sensitive,
     })
 }
 

@@ -63,6 +63,8 @@ enum Prepared {
     Deferred(String),
     Ready {
         module: Box<dyn Module>,
+        /// `sensitive = true` on the step: nothing of its content reaches output or logs.
+        sensitive: bool,
     },
     Broken(String),
 }
@@ -228,7 +230,10 @@ fn prepare(
                 return Prepared::Skip("excluded by tags".into());
             }
             match build_step(playbook, renderer, step, &vars, facts, &ctx.local_dir) {
-                Ok(Some(module)) => Prepared::Ready { module },
+                Ok(Some(module)) => Prepared::Ready {
+                    module,
+                    sensitive: step.sensitive,
+                },
                 Ok(None) => Prepared::Skip("`when` is false".into()),
                 Err(RenderError::FactNotKnownYet(f)) => Prepared::Deferred(f),
                 Err(RenderError::Input(e)) => Prepared::Broken(e.to_string()),
@@ -321,11 +326,16 @@ async fn probe_all(
     };
     let mut batch = Batch::new();
     let mut sensitive = Vec::new();
+    // The batch as logged: a sensitive step's probe (its `unless` command, say) is left out.
+    let mut logged_script = String::new();
     // Indices into `prepared` are mapped to batch parts by position.
     let mut parts: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
     for p in prepared {
         match p {
-            Prepared::Ready { module, .. } => {
+            Prepared::Ready {
+                module,
+                sensitive: step_sensitive,
+            } => {
                 let script = module.probe(opts);
                 if script.trim().is_empty() {
                     parts.push(None);
@@ -335,8 +345,15 @@ async fn probe_all(
                     if sensitive.len() <= part {
                         sensitive.resize(part + 1, false);
                     }
-                    sensitive[part] |= module.probe_is_sensitive();
+                    sensitive[part] |= module.probe_is_sensitive() || *step_sensitive;
                     parts.push(Some(part));
+                    if *step_sensitive {
+                        logged_script.push_str(&format!(
+                            "# part {part}: a sensitive step's probe (not logged)\n"
+                        ));
+                    } else {
+                        logged_script.push_str(&format!("# part {part}\n{script}\n"));
+                    }
                 }
             }
             _ => parts.push(None),
@@ -345,7 +362,7 @@ async fn probe_all(
     if batch.is_empty() {
         return Ok(parts.iter().map(|_| Some(ProbeOutput::default())).collect());
     }
-    ctx.log.write("probe", batch.script());
+    ctx.log.write("probe", &logged_script);
     let out = ctx.session.exec(batch.script(), None).await?;
     let stdout = out.stdout_str();
     let parsed = batch.parse(&stdout);
@@ -382,8 +399,8 @@ async fn run_prepared(
     earlier_would_change: bool,
 ) -> StepResult {
     let skipped = |why: String| subject.finished(ctx, Status::Skipped, vec![], vec![], Some(why));
-    let module = match prep {
-        Prepared::Ready { module } => module,
+    let (module, sensitive) = match prep {
+        Prepared::Ready { module, sensitive } => (module, sensitive),
         Prepared::Skip(why) => return skipped(why),
         Prepared::Broken(msg) => return subject.failed(ctx, msg),
         Prepared::Deferred(fact) => {
@@ -411,10 +428,14 @@ async fn run_prepared(
                 "cannot be planned before earlier changes are made: {e}"
             ));
         }
+        Err(_) if sensitive => return subject.failed(ctx, SENSITIVE_FAILURE.into()),
         Err(e) => return subject.failed(ctx, e.to_string()),
     };
     if changes.is_empty() {
         return subject.finished(ctx, Status::Ok, vec![], vec![], None);
+    }
+    if sensitive {
+        return run_sensitive_changes(ctx, subject, &changes).await;
     }
     let redactor = ctx.log.redactor();
     let sentences: Vec<String> = changes
@@ -437,6 +458,35 @@ async fn run_prepared(
         }
     }
     subject.finished(ctx, Status::Changed, sentences, diffs, None)
+}
+
+/// What a failed sensitive step says instead of its error (which may quote content or commands).
+const SENSITIVE_FAILURE: &str =
+    "failed (sensitive step: its error is not shown; run it without `sensitive` to see why)";
+
+/// A sensitive step's changes: applied through the same choke point with a muted log; output
+/// and events name how many changes were made, not what they were.
+async fn run_sensitive_changes(
+    ctx: &PlayCtx<'_>,
+    subject: Subject<'_>,
+    changes: &[Change],
+) -> StepResult {
+    let muted = ctx.log.muted();
+    let sentence = vec![format!(
+        "{} change(s) (sensitive step: not shown)",
+        changes.len()
+    )];
+    for change in changes {
+        if apply(ctx.session, change, ctx.mode, &muted, &ctx.cache_dir)
+            .await
+            .is_err()
+        {
+            let mut result = subject.failed(ctx, SENSITIVE_FAILURE.into());
+            result.changes = sentence;
+            return result;
+        }
+    }
+    subject.finished(ctx, Status::Changed, sentence, vec![], None)
 }
 
 /// A unified diff of a file change, secrets masked on both sides before diffing.

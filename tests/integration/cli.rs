@@ -672,3 +672,45 @@ fn check_with_a_limit_or_tag_naming_nothing_exited_0() {
     let run = bootstrap(&["--skip-tags", "nosuch", "worker"]);
     assert_eq!(run.code, 2, "{}", run.all());
 }
+
+#[test]
+fn a_line_written_to_a_file_reached_the_log_base64_encoded_and_sensitive_did_not_exist() {
+    use base64::Engine as _;
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    // Not a declared secret: redaction cannot know it; only `sensitive` keeps it out.
+    let private = "token = private-not-declared-7c1e";
+    p.write(
+        "playbooks/s.toml",
+        &format!(
+            "name = \"s\"\nhosts = \"all\"\n\n[[steps]]\nname = \"private line\"\nsensitive = true\nline = {{ path = \"{{{{ root }}}}/private.conf\", line = \"{private}\", create = true }}\n\n[[steps]]\nname = \"public line\"\nline = {{ path = \"{{{{ root }}}}/public.conf\", line = \"visible = 1\", create = true }}\n"
+        ),
+    );
+    let first = p.bootstrap(&["--json", "--diff", "-v", "run", "playbooks/s.toml"], &[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert_eq!(first.changed_steps(), vec!["private line", "public line"]);
+    assert_eq!(
+        fs::read_to_string(p.remote("private.conf")).unwrap(),
+        format!("{private}\n")
+    );
+    // The rerun probes both files, whole.
+    let rerun = p.bootstrap(&["--json", "--diff", "-v", "run", "playbooks/s.toml"], &[]);
+    assert_eq!(rerun.summary()["changed"], 0, "{}", rerun.all());
+    let everything = format!("{}{}{}", first.all(), rerun.all(), p.logs());
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    assert!(!everything.contains("private-not-declared"), "{everything}");
+    assert!(!everything.contains(&b64(&format!("{private}\n"))));
+    assert!(
+        !everything.contains(&b64("visible = 1\n")),
+        "file content logged"
+    );
+    assert!(
+        p.logs().contains("content: 12 bytes, sha256 "),
+        "{}",
+        p.logs()
+    );
+    assert!(first
+        .events()
+        .iter()
+        .any(|e| e["step"] == "private line" && e["diffs"].as_array().unwrap().is_empty()));
+}
