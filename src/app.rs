@@ -571,6 +571,22 @@ mod tests {
             validate(&inventory, &secrets, &[&guarded], None).unwrap(),
             1
         );
+        // So does a template file's value; its syntax is still checked.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("files")).unwrap();
+        std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+        std::fs::write(dir.path().join("files/ok.j2"), "x = {{ extra }}\n").unwrap();
+        std::fs::write(dir.path().join("files/bad.j2"), "{% if %}\n").unwrap();
+        let templated = |src: &str| {
+            Playbook::parse(
+                &dir.path().join("playbooks/p.toml"),
+                &format!("name = \"p\"\nhosts = \"all\"\n[[steps]]\nname = \"g\"\nwhen = \"extra is defined\"\ntemplate = {{ src = \"{src}\", dest = \"/etc/x\" }}\n"),
+            )
+            .unwrap()
+        };
+        validate(&inventory, &secrets, &[&templated("ok.j2")], None).unwrap();
+        let err = validate(&inventory, &secrets, &[&templated("bad.j2")], None).unwrap_err();
+        assert!(err.file.ends_with("bad.j2"), "{err}");
     }
 
     #[test]

@@ -305,7 +305,12 @@ pub fn build_step_ignoring_when(
     let Ok(Some(args)) = renderer.render_step(playbook, &unguarded, vars, facts) else {
         return Ok(());
     };
-    let render_template = |src: &str| renderer.render_file(src, vars);
+    // A template file may use what the `when` guards: its syntax is checked, not its values.
+    let render_template = |src: &str| {
+        renderer
+            .render_file(src, vars)
+            .or_else(|_| renderer.check_file_syntax(src).map(|()| String::new()))
+    };
     let build_ctx = BuildContext {
         playbook: &playbook.path,
         line: Some(step.line),
