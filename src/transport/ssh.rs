@@ -136,6 +136,56 @@ impl Session {
         }
     }
 
+    /// Starts a long-lived `script` (as root when `become_root`) and reads its stdout until a
+    /// line equal to `ready` (returned: what came before it), or until it ends (`Err` with its
+    /// output in `Ok(Err(..))`). A `Held` command keeps running until released or until this
+    /// connection ends: it holds whatever the script holds (e.g. a lock) for the session.
+    pub async fn hold(
+        &self,
+        script: &str,
+        ready: &str,
+    ) -> Result<Result<(String, Held), ExecOutput>, TransportError> {
+        let command = wrap(script, &self.target.user, self.target.become_root);
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.broken("opening a channel", &e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.broken("starting a command", &e))?;
+        let (mut reader, writer) = channel.split();
+        let mut out = ExecOutput::default();
+        let marker = format!("{ready}\n");
+        loop {
+            match reader.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    out.stdout.extend_from_slice(&data);
+                    let text = out.stdout_str();
+                    if let Some(at) = text.find(&marker) {
+                        // Drain what the command prints later, so its output never blocks it.
+                        let drain =
+                            tokio::spawn(async move { while reader.wait().await.is_some() {} });
+                        return Ok(Ok((
+                            text[..at].to_string(),
+                            Held {
+                                writer: Some(writer),
+                                drain,
+                            },
+                        )));
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    out.stderr.extend_from_slice(&data)
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = exit_status,
+                Some(ChannelMsg::Close) | None => return Ok(Err(out)),
+                Some(_) => {}
+            }
+        }
+    }
+
     pub async fn close(self) {
         // The peer may already be gone; there is nothing useful to do about it then.
         let _ = self
@@ -159,6 +209,10 @@ impl Session {
             .await
             .map_err(|e| self.broken("starting a command", &e))?;
         let (mut reader, writer) = channel.split();
+        // Dropped before the command ended (a deadline, an interrupt): stop it on the host
+        // rather than leave it running detached from us.
+        let abandon = AbandonGuard(Some(std::sync::Arc::new(writer)));
+        let writer = abandon.0.clone().expect("set above");
 
         let input = async {
             if let Some(bytes) = stdin {
@@ -202,6 +256,7 @@ impl Session {
             }
             (None, None) => return Err(self.lost_error("a command was running")),
         }
+        abandon.finished();
         Ok(out)
     }
 
@@ -230,6 +285,52 @@ impl Session {
                 None => format!("the channel closed without an exit status while {doing}"),
             },
         }
+    }
+}
+
+/// Stops a remote command whose result nobody waits for any more: TERM to its process group
+/// (OpenSSH delivers `signal` requests), then the channel is closed.
+struct AbandonGuard(Option<std::sync::Arc<russh::ChannelWriteHalf<client::Msg>>>);
+
+impl AbandonGuard {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(writer) = self.0.take() else { return };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = writer.signal(Sig::TERM).await;
+                let _ = writer.close().await;
+            });
+        }
+    }
+}
+
+/// A command started by `Session::hold`, still running on the host.
+pub struct Held {
+    writer: Option<russh::ChannelWriteHalf<client::Msg>>,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Ends the command: end of input, TERM, then the channel is closed.
+    pub async fn release(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.eof().await;
+            let _ = w.signal(Sig::TERM).await;
+            let _ = w.close().await;
+        }
+        self.drain.abort();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.drain.abort();
     }
 }
 
