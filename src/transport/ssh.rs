@@ -26,7 +26,8 @@ const KEEPALIVE_MAX: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Session {
-    handle: client::Handle<Client>,
+    /// Shared with the tasks that stop abandoned commands.
+    handle: Arc<client::Handle<Client>>,
     target: SshTarget,
     opts: ConnectOptions,
     new_host_key: Option<String>,
@@ -69,8 +70,8 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, self.target.become_root);
-        self.run_command(command, stdin).await
+        self.run_command(script, self.target.become_root, stdin)
+            .await
     }
 
     /// Runs `script` as the login user, never through sudo.
@@ -79,8 +80,7 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, false);
-        self.run_command(command, stdin).await
+        self.run_command(script, false, stdin).await
     }
 
     /// Atomic upload in one round trip: temp file beside `dest`, sha256 check, attributes,
@@ -196,9 +196,22 @@ impl Session {
 
     async fn run_command(
         &self,
-        command: String,
+        script: &str,
+        become_root: bool,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
+        // A word in the command line that names this command on the host, so an abandoned
+        // one can be found and stopped there (OpenSSH refuses `signal` requests).
+        let token = format!(
+            "bootstrap-cmd-{}-{}-end",
+            std::process::id(),
+            COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let command = wrap(
+            &format!(": {token}\n{script}"),
+            &self.target.user,
+            become_root,
+        );
         let channel = self
             .handle
             .channel_open_session()
@@ -211,8 +224,14 @@ impl Session {
         let (mut reader, writer) = channel.split();
         // Dropped before the command ended (a deadline, an interrupt): stop it on the host
         // rather than leave it running detached from us.
-        let abandon = AbandonGuard(Some(std::sync::Arc::new(writer)));
-        let writer = abandon.0.clone().expect("set above");
+        let writer = Arc::new(writer);
+        let abandon = AbandonGuard(Some(Abandoned {
+            handle: self.handle.clone(),
+            writer: writer.clone(),
+            token,
+            user: self.target.user.clone(),
+            become_root,
+        }));
 
         let input = async {
             if let Some(bytes) = stdin {
@@ -288,9 +307,22 @@ impl Session {
     }
 }
 
-/// Stops a remote command whose result nobody waits for any more: TERM to its process group
-/// (OpenSSH delivers `signal` requests), then the channel is closed.
-struct AbandonGuard(Option<std::sync::Arc<russh::ChannelWriteHalf<client::Msg>>>);
+/// Numbers the commands of this process, for their tokens.
+static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A remote command whose result nobody waits for any more.
+struct Abandoned {
+    handle: Arc<client::Handle<Client>>,
+    writer: Arc<russh::ChannelWriteHalf<client::Msg>>,
+    token: String,
+    user: String,
+    become_root: bool,
+}
+
+/// Stops the command on the host when dropped before it finished: TERM to the process groups
+/// of the processes whose command line carries its token (sudo and the shell in it), through
+/// a channel of its own, then its channel is closed.
+struct AbandonGuard(Option<Abandoned>);
 
 impl AbandonGuard {
     fn finished(mut self) {
@@ -300,13 +332,39 @@ impl AbandonGuard {
 
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
-        let Some(writer) = self.0.take() else { return };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = writer.signal(Sig::TERM).await;
-                let _ = writer.close().await;
-            });
-        }
+        let Some(a) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = a.writer.eof().await;
+            let kill = format!(
+                "anc=\" $$ \"; p=$$\n\
+                 while [ \"$p\" -gt 1 ] 2>/dev/null; do p=$(ps -o ppid= -p \"$p\" | tr -d ' '); anc=\"$anc$p \"; done\n\
+                 # This killer's own command line carries the token too: never itself or its parents.\n\
+                 all=''; frontier=''\n\
+                 for p in $(pgrep -f -- {token}); do case \"$anc\" in *\" $p \"*) ;; *) frontier=\"$frontier $p\";; esac; done\n\
+                 while [ -n \"$frontier\" ]; do\n\
+                 all=\"$all $frontier\"; next=''\n\
+                 for p in $frontier; do next=\"$next $(pgrep -P \"$p\" | tr '\\n' ' ')\"; done\n\
+                 frontier=$(echo $next)\n\
+                 done\n\
+                 [ -n \"$all\" ] && kill -TERM $all 2>/dev/null\n\
+                 true\n",
+                token = a.token
+            );
+            let command = wrap(&kill, &a.user, a.become_root);
+            if let Ok(channel) = a.handle.channel_open_session().await {
+                if channel.exec(true, command).await.is_ok() {
+                    let (mut reader, _w) = channel.split();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        while reader.wait().await.is_some() {}
+                    })
+                    .await;
+                }
+            }
+            let _ = a.writer.close().await;
+        });
     }
 }
 
@@ -407,7 +465,7 @@ async fn connect_once(
         .map_err(timeout)??;
     let new_host_key = new_host_key.lock().unwrap().take();
     Ok(Session {
-        handle,
+        handle: Arc::new(handle),
         target: target.clone(),
         opts: opts.clone(),
         new_host_key,

@@ -328,10 +328,30 @@ fn sigterm_exits_143_and_a_second_signal_aborts_at_once() {
         p.remote("started").exists()
     });
     signal(&child, "-TERM");
+    // The second signal only once the first was taken (signals of one kind coalesce).
+    use std::io::BufRead;
+    let mut child = child;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "no interrupted event: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("\"type\":\"interrupted\"") {
+            break;
+        }
+    }
     signal(&child, "-TERM");
     let run = Run::from(child.wait_with_output().unwrap());
-    assert_eq!(run.code, 143, "{}", run.all());
+    assert_eq!(run.code, 143, "{seen}{}", run.all());
     assert!(run.stderr.contains("aborting at once"), "{}", run.all());
+    assert!(
+        !run.stdout.contains("\"type\":\"summary\""),
+        "aborted before the recap"
+    );
 }
 
 #[test]
@@ -375,4 +395,45 @@ line = { path = "{{ root }}/is-a-dir", line = "x = 1" }
     assert_eq!(broken.code, 1, "{}", broken.all());
     assert_eq!(broken.summary()["failed"], 1, "{}", broken.all());
     assert!(!p.remote("new").exists());
+}
+
+/// A command whose result we stop waiting for (a deadline, an interrupt) must not go on
+/// running on the host, for the root login and through sudo alike.
+#[tokio::test]
+async fn an_abandoned_remote_command_is_stopped_on_the_host() {
+    let sshd = TestSshd::start();
+    for (i, user) in ["root", crate::support::SUDO_USER].into_iter().enumerate() {
+        let session = bootstrap::transport::Session::connect(&sshd.target(user), &sshd.options())
+            .await
+            .unwrap();
+        let marker = format!("sleep 97{}{i}.25", std::process::id() % 10000);
+        let script = format!("{marker} & wait");
+        let mut running = Box::pin(session.exec(&script, None));
+        // Wait (bounded) until the command is seen on the host, then stop waiting for it.
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    r = &mut running => panic!("{user}: the command ended by itself: {r:?}"),
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                if !processes_with(&marker).is_empty() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(seen.is_ok(), "{user}: the command never started");
+        drop(running);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !processes_with(&marker).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{user}: still running: {:?}\n{}",
+                processes_with(&marker),
+                sshd.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        session.close().await;
+    }
 }
