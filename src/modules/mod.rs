@@ -110,6 +110,16 @@ pub struct Change {
     pub action: Action,
     /// For `--diff`: (old, new) file contents; secrets are masked by the runner before printing.
     pub diff: Option<(String, String)>,
+    /// The file this change replaces, as the probe saw it: the runner refuses to apply the
+    /// change when the file is no longer that one (someone else changed it since).
+    pub planned_from: Option<FileVersion>,
+}
+
+/// A file as a probe saw it: its sha256, or `None` when it did not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVersion {
+    pub path: String,
+    pub sha256: Option<String>,
 }
 
 impl Change {
@@ -118,7 +128,17 @@ impl Change {
             summary: summary.into(),
             action,
             diff: None,
+            planned_from: None,
         }
+    }
+
+    /// Applies only while `path` is still what the plan was computed from.
+    pub fn planned_from(mut self, path: &str, sha256: Option<String>) -> Self {
+        self.planned_from = Some(FileVersion {
+            path: path.to_string(),
+            sha256,
+        });
+        self
     }
     pub fn with_diff(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
         self.diff = Some((old.into(), new.into()));

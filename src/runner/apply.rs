@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::modules::{Action, Change};
+use crate::modules::{Action, Change, FileVersion};
 use crate::runner::log::HostLog;
 use crate::runner::{deadline, firewall_guard};
-use crate::transport::Session;
+use crate::transport::{shell, Session};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mode {
@@ -39,6 +39,9 @@ pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Resu
         return Ok(());
     }
     log.write("change", &change.summary);
+    if let Some(version) = &change.planned_from {
+        still_as_planned(session, log, version).await?;
+    }
     match &change.action {
         Action::Shell { script, stdin } => {
             log.write("run", script);
@@ -116,6 +119,52 @@ pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Resu
     Ok(())
 }
 
+/// Exit status of `unchanged_script` when the file moved on since the probe.
+const CHANGED_SINCE_PROBED: u32 = 9;
+
+/// Exits 0 when `version.path` is still what the plan saw, `CHANGED_SINCE_PROBED` (printing
+/// what is there now) otherwise.
+pub fn unchanged_script(version: &FileVersion) -> String {
+    let want = version.sha256.as_deref().unwrap_or("absent");
+    format!(
+        "f={}
+         if [ -e \"$f\" ] || [ -L \"$f\" ]; then now=$(sha256sum < \"$f\" | cut -d' ' -f1) || exit 1; else now=absent; fi
+         [ \"$now\" = {} ] || {{ echo \"$now\"; exit {CHANGED_SINCE_PROBED}; }}
+",
+        shell::quote(&version.path),
+        shell::quote(want),
+    )
+}
+
+/// Refuses to replace a file that changed since it was probed: the plan was computed from the
+/// old one, and writing it would lose the other writer's change.
+async fn still_as_planned(session: &Session, log: &HostLog, version: &FileVersion) -> Result<()> {
+    let out = session.exec(&unchanged_script(version), None).await?;
+    if out.exit_status == CHANGED_SINCE_PROBED {
+        let now = out.stdout_str().trim().to_string();
+        log.write(
+            "changed since probed",
+            &format!("{}: now {now}", version.path),
+        );
+        bail!(
+            "{} changed since probed (sha256 {} then, {} now): something else wrote it \
+             meanwhile; nothing was written, rerun to plan from what is there now",
+            version.path,
+            version.sha256.as_deref().unwrap_or("absent"),
+            now
+        );
+    }
+    if !out.success() {
+        bail!(
+            "cannot check {} before replacing it (exit {}): {}",
+            version.path,
+            out.exit_status,
+            out.stderr_str().trim()
+        );
+    }
+    Ok(())
+}
+
 fn log_output(log: &HostLog, out: &crate::transport::ExecOutput) {
     log.write(
         &format!("exit {}", out.exit_status),
@@ -150,4 +199,44 @@ fn write_local(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(version: &FileVersion) -> (i32, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(unchanged_script(version))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_file_written_since_the_probe_is_not_replaced() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's.conf");
+        let path_s = path.to_str().unwrap().to_string();
+        let absent = FileVersion {
+            path: path_s.clone(),
+            sha256: None,
+        };
+        assert_eq!(check(&absent).0, 0, "absent as planned");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let probed = hex::encode(sha2::Sha256::digest(b"a = 1\n"));
+        assert_eq!(check(&absent), (9, probed.clone()), "created meanwhile");
+        let planned = FileVersion {
+            path: path_s,
+            sha256: Some(probed),
+        };
+        assert_eq!(check(&planned).0, 0, "unchanged");
+        std::fs::write(&path, "a = 1\nb = 2\n").unwrap();
+        assert_eq!(check(&planned).0, 9, "another writer added a line");
+    }
 }
