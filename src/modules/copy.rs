@@ -191,7 +191,8 @@ impl Module for Copy {
                 validate: self.validate.clone(),
                 backup: self.backup,
             },
-        );
+        )
+        .planned_from(&self.dest, remote.sha256.clone());
         // `content=` is only printed when a diff was asked for (`--diff`).
         if let Some(old) = &remote.content {
             if let (Ok(old), Ok(new)) =

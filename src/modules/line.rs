@@ -156,7 +156,7 @@ impl Module for Line {
         let (old, stat) = match &remote.stat {
             None if self.state == LineState::Absent => return Ok(vec![]),
             None if !self.create => {
-                return Err(PlanError(format!(
+                return Err(PlanError::not_yet(format!(
                     "{} does not exist (set create = true to create it)",
                     self.path
                 )))
@@ -187,6 +187,8 @@ impl Module for Line {
             (LineState::Present, None) => format!("create {} with its line", self.path),
             (LineState::Present, Some(_)) => format!("set line in {}", self.path),
         };
+        use sha2::Digest as _;
+        let old_sha = stat.map(|_| hex::encode(sha2::Sha256::digest(old.as_bytes())));
         Ok(vec![Change::new(
             summary,
             Action::Upload {
@@ -197,6 +199,7 @@ impl Module for Line {
                 backup: false,
             },
         )
+        .planned_from(&self.path, old_sha)
         .with_diff(old, new)])
     }
 }
@@ -226,6 +229,19 @@ mod tests {
             }] => String::from_utf8(content.clone()).unwrap(),
             other => panic!("expected one upload, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_line_change_only_replaces_the_file_it_was_planned_from() {
+        use sha2::Digest as _;
+        let l = line("path = \"/etc/x\"\nline = \"k=v\"").unwrap();
+        let changes = l.plan(&existing("a = 1\n")).unwrap();
+        let from = changes[0].planned_from.as_ref().unwrap();
+        assert_eq!(from.path, "/etc/x");
+        assert_eq!(
+            from.sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(b"a = 1\n")).as_str())
+        );
     }
 
     const PG: &str = "path = \"/etc/pg.conf\"\nregexp = '^#?listen_addresses\\s*='\nline = \"listen_addresses = '*'\"";

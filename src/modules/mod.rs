@@ -56,8 +56,29 @@ pub struct ProbeOutput {
 
 /// Errors while planning: the probe said something the module cannot work with.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", self.message())]
 pub struct PlanError(pub String);
+
+/// Marks a `PlanError` that only says "what I manage does not exist yet" (a unit, a file):
+/// in check mode an earlier step that would create it did not run, so that is no failure.
+const NOT_YET: &str = "\u{1}not-yet\u{1}";
+
+impl PlanError {
+    /// The thing this step works on does not exist yet (an earlier step may create it).
+    pub fn not_yet(message: impl Into<String>) -> Self {
+        PlanError(format!("{NOT_YET}{}", message.into()))
+    }
+
+    /// True for `not_yet` errors; every other planning error means the probe's answer is wrong
+    /// or missing, which an earlier change cannot explain.
+    pub fn is_not_yet(&self) -> bool {
+        self.0.starts_with(NOT_YET)
+    }
+
+    pub fn message(&self) -> &str {
+        self.0.strip_prefix(NOT_YET).unwrap_or(&self.0)
+    }
+}
 
 /// A module instance for one step on one host.
 pub trait Module: Send + Sync + std::fmt::Debug {
@@ -73,6 +94,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     fn probe_is_sensitive(&self) -> bool {
         false
     }
+
+    /// How long applying this step may legitimately take when the module knows better than
+    /// the default for its kind (e.g. `wait_for`: its own timeout).
+    fn expected_duration(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// One thing that would change on a host, with the sentence shown in check mode.
@@ -83,6 +110,16 @@ pub struct Change {
     pub action: Action,
     /// For `--diff`: (old, new) file contents; secrets are masked by the runner before printing.
     pub diff: Option<(String, String)>,
+    /// The file this change replaces, as the probe saw it: the runner refuses to apply the
+    /// change when the file is no longer that one (someone else changed it since).
+    pub planned_from: Option<FileVersion>,
+}
+
+/// A file as a probe saw it: its sha256, or `None` when it did not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVersion {
+    pub path: String,
+    pub sha256: Option<String>,
 }
 
 impl Change {
@@ -91,7 +128,17 @@ impl Change {
             summary: summary.into(),
             action,
             diff: None,
+            planned_from: None,
         }
+    }
+
+    /// Applies only while `path` is still what the plan was computed from.
+    pub fn planned_from(mut self, path: &str, sha256: Option<String>) -> Self {
+        self.planned_from = Some(FileVersion {
+            path: path.to_string(),
+            sha256,
+        });
+        self
     }
     pub fn with_diff(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
         self.diff = Some((old.into(), new.into()));
@@ -144,9 +191,16 @@ pub enum Action {
         dest: String,
         attrs: FileAttrs,
     },
-    /// Firewall change guarded against lock-out: `script` runs with `rollback` armed on the host
-    /// (a transient systemd timer) that fires unless a fresh SSH connection proves access.
-    GuardedFirewall { script: String, rollback: String },
+    /// Firewall change guarded against lock-out. The runner gives all three scripts a fresh,
+    /// root-only directory in `$snap` (one per run): `snapshot` saves the firewall there and
+    /// fails unless the copy is complete; a watchdog armed on the host then runs `rollback`
+    /// unless disarmed after a fresh SSH login proves access. `rollback` restores the snapshot,
+    /// and prints `FAIL-OPEN` on a line of its own when it had to disable the firewall instead.
+    GuardedFirewall {
+        snapshot: String,
+        script: String,
+        rollback: String,
+    },
 }
 
 /// Builds the module named by a step's module table from its rendered arguments.

@@ -3,11 +3,13 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::modules::{Action, Change};
+use crate::modules::{Action, Change, FileVersion};
 use crate::runner::log::HostLog;
+use crate::runner::{deadline, firewall_guard};
 use crate::transport::{shell, Session};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,25 +20,32 @@ pub struct Mode {
     pub diff: bool,
 }
 
-/// Seconds after which an armed firewall rollback fires unless disarmed.
-const ROLLBACK_AFTER_SECS: u32 = 90;
+/// Where and how a change is applied on one host.
+pub struct ApplyCtx<'a> {
+    pub session: &'a Session,
+    pub mode: Mode,
+    pub log: &'a HostLog,
+    pub cache_dir: &'a Path,
+    /// The host-side state directory (firewall snapshots live there).
+    pub state_dir: &'a str,
+    pub run_id: &'a str,
+}
 
-pub async fn apply(
-    session: &Session,
-    change: &Change,
-    mode: Mode,
-    log: &HostLog,
-    cache_dir: &Path,
-) -> Result<()> {
-    if mode.check {
+/// Applies one change within `limit` (see `deadline`).
+pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Result<()> {
+    let (session, log) = (ctx.session, ctx.log);
+    if ctx.mode.check {
         log.write("would change", &change.summary);
         return Ok(());
     }
     log.write("change", &change.summary);
+    if let Some(version) = &change.planned_from {
+        still_as_planned(session, log, version).await?;
+    }
     match &change.action {
         Action::Shell { script, stdin } => {
             log.write("run", script);
-            let out = session.exec(script, stdin.as_deref()).await?;
+            let out = deadline::exec_with_limit(session, script, stdin.as_deref(), limit).await?;
             log_output(log, &out);
             if !out.success() {
                 bail!(
@@ -56,10 +65,12 @@ pub async fn apply(
             backup,
         } => {
             log.write("upload", &format!("{dest} ({} bytes)", content.len()));
-            session
-                .upload(content, dest, attrs, validate.as_deref(), *backup)
-                .await
-                .with_context(|| format!("upload of {dest}"))?;
+            deadline::within(
+                limit,
+                session.upload(content, dest, attrs, validate.as_deref(), *backup),
+            )
+            .await
+            .with_context(|| format!("upload of {dest}"))?;
         }
         Action::Fetch {
             remote,
@@ -68,7 +79,7 @@ pub async fn apply(
             sha256,
         } => {
             log.write("fetch", &format!("{remote} -> {}", local.display()));
-            let bytes = session.read_file(remote).await?;
+            let bytes = deadline::within(limit, session.read_file(remote)).await?;
             check_fetched(remote, &bytes, sha256)?;
             write_local(local, &bytes, *file_mode)
                 .with_context(|| format!("writing {}", local.display()))?;
@@ -87,86 +98,75 @@ pub async fn apply(
         } => {
             log.write("download", &format!("{url} (sha256 {sha256}) -> {dest}"));
             let (url_owned, sha_owned, dir) =
-                (url.clone(), sha256.clone(), cache_dir.to_path_buf());
-            let cached = tokio::task::spawn_blocking(move || {
-                crate::modules::download::fetch_to_cache(&url_owned, &sha_owned, &dir)
-            })
-            .await??;
-            let content = std::fs::read(&cached)?;
-            session.upload(&content, dest, attrs, None, false).await?;
+                (url.clone(), sha256.clone(), ctx.cache_dir.to_path_buf());
+            let work = async {
+                let cached = tokio::task::spawn_blocking(move || {
+                    crate::modules::download::fetch_to_cache(&url_owned, &sha_owned, &dir)
+                })
+                .await??;
+                let content = std::fs::read(&cached)?;
+                session.upload(&content, dest, attrs, None, false).await
+            };
+            deadline::within(limit, work).await?;
         }
-        Action::GuardedFirewall { script, rollback } => {
-            guarded_firewall_change(session, script, rollback, log).await?;
+        Action::GuardedFirewall {
+            snapshot,
+            script,
+            rollback,
+        } => {
+            let guard = firewall_guard::Guard {
+                session,
+                log,
+                state_dir: ctx.state_dir,
+                run_id: ctx.run_id,
+                limit,
+            };
+            guard.apply(snapshot, script, rollback).await?;
         }
     }
     Ok(())
 }
 
-/// Applies a firewall change that could cut us off: arm a rollback on the host, make the change,
-/// prove a brand-new SSH login still works, and only then disarm the rollback.
-async fn guarded_firewall_change(
-    session: &Session,
-    script: &str,
-    rollback: &str,
-    log: &HostLog,
-) -> Result<()> {
-    let unit = format!("bootstrap-fw-rollback-{}", std::process::id());
-    let arm = format!(
-        "systemctl stop {unit}.timer {unit}.service 2>/dev/null; systemctl reset-failed {unit}.service {unit}.timer 2>/dev/null; \
-         systemd-run --quiet --unit={unit} --on-active={ROLLBACK_AFTER_SECS} --timer-property=AccuracySec=1s /bin/sh -c {}",
-        shell::quote(rollback)
-    );
-    let disarm = format!(
-        "systemctl stop {unit}.timer 2>/dev/null; systemctl reset-failed {unit}.service {unit}.timer 2>/dev/null; true"
-    );
-    log.write("arm firewall rollback", &arm);
-    let armed = session.exec(&arm, None).await?;
-    log_output(log, &armed);
-    if !armed.success() {
+/// Exit status of `unchanged_script` when the file moved on since the probe.
+const CHANGED_SINCE_PROBED: u32 = 9;
+
+/// Exits 0 when `version.path` is still what the plan saw, `CHANGED_SINCE_PROBED` (printing
+/// what is there now) otherwise.
+pub fn unchanged_script(version: &FileVersion) -> String {
+    let want = version.sha256.as_deref().unwrap_or("absent");
+    format!(
+        "f={}
+         if [ -e \"$f\" ] || [ -L \"$f\" ]; then now=$(sha256sum < \"$f\" | cut -d' ' -f1) || exit 1; else now=absent; fi
+         [ \"$now\" = {} ] || {{ echo \"$now\"; exit {CHANGED_SINCE_PROBED}; }}
+",
+        shell::quote(&version.path),
+        shell::quote(want),
+    )
+}
+
+/// Refuses to replace a file that changed since it was probed: the plan was computed from the
+/// old one, and writing it would lose the other writer's change.
+async fn still_as_planned(session: &Session, log: &HostLog, version: &FileVersion) -> Result<()> {
+    let out = session.exec(&unchanged_script(version), None).await?;
+    if out.exit_status == CHANGED_SINCE_PROBED {
+        let now = out.stdout_str().trim().to_string();
+        log.write(
+            "changed since probed",
+            &format!("{}: now {now}", version.path),
+        );
         bail!(
-            "cannot arm the firewall rollback timer (systemd-run): {}; refusing to change the firewall without it",
-            armed.stderr_str().trim()
+            "{} changed since probed (sha256 {} then, {} now): something else wrote it \
+             meanwhile; nothing was written, rerun to plan from what is there now",
+            version.path,
+            version.sha256.as_deref().unwrap_or("absent"),
+            now
         );
     }
-    log.write("run", script);
-    let out = session.exec(script, None).await?;
-    log_output(log, &out);
     if !out.success() {
-        let undo = session.exec(rollback, None).await;
-        let _ = session.exec(&disarm, None).await;
         bail!(
-            "firewall change failed (exit {}): {}; rolled back ({})",
+            "cannot check {} before replacing it (exit {}): {}",
+            version.path,
             out.exit_status,
-            out.stderr_str().trim(),
-            if undo.is_ok_and(|o| o.success()) {
-                "ok"
-            } else {
-                "rollback failed too: check the host"
-            }
-        );
-    }
-    log.write("verify", "fresh SSH login after the firewall change");
-    if let Err(e) = session.verify_fresh_login().await {
-        // The established connection usually survives (conntrack); use it to undo at once.
-        let undo = session.exec(rollback, None).await;
-        let undone = undo.as_ref().is_ok_and(|o| o.success());
-        if undone {
-            let _ = session.exec(&disarm, None).await;
-        }
-        bail!(
-            "after the firewall change a new SSH login failed ({e}); {}",
-            if undone {
-                "the change was rolled back".to_string()
-            } else {
-                format!("the armed rollback restores access within {ROLLBACK_AFTER_SECS}s")
-            }
-        );
-    }
-    log.write("disarm firewall rollback", &disarm);
-    let out = session.exec(&disarm, None).await?;
-    if !out.success() {
-        bail!(
-            "firewall changed and verified, but disarming rollback unit {unit} failed: {}",
             out.stderr_str().trim()
         );
     }
@@ -243,5 +243,40 @@ mod tests {
         write_local(&path, b"x", 0o640).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640);
+    }
+
+    fn check(version: &FileVersion) -> (i32, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(unchanged_script(version))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_file_written_since_the_probe_is_not_replaced() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("it's.conf");
+        let path_s = path.to_str().unwrap().to_string();
+        let absent = FileVersion {
+            path: path_s.clone(),
+            sha256: None,
+        };
+        assert_eq!(check(&absent).0, 0, "absent as planned");
+        std::fs::write(&path, "a = 1\n").unwrap();
+        let probed = hex::encode(sha2::Sha256::digest(b"a = 1\n"));
+        assert_eq!(check(&absent), (9, probed.clone()), "created meanwhile");
+        let planned = FileVersion {
+            path: path_s,
+            sha256: Some(probed),
+        };
+        assert_eq!(check(&planned).0, 0, "unchanged");
+        std::fs::write(&path, "a = 1\nb = 2\n").unwrap();
+        assert_eq!(check(&planned).0, 9, "another writer added a line");
     }
 }

@@ -26,7 +26,8 @@ const KEEPALIVE_MAX: usize = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Session {
-    handle: client::Handle<Client>,
+    /// Shared with the tasks that stop abandoned commands.
+    handle: Arc<client::Handle<Client>>,
     target: SshTarget,
     opts: ConnectOptions,
     new_host_key: Option<String>,
@@ -69,8 +70,8 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, self.target.become_root);
-        self.run_command(command, stdin).await
+        self.run_command(script, self.target.become_root, stdin)
+            .await
     }
 
     /// Runs `script` as the login user, never through sudo.
@@ -79,8 +80,7 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, false);
-        self.run_command(command, stdin).await
+        self.run_command(script, false, stdin).await
     }
 
     /// Atomic upload in one round trip: temp file beside `dest`, sha256 check, attributes,
@@ -136,19 +136,16 @@ impl Session {
         }
     }
 
-    pub async fn close(self) {
-        // The peer may already be gone; there is nothing useful to do about it then.
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await;
-    }
-
-    async fn run_command(
+    /// Starts a long-lived `script` (as root when `become_root`) and reads its stdout until a
+    /// line equal to `ready` (returned: what came before it), or until it ends (`Err` with its
+    /// output in `Ok(Err(..))`). A `Held` command keeps running until released or until this
+    /// connection ends: it holds whatever the script holds (e.g. a lock) for the session.
+    pub async fn hold(
         &self,
-        command: String,
-        stdin: Option<&[u8]>,
-    ) -> Result<ExecOutput, TransportError> {
+        script: &str,
+        ready: &str,
+    ) -> Result<Result<(String, Held), ExecOutput>, TransportError> {
+        let command = wrap(script, &self.target.user, self.target.become_root);
         let channel = self
             .handle
             .channel_open_session()
@@ -159,6 +156,82 @@ impl Session {
             .await
             .map_err(|e| self.broken("starting a command", &e))?;
         let (mut reader, writer) = channel.split();
+        let mut out = ExecOutput::default();
+        let marker = format!("{ready}\n");
+        loop {
+            match reader.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    out.stdout.extend_from_slice(&data);
+                    let text = out.stdout_str();
+                    if let Some(at) = text.find(&marker) {
+                        // Drain what the command prints later, so its output never blocks it.
+                        let drain =
+                            tokio::spawn(async move { while reader.wait().await.is_some() {} });
+                        return Ok(Ok((
+                            text[..at].to_string(),
+                            Held {
+                                writer: Some(writer),
+                                drain,
+                            },
+                        )));
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    out.stderr.extend_from_slice(&data)
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = exit_status,
+                Some(ChannelMsg::Close) | None => return Ok(Err(out)),
+                Some(_) => {}
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        // The peer may already be gone; there is nothing useful to do about it then.
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
+    async fn run_command(
+        &self,
+        script: &str,
+        become_root: bool,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, TransportError> {
+        // A word in the command line that names this command on the host, so an abandoned
+        // one can be found and stopped there (OpenSSH refuses `signal` requests).
+        let token = format!(
+            "bootstrap-cmd-{}-{}-end",
+            std::process::id(),
+            COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let command = wrap(
+            &format!(": {token}\n{script}"),
+            &self.target.user,
+            become_root,
+        );
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.broken("opening a channel", &e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.broken("starting a command", &e))?;
+        let (mut reader, writer) = channel.split();
+        // Dropped before the command ended (a deadline, an interrupt): stop it on the host
+        // rather than leave it running detached from us.
+        let writer = Arc::new(writer);
+        let abandon = AbandonGuard(Some(Abandoned {
+            handle: self.handle.clone(),
+            writer: writer.clone(),
+            token,
+            user: self.target.user.clone(),
+            become_root,
+        }));
 
         let input = async {
             if let Some(bytes) = stdin {
@@ -202,6 +275,7 @@ impl Session {
             }
             (None, None) => return Err(self.lost_error("a command was running")),
         }
+        abandon.finished();
         Ok(out)
     }
 
@@ -230,6 +304,91 @@ impl Session {
                 None => format!("the channel closed without an exit status while {doing}"),
             },
         }
+    }
+}
+
+/// Numbers the commands of this process, for their tokens.
+static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A remote command whose result nobody waits for any more.
+struct Abandoned {
+    handle: Arc<client::Handle<Client>>,
+    writer: Arc<russh::ChannelWriteHalf<client::Msg>>,
+    token: String,
+    user: String,
+    become_root: bool,
+}
+
+/// Stops the command on the host when dropped before it finished: TERM to the process groups
+/// of the processes whose command line carries its token (sudo and the shell in it), through
+/// a channel of its own, then its channel is closed.
+struct AbandonGuard(Option<Abandoned>);
+
+impl AbandonGuard {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(a) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = a.writer.eof().await;
+            let kill = format!(
+                "anc=\" $$ \"; p=$$\n\
+                 while [ \"$p\" -gt 1 ] 2>/dev/null; do p=$(ps -o ppid= -p \"$p\" | tr -d ' '); anc=\"$anc$p \"; done\n\
+                 # This killer's own command line carries the token too: never itself or its parents.\n\
+                 all=''; frontier=''\n\
+                 for p in $(pgrep -f -- {token}); do case \"$anc\" in *\" $p \"*) ;; *) frontier=\"$frontier $p\";; esac; done\n\
+                 while [ -n \"$frontier\" ]; do\n\
+                 all=\"$all $frontier\"; next=''\n\
+                 for p in $frontier; do next=\"$next $(pgrep -P \"$p\" | tr '\\n' ' ')\"; done\n\
+                 frontier=$(echo $next)\n\
+                 done\n\
+                 [ -n \"$all\" ] && kill -TERM $all 2>/dev/null\n\
+                 true\n",
+                token = a.token
+            );
+            let command = wrap(&kill, &a.user, a.become_root);
+            if let Ok(channel) = a.handle.channel_open_session().await {
+                if channel.exec(true, command).await.is_ok() {
+                    let (mut reader, _w) = channel.split();
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        while reader.wait().await.is_some() {}
+                    })
+                    .await;
+                }
+            }
+            let _ = a.writer.close().await;
+        });
+    }
+}
+
+/// A command started by `Session::hold`, still running on the host.
+pub struct Held {
+    writer: Option<russh::ChannelWriteHalf<client::Msg>>,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Ends the command: end of input, TERM, then the channel is closed.
+    pub async fn release(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.eof().await;
+            let _ = w.signal(Sig::TERM).await;
+            let _ = w.close().await;
+        }
+        self.drain.abort();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.drain.abort();
     }
 }
 
@@ -306,7 +465,7 @@ async fn connect_once(
         .map_err(timeout)??;
     let new_host_key = new_host_key.lock().unwrap().take();
     Ok(Session {
-        handle,
+        handle: Arc::new(handle),
         target: target.clone(),
         opts: opts.clone(),
         new_host_key,
