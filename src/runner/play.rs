@@ -522,15 +522,28 @@ async fn run_prepared(
     if changes.is_empty() {
         return subject.finished(ctx, Status::Ok, vec![], vec![], None);
     }
-    if sensitive {
-        return run_sensitive_changes(ctx, subject, &changes).await;
-    }
+    // A sensitive step's changes go through the same choke point with a muted log; output and
+    // events name how many changes were made, not what they were.
+    let muted;
+    let log = if sensitive {
+        muted = ctx.log.muted();
+        &muted
+    } else {
+        ctx.log
+    };
     let redactor = ctx.log.redactor();
-    let sentences: Vec<String> = changes
-        .iter()
-        .map(|c| redactor.redact(&c.summary))
-        .collect();
-    let diffs: Vec<String> = if ctx.mode.diff {
+    let sentences: Vec<String> = if sensitive {
+        vec![format!(
+            "{} change(s) (sensitive step: not shown)",
+            changes.len()
+        )]
+    } else {
+        changes
+            .iter()
+            .map(|c| redactor.redact(&c.summary))
+            .collect()
+    };
+    let diffs: Vec<String> = if ctx.mode.diff && !sensitive {
         changes
             .iter()
             .filter_map(|c| diff_of(c, redactor))
@@ -541,7 +554,7 @@ async fn run_prepared(
     let apply_ctx = ApplyCtx {
         session: ctx.session,
         mode: ctx.mode,
-        log: ctx.log,
+        log,
         cache_dir: &ctx.cache_dir,
         state_dir: ctx.state_dir,
         run_id: ctx.run_id,
@@ -598,7 +611,12 @@ async fn run_prepared(
         }
     }
     if let Some(e) = failure {
-        let mut result = subject.failed(ctx, format!("{e:#}"));
+        let why = if sensitive {
+            SENSITIVE_FAILURE.to_string()
+        } else {
+            format!("{e:#}")
+        };
+        let mut result = subject.failed(ctx, why);
         result.changes = sentences;
         return result;
     }
@@ -608,31 +626,6 @@ async fn run_prepared(
 /// What a failed sensitive step says instead of its error (which may quote content or commands).
 const SENSITIVE_FAILURE: &str =
     "failed (sensitive step: its error is not shown; run it without `sensitive` to see why)";
-
-/// A sensitive step's changes: applied through the same choke point with a muted log; output
-/// and events name how many changes were made, not what they were.
-async fn run_sensitive_changes(
-    ctx: &PlayCtx<'_>,
-    subject: Subject<'_>,
-    changes: &[Change],
-) -> StepResult {
-    let muted = ctx.log.muted();
-    let sentence = vec![format!(
-        "{} change(s) (sensitive step: not shown)",
-        changes.len()
-    )];
-    for change in changes {
-        if apply(ctx.session, change, ctx.mode, &muted, &ctx.cache_dir)
-            .await
-            .is_err()
-        {
-            let mut result = subject.failed(ctx, SENSITIVE_FAILURE.into());
-            result.changes = sentence;
-            return result;
-        }
-    }
-    subject.finished(ctx, Status::Changed, sentence, vec![], None)
-}
 
 /// A unified diff of a file change, secrets masked on both sides before diffing.
 fn diff_of(change: &Change, redactor: &crate::redact::Redactor) -> Option<String> {
