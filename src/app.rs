@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::cli::{Cli, Command, GlobalArgs, SecretsCommand};
 use crate::error::{exit, InputError};
 use crate::inventory::{secrets, Inventory, Secrets};
+use crate::manifests;
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
 use crate::runner::{self, Mode, RunRequest, Stage, TagFilter};
@@ -33,11 +34,33 @@ pub fn main(cli: Cli) -> Result<i32> {
                 }],
             )
         }
-        Command::All => run_stages(g, site(g)?.stages_for(None)?),
+        Command::All => {
+            let stages = site(g)?.stages_for(None)?;
+            if !g.check
+                && stages
+                    .iter()
+                    .flat_map(|s| &s.playbooks)
+                    .any(|p| p.hosts == "master")
+            {
+                // The hand-off copy on this machine, beside what the master applies.
+                render_manifests(g, None, true)?;
+            }
+            run_stages(g, stages)
+        }
         Command::Master => run_stages(g, site(g)?.stages_for(Some("master"))?),
         Command::Worker => run_stages(g, site(g)?.stages_for(Some("worker"))?),
         Command::Elk => run_stages(g, site(g)?.stages_for(Some("elk"))?),
-        Command::Manifests => run_stages(g, site(g)?.stages_for(Some("manifests"))?),
+        Command::Manifests {
+            render_only,
+            out,
+            offline,
+        } => {
+            render_manifests(g, out.as_deref(), !offline)?;
+            if *render_only {
+                return Ok(exit::OK);
+            }
+            run_stages(g, site(g)?.stages_for(Some("manifests"))?)
+        }
     }
 }
 
@@ -220,6 +243,57 @@ pub fn validate(
     Ok(checked)
 }
 
+/// The `files/` directory the playbooks in use read their templates from.
+fn files_dir(g: &GlobalArgs) -> Result<PathBuf, InputError> {
+    let playbooks = playbooks_dir(g)?;
+    Ok(playbooks
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("files"))
+}
+
+/// Renders the manifests into their hand-off directory (0700, files 0600) and downloads the
+/// pinned upstream files into it. Connects to no host.
+fn render_manifests(g: &GlobalArgs, out: Option<&std::path::Path>, download: bool) -> Result<()> {
+    let inventory = Inventory::load(&g.inventory)?;
+    let secrets = Secrets::resolve(&inventory.secret_names, &secrets_file(g), &g.inventory)?;
+    let rendered = manifests::render_for_master(&inventory, &secrets, &files_dir(g)?)?;
+    let dir = out
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifests::default_out_dir(&inventory));
+    if g.check {
+        println!(
+            "manifests: {} files would be written to {} (--check: nothing written)",
+            rendered.files.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let changed = manifests::write_tree(&dir, &rendered.files)?;
+    if download {
+        manifests::vendor_upstream(
+            &dir,
+            &rendered.upstream,
+            &inventory.state_dir().join("cache"),
+        )?;
+    }
+    println!(
+        "manifests: {} files in {} ({} changed); upstream files {}",
+        rendered.files.len(),
+        dir.display(),
+        changed.len(),
+        if download {
+            format!("{} downloaded, sha256 checked", rendered.upstream.len())
+        } else {
+            "not downloaded (--offline)".to_string()
+        }
+    );
+    for path in changed {
+        println!("  wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn check(g: &GlobalArgs) -> Result<i32> {
     let inventory = Inventory::load(&g.inventory)?;
     println!(
@@ -257,6 +331,16 @@ fn check(g: &GlobalArgs) -> Result<i32> {
             p.steps.len(),
             p.handlers.len(),
             p.hosts
+        );
+    }
+    let files = files_dir(g)?;
+    let has_master = inventory.hosts_with_role("master").next().is_some();
+    if has_master && files.join(manifests::TEMPLATE_DIR).is_dir() {
+        let rendered = manifests::render_for_master(&inventory, &secrets, &files)?;
+        println!(
+            "manifests: {} files rendered, {} upstream pins (nothing written or downloaded)",
+            rendered.files.len(),
+            rendered.upstream.len()
         );
     }
     println!("ok: {checked} step renderings checked; nothing was contacted");
