@@ -15,6 +15,9 @@ use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
 use crate::runner::{self, Mode, RunRequest, Stage, TagFilter};
 
+/// The tag of the steps that apply the cluster manifests (playbooks/manifests.toml).
+const MANIFESTS_TAG: &str = "manifests";
+
 pub fn main(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match &cli.command {
@@ -36,13 +39,16 @@ pub fn main(cli: Cli) -> Result<i32> {
         }
         Command::All => {
             let stages = site(g)?.stages_for(None)?;
-            if !g.check
-                && stages
-                    .iter()
-                    .flat_map(|s| &s.playbooks)
-                    .any(|p| p.hosts == "master")
-            {
-                // The hand-off copy on this machine, beside what the master applies.
+            // The hand-off copy on this machine, beside what the master applies; not when the
+            // tag filter leaves the manifests out.
+            let skipped = g.skip_tags.iter().any(|t| t == MANIFESTS_TAG)
+                || (!g.tags.is_empty() && !g.tags.iter().any(|t| t == MANIFESTS_TAG));
+            let applies_manifests = stages
+                .iter()
+                .flat_map(|s| &s.playbooks)
+                .flat_map(|p| &p.steps)
+                .any(|s| s.tags.iter().any(|t| t == MANIFESTS_TAG));
+            if applies_manifests && !skipped {
                 render_manifests(g, None, true)?;
             }
             run_stages(g, stages)
@@ -426,12 +432,57 @@ mod tests {
     }
 
     #[test]
+    fn every_manifest_template_is_uploaded_by_the_manifests_playbook() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        let uploaded: Vec<(String, String)> = playbook
+            .steps
+            .iter()
+            .filter(|s| s.module == "template")
+            .map(|s| {
+                let arg = |k: &str| s.args[k].as_str().unwrap().to_string();
+                (arg("src"), arg("dest"))
+            })
+            .collect();
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let rendered =
+            manifests::render_for_master(&inventory, &secrets, &root.join("files")).unwrap();
+        for f in &rendered.files {
+            let src = format!("manifests/{}.j2", f.path.display());
+            let dest = format!("{{{{ manifests_remote_dir }}}}/{}", f.path.display());
+            assert!(
+                uploaded.contains(&(src.clone(), dest)),
+                "{src} has no template step in playbooks/manifests.toml"
+            );
+        }
+        assert_eq!(uploaded.len(), rendered.files.len(), "{uploaded:?}");
+        for u in &rendered.upstream {
+            let dest = format!("{{{{ manifests_remote_dir }}}}/{}", u.path.display());
+            assert!(
+                playbook
+                    .steps
+                    .iter()
+                    .any(|s| s.module == "download" && s.args["dest"].as_str() == Some(&dest)),
+                "{} has no download step",
+                u.path.display()
+            );
+        }
+    }
+
+    #[test]
     fn shipped_playbooks_validate_against_the_shipped_inventory() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
-        let worker = Playbook::load(&root.join("playbooks/worker.toml")).unwrap();
-        let checked = validate(&inventory, &secrets, &[&worker], None).unwrap();
-        assert_eq!(checked, worker.steps.len() + worker.handlers.len());
+        for name in ["worker.toml", "manifests.toml"] {
+            let playbook = Playbook::load(&root.join("playbooks").join(name)).unwrap();
+            let checked = validate(&inventory, &secrets, &[&playbook], None).unwrap();
+            assert_eq!(
+                checked,
+                playbook.steps.len() + playbook.handlers.len(),
+                "{name}"
+            );
+        }
     }
 }
