@@ -435,3 +435,28 @@ fn an_upstream_pin_that_is_not_a_sha256_is_refused() {
     let err = render_tree(&Renderer::new(dir.path()), &ctx).unwrap_err();
     assert!(err.message.contains("not a sha256"), "{err}");
 }
+
+#[test]
+fn the_example_ci_workflow_only_does_what_the_deployer_role_allows() {
+    let workflow = std::fs::read_to_string(repo().join("files/ci/ci-cd.yml")).unwrap();
+    let _: serde_yaml::Value = serde_yaml::from_str(&workflow).unwrap();
+    let kubectl: Vec<&str> = workflow
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("kubectl "))
+        .collect();
+    assert_eq!(kubectl.len(), 2, "{kubectl:?}");
+    assert!(
+        kubectl[0].contains(" set image \"deployment/$DEPLOYMENT\""),
+        "{}",
+        kubectl[0]
+    );
+    assert!(
+        kubectl[1].contains(" rollout status \"deployment/$DEPLOYMENT\""),
+        "{}",
+        kubectl[1]
+    );
+    assert!(workflow.contains("DEPLOYMENT: django-app"));
+    assert!(workflow.contains("context: ./Exchange"));
+    assert!(workflow.contains("secrets.KUBE_CONFIG"));
+}
