@@ -126,11 +126,15 @@ fn the_ingress_controller_comes_from_the_pinned_release_manifest() {
     assert_eq!(u.path, Path::new("ingress-nginx/upstream/deploy.yaml"));
     assert!(u.url.contains("/controller-v"), "{}", u.url);
     assert_eq!(u.sha256.len(), 64);
-    // Fixed NodePorts from the inventory, patched onto the release's Service.
-    let k = file(&r, "ingress-nginx/kustomization.yaml");
-    assert!(
-        k.contains("nodePort: 30080") && k.contains("nodePort: 30443"),
-        "{k}"
+    // Fixed NodePorts from the inventory, on a Service of ours selecting the controller.
+    let s: serde_yaml::Value =
+        serde_yaml::from_str(file(&r, "ingress-nginx/nodeports.yaml")).unwrap();
+    assert_eq!(s["spec"]["type"], "NodePort");
+    assert_eq!(s["spec"]["ports"][0]["nodePort"], 30080);
+    assert_eq!(s["spec"]["ports"][1]["nodePort"], 30443);
+    assert_eq!(
+        s["spec"]["selector"]["app.kubernetes.io/component"],
+        "controller"
     );
 }
 
@@ -170,7 +174,6 @@ fn every_object_has_a_kind_a_name_and_a_namespace_when_it_needs_one() {
         "Namespace//crypto-exchange",
         "Namespace//monitoring",
         "Namespace//logging",
-        "Namespace//ingress-nginx",
         "ConfigMap/crypto-exchange/crypto-exchange-config",
         "Secret/crypto-exchange/crypto-exchange-secret",
         "Deployment/crypto-exchange/django-app",
@@ -459,4 +462,54 @@ fn the_example_ci_workflow_only_does_what_the_deployer_role_allows() {
     assert!(workflow.contains("DEPLOYMENT: django-app"));
     assert!(workflow.contains("context: ./Exchange"));
     assert!(workflow.contains("secrets.KUBE_CONFIG"));
+}
+
+/// Serves `body` over HTTP on loopback for each of `requests` connections; returns its URL.
+fn serve(body: &'static str, requests: usize) -> String {
+    use std::io::{BufRead as _, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/deploy.yaml", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn upstream_files_are_downloaded_only_when_their_sha256_matches() {
+    use sha2::Digest as _;
+    let body = "kind: List\n";
+    let good = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("manifests");
+    let upstream = |sha256: &str| Upstream {
+        url: serve(body, 1),
+        sha256: sha256.to_string(),
+        path: PathBuf::from("ingress-nginx/upstream/deploy.yaml"),
+    };
+    let bad = "0".repeat(64);
+    let err = vendor_upstream(&out, &[upstream(&bad)], &dir.path().join("cache-1")).unwrap_err();
+    assert!(format!("{err:#}").contains("sha256"), "{err:#}");
+    assert!(!out.join("ingress-nginx/upstream/deploy.yaml").exists());
+
+    vendor_upstream(&out, &[upstream(&good)], &dir.path().join("cache-2")).unwrap();
+    let written = out.join("ingress-nginx/upstream/deploy.yaml");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), body);
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
