@@ -471,6 +471,44 @@ mod tests {
     }
 
     #[test]
+    fn manifests_are_applied_namespaces_first_and_the_app_last_each_when_its_files_change() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        let handlers: Vec<&str> = playbook.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            handlers,
+            [
+                "apply namespaces",
+                "apply ingress-nginx",
+                "apply logging",
+                "apply monitoring",
+                "apply crypto-exchange"
+            ]
+        );
+        for step in playbook.steps.iter().filter(|s| s.module == "template") {
+            let src = step.args["src"].as_str().unwrap();
+            let rel = src.strip_prefix("manifests/").unwrap();
+            let want: Vec<String> = match rel.split_once('/') {
+                Some((dir, _)) => vec![format!("apply {dir}")],
+                None if rel == "namespaces.yaml.j2" => vec!["apply namespaces".into()],
+                // The top-level kustomization is the app team's entry point, not applied here.
+                None => vec![],
+            };
+            assert_eq!(step.notify, want, "{src}");
+        }
+        // Every handler but the namespaces' waits for what it applied.
+        for h in &playbook.handlers[1..] {
+            let cmd = h.args["cmd"].as_str().unwrap();
+            assert!(cmd.contains("rollout status"), "{}: {cmd}", h.name);
+            assert!(
+                cmd.contains("--timeout={{ rollout_timeout }}"),
+                "{}",
+                h.name
+            );
+        }
+    }
+
+    #[test]
     fn shipped_playbooks_validate_against_the_shipped_inventory() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
