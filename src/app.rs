@@ -11,9 +11,13 @@ use serde::Deserialize;
 use crate::cli::{Cli, Command, GlobalArgs, SecretsCommand};
 use crate::error::{exit, InputError};
 use crate::inventory::{secrets, Host, Inventory, Secrets};
+use crate::manifests;
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
 use crate::runner::{self, Interrupt, Mode, RunRequest, Stage, TagFilter};
+
+/// The tag of the steps that apply the cluster manifests (playbooks/manifests.toml).
+const MANIFESTS_TAG: &str = "manifests";
 
 pub fn main(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -34,11 +38,36 @@ pub fn main(cli: Cli) -> Result<i32> {
                 }],
             )
         }
-        Command::All => run_part(g, None),
+        Command::All => {
+            let stages = site(g)?.stages_for(None)?;
+            // The hand-off copy on this machine, beside what the master applies; not when the
+            // tag filter leaves the manifests out.
+            let skipped = g.skip_tags.iter().any(|t| t == MANIFESTS_TAG)
+                || (!g.tags.is_empty() && !g.tags.iter().any(|t| t == MANIFESTS_TAG));
+            let applies_manifests = stages
+                .iter()
+                .flat_map(|s| &s.playbooks)
+                .flat_map(|p| &p.steps)
+                .any(|s| s.tags.iter().any(|t| t == MANIFESTS_TAG));
+            if applies_manifests && !skipped {
+                render_manifests(g, None, true)?;
+            }
+            run_part(g, None)
+        }
         Command::Master => run_part(g, Some("master")),
         Command::Worker => run_part(g, Some("worker")),
         Command::Elk => run_part(g, Some("elk")),
-        Command::Manifests => run_part(g, Some("manifests")),
+        Command::Manifests {
+            render_only,
+            out,
+            offline,
+        } => {
+            render_manifests(g, out.as_deref(), !offline)?;
+            if *render_only {
+                return Ok(exit::OK);
+            }
+            run_part(g, Some("manifests"))
+        }
     }
 }
 
@@ -389,6 +418,57 @@ fn check_fetch_dests_per_host(
     Ok(())
 }
 
+/// The `files/` directory the playbooks in use read their templates from.
+fn files_dir(g: &GlobalArgs) -> Result<PathBuf, InputError> {
+    let (playbooks, _) = playbooks_dir(g)?;
+    Ok(playbooks
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("files"))
+}
+
+/// Renders the manifests into their hand-off directory (0700, files 0600) and downloads the
+/// pinned upstream files into it. Connects to no host.
+fn render_manifests(g: &GlobalArgs, out: Option<&std::path::Path>, download: bool) -> Result<()> {
+    let inventory = Inventory::load(&g.inventory)?;
+    let secrets = Secrets::resolve(&inventory.secret_names, &secrets_file(g), &g.inventory)?;
+    let rendered = manifests::render_for_master(&inventory, &secrets, &files_dir(g)?)?;
+    let dir = out
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifests::default_out_dir(&inventory));
+    if g.check {
+        println!(
+            "manifests: {} files would be written to {} (--check: nothing written)",
+            rendered.files.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let changed = manifests::write_tree(&dir, &rendered.files)?;
+    if download {
+        manifests::vendor_upstream(
+            &dir,
+            &rendered.upstream,
+            &inventory.state_dir().join("cache"),
+        )?;
+    }
+    println!(
+        "manifests: {} files in {} ({} changed); upstream files {}",
+        rendered.files.len(),
+        dir.display(),
+        changed.len(),
+        if download {
+            format!("{} downloaded, sha256 checked", rendered.upstream.len())
+        } else {
+            "not downloaded (--offline)".to_string()
+        }
+    );
+    for path in changed {
+        println!("  wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// One host per class of hosts whose templates see the same thing but for their identity.
 ///
 /// Hosts with the same roles, variables, login user, `become` and kind of address (IPv4, IPv6
@@ -458,6 +538,16 @@ fn check(g: &GlobalArgs) -> Result<i32> {
             p.steps.len(),
             p.handlers.len(),
             p.hosts
+        );
+    }
+    let files = files_dir(g)?;
+    let has_master = inventory.hosts_with_role("master").next().is_some();
+    if has_master && files.join(manifests::TEMPLATE_DIR).is_dir() {
+        let rendered = manifests::render_for_master(&inventory, &secrets, &files)?;
+        println!(
+            "manifests: {} files rendered, {} upstream pins (nothing written or downloaded)",
+            rendered.files.len(),
+            rendered.upstream.len()
         );
     }
     println!("ok: {checked} step renderings checked; nothing was contacted");
@@ -738,12 +828,95 @@ mod tests {
     }
 
     #[test]
+    fn every_manifest_template_is_uploaded_by_the_manifests_playbook() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        let uploaded: Vec<(String, String)> = playbook
+            .steps
+            .iter()
+            .filter(|s| s.module == "template")
+            .map(|s| {
+                let arg = |k: &str| s.args[k].as_str().unwrap().to_string();
+                (arg("src"), arg("dest"))
+            })
+            .collect();
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let rendered =
+            manifests::render_for_master(&inventory, &secrets, &root.join("files")).unwrap();
+        for f in &rendered.files {
+            let src = format!("manifests/{}.j2", f.path.display());
+            let dest = format!("{{{{ manifests_remote_dir }}}}/{}", f.path.display());
+            assert!(
+                uploaded.contains(&(src.clone(), dest)),
+                "{src} has no template step in playbooks/manifests.toml"
+            );
+        }
+        assert_eq!(uploaded.len(), rendered.files.len(), "{uploaded:?}");
+        for u in &rendered.upstream {
+            let dest = format!("{{{{ manifests_remote_dir }}}}/{}", u.path.display());
+            assert!(
+                playbook
+                    .steps
+                    .iter()
+                    .any(|s| s.module == "download" && s.args["dest"].as_str() == Some(&dest)),
+                "{} has no download step",
+                u.path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn manifests_are_applied_namespaces_first_and_the_app_last_each_when_its_files_change() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        let handlers: Vec<&str> = playbook.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(
+            handlers,
+            [
+                "apply namespaces",
+                "apply ingress-nginx",
+                "apply logging",
+                "apply monitoring",
+                "apply crypto-exchange"
+            ]
+        );
+        for step in playbook.steps.iter().filter(|s| s.module == "template") {
+            let src = step.args["src"].as_str().unwrap();
+            let rel = src.strip_prefix("manifests/").unwrap();
+            let want: Vec<String> = match rel.split_once('/') {
+                Some((dir, _)) => vec![format!("apply {dir}")],
+                None if rel == "namespaces.yaml.j2" => vec!["apply namespaces".into()],
+                // The top-level kustomization is the app team's entry point, not applied here.
+                None => vec![],
+            };
+            assert_eq!(step.notify, want, "{src}");
+        }
+        // Every handler but the namespaces' waits for what it applied.
+        for h in &playbook.handlers[1..] {
+            let cmd = h.args["cmd"].as_str().unwrap();
+            assert!(cmd.contains("rollout status"), "{}: {cmd}", h.name);
+            assert!(
+                cmd.contains("--timeout={{ rollout_timeout }}"),
+                "{}",
+                h.name
+            );
+        }
+    }
+
+    #[test]
     fn shipped_playbooks_validate_against_the_shipped_inventory() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
-        let worker = Playbook::load(&root.join("playbooks/worker.toml")).unwrap();
-        let checked = validate(&inventory, &secrets, &[&worker], None).unwrap();
-        assert_eq!(checked, worker.steps.len() + worker.handlers.len());
+        for name in ["worker.toml", "manifests.toml"] {
+            let playbook = Playbook::load(&root.join("playbooks").join(name)).unwrap();
+            let checked = validate(&inventory, &secrets, &[&playbook], None).unwrap();
+            assert_eq!(
+                checked,
+                playbook.steps.len() + playbook.handlers.len(),
+                "{name}"
+            );
+        }
     }
 }

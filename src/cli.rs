@@ -78,8 +78,20 @@ pub enum Command {
     Worker,
     /// The Elasticsearch + Kibana host.
     Elk,
-    /// Render the cluster manifests and apply them through the master.
-    Manifests,
+    /// Render the cluster manifests (a Kustomize directory on this machine) and apply them
+    /// through the master.
+    Manifests {
+        /// Only render (and download the pinned upstream files): connect to no host.
+        #[arg(long)]
+        render_only: bool,
+        /// Where to write them (default: .bootstrap/manifests beside the inventory).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// With --render-only: do not download the upstream files (the directory then lacks
+        /// them; for validating our own manifests offline).
+        #[arg(long, requires = "render_only")]
+        offline: bool,
+    },
     /// Run any playbook against the inventory hosts.
     Run {
         /// Path of the playbook (.toml).

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod cli;
 pub mod error;
 pub mod inventory;
+pub mod manifests;
 pub mod modules;
 pub mod playbook;
 pub mod redact;

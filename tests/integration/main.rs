@@ -2,5 +2,6 @@
 
 mod cli;
 mod lifecycle;
+mod manifests;
 mod support;
 mod transport;

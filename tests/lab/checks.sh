@@ -471,7 +471,9 @@ check_worker_check_mode_on_a_fresh_host() {
 
 # Everything built so far, all at once: converged already by the checks before, so 0 changed.
 check_all_converged() {
-  check "all: exits 0" exit_code_is 0 bootstrap_json all-final all
+  # The lab has no cluster until the Kubernetes stand-ins land: the manifests stage (every step
+  # tagged `manifests`) is skipped here, and gets checks of its own once they do.
+  check "all: exits 0" exit_code_is 0 bootstrap_json all-final --skip-tags manifests all
   check "all: changes nothing on the converged lab" summary_is all-final changed 0
   check "all: nothing failed or unreachable" summary_ok all-final
   check "master: not built yet, says so and exits 2" exit_code_is 2 bootstrap_plain master-missing master

@@ -1,0 +1,109 @@
+//! `bootstrap manifests --render-only` and `bootstrap check` on the shipped playbooks and
+//! templates: rendering connects to nothing, writes a private directory, and a broken template
+//! is bad input (exit 2) naming its file and line.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// The repository's inventory, playbooks and templates in a scratch directory, with the hosts'
+/// addresses moved to TEST-NET (nothing here may connect anywhere, but just in case).
+fn project() -> tempfile::TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = std::fs::read_to_string(repo.join("inventory.toml"))
+        .unwrap()
+        .replace("91.107.191.148", "192.0.2.11")
+        .replace("91.107.171.123", "192.0.2.12")
+        .replace("91.107.185.11", "192.0.2.13");
+    std::fs::write(dir.path().join("inventory.toml"), inventory).unwrap();
+    let status = Command::new("cp")
+        .args(["-r", "playbooks", "files"])
+        .arg(dir.path())
+        .current_dir(repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+fn bootstrap(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .current_dir(dir)
+        .args(["-i", "inventory.toml"])
+        .args(args)
+        .env_remove("BOOTSTRAP_INVENTORY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn render_only_writes_a_private_kustomize_directory_beside_the_inventory() {
+    let p = project();
+    let (code, out) = bootstrap(p.path(), &["secrets", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = bootstrap(p.path(), &["manifests", "--render-only", "--offline"]);
+    assert_eq!(code, 0, "{out}");
+    let dir = p.path().join(".bootstrap/manifests");
+    assert_eq!(mode(&dir), 0o700);
+    let secret = dir.join("crypto-exchange/secret.yaml");
+    assert_eq!(mode(&secret), 0o600);
+    for k in [
+        "",
+        "crypto-exchange/",
+        "monitoring/",
+        "logging/",
+        "ingress-nginx/",
+    ] {
+        assert!(dir.join(format!("{k}kustomization.yaml")).exists(), "{k}");
+    }
+    // The secret values are in the Secret, and nowhere in what the command printed.
+    let secrets = std::fs::read_to_string(p.path().join("secrets.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&secrets).unwrap();
+    let db_password = table["db_password"].as_str().unwrap();
+    assert!(std::fs::read_to_string(&secret)
+        .unwrap()
+        .contains(db_password));
+    assert!(!out.contains(db_password), "{out}");
+    // A second render changes nothing.
+    let (code, out) = bootstrap(p.path(), &["manifests", "--render-only", "--offline"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(0 changed)"), "{out}");
+}
+
+#[test]
+fn a_broken_manifest_template_is_bad_input_with_file_and_line() {
+    let p = project();
+    let t = p
+        .path()
+        .join("files/manifests/crypto-exchange/service.yaml.j2");
+    let mut text = std::fs::read_to_string(&t).unwrap();
+    text.push_str("  extra: {{ no_such_variable }}\n");
+    let line = text.lines().count();
+    std::fs::write(&t, text).unwrap();
+    let want = format!("files/manifests/crypto-exchange/service.yaml.j2:{line}");
+    let (code, out) = bootstrap(p.path(), &["check"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&want), "check: {out}");
+    let (code, out) = bootstrap(p.path(), &["secrets", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = bootstrap(p.path(), &["manifests", "--render-only", "--offline"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains(&want), "render: {out}");
+    assert!(
+        !p.path().join(".bootstrap/manifests").exists(),
+        "half a render was written"
+    );
+}
