@@ -40,6 +40,8 @@ pub struct ConnectOptions {
     pub project_known_hosts: PathBuf,
     /// Attempts at connection setup (only setup is ever retried), with backoff between them.
     pub connect_attempts: u32,
+    /// Deadline of a remote command run by `exec` when the caller gives none (`None`: no bound).
+    pub command_deadline: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -51,6 +53,8 @@ impl Default for ConnectOptions {
             known_hosts_files: Vec::new(),
             project_known_hosts: PathBuf::from(".bootstrap/known_hosts"),
             connect_attempts: 3,
+            // A bound for a command that hangs (a stuck restart), far above any honest step.
+            command_deadline: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -106,6 +110,26 @@ pub enum TransportError {
     Key { path: PathBuf, reason: String },
     #[error("connection to {address} lost: {reason}")]
     Disconnected { address: String, reason: String },
+    #[error(
+        "sudo -n failed for {user} on {address}: {message}; {}",
+        if *missing {
+            "install sudo on the host, or log in as root (user = \"root\")"
+        } else {
+            "give the user passwordless sudo (a sudoers line with NOPASSWD), or set become = false"
+        }
+    )]
+    Sudo {
+        address: String,
+        user: String,
+        /// sudo is not installed (the login shell said "not found").
+        missing: bool,
+        /// sudo's own words, e.g. "sudo: a password is required".
+        message: String,
+    },
+    #[error(
+        "a command on {address} did not finish within its deadline of {seconds}s and was stopped"
+    )]
+    Deadline { address: String, seconds: u64 },
     #[error("ssh error with {address}: {reason}")]
     Protocol { address: String, reason: String },
 }

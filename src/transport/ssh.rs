@@ -17,11 +17,13 @@ use russh::{ChannelMsg, Disconnect, Sig};
 use sha2::Digest as _;
 
 use super::known_hosts::{self, Entry, Lookup};
-use super::shell::{quote, wrap};
+use super::shell::{self, quote};
 use super::*;
 
 /// Keepalives without an answer before the connection is declared dead.
 const KEEPALIVE_MAX: usize = 3;
+/// Extra local wait past a command's deadline and `timeout`'s KILL, before giving up on the host.
+const LOCAL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 /// First pause between setup attempts; doubled after each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -64,13 +66,27 @@ impl Session {
     }
 
     /// Runs `script` (as root when the target says `become_root`); a non-zero exit is `Ok`.
+    /// Bounded by the options' default command deadline.
     pub async fn exec(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, self.target.become_root);
-        self.run_command(command, stdin).await
+        self.exec_with_deadline(script, stdin, self.opts.command_deadline)
+            .await
+    }
+
+    /// Like `exec`, with this command's own deadline (`None`: none). On the host, `timeout`
+    /// stops the script and everything it started (TERM, then KILL); here, the wait is bounded
+    /// too, in case the host cannot act. Past the deadline: `TransportError::Deadline`.
+    pub async fn exec_with_deadline(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        deadline: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        let privileged = shell::uses_sudo(&self.target.user, self.target.become_root);
+        self.run_script(script, stdin, privileged, deadline).await
     }
 
     /// Runs `script` as the login user, never through sudo.
@@ -79,8 +95,8 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = wrap(script, &self.target.user, false);
-        self.run_command(command, stdin).await
+        self.run_script(script, stdin, false, self.opts.command_deadline)
+            .await
     }
 
     /// Atomic upload in one round trip: temp file beside `dest`, sha256 check, attributes,
@@ -144,10 +160,53 @@ impl Session {
             .await;
     }
 
+    /// Sends `script` on stdin behind the constant loader (see `shell`), then `stdin`.
+    async fn run_script(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        privileged: bool,
+        deadline: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        let command = shell::command_line(&self.target.user, privileged, deadline);
+        let input = shell::frame(script, stdin);
+        let started = std::time::Instant::now();
+        let run = self.run_command(command, &input);
+        let mut out = match deadline {
+            // The host's `timeout` acts first; this bound only matters when the host cannot.
+            Some(d) => tokio::time::timeout(d + shell::KILL_AFTER + LOCAL_DEADLINE_MARGIN, run)
+                .await
+                .map_err(|_| self.deadline_error(d))??,
+            None => run.await?,
+        };
+        if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
+            return Err(TransportError::Sudo {
+                address: address_of(&self.target),
+                user: self.target.user.clone(),
+                missing: out.exit_status == 127,
+                message: sudo_message(&out),
+            });
+        }
+        if let Some(d) = deadline {
+            // 124: stopped by TERM; 137: by the KILL that followed.
+            if matches!(out.exit_status, 124 | 137) && started.elapsed() >= d {
+                return Err(self.deadline_error(d));
+            }
+        }
+        Ok(out)
+    }
+
+    fn deadline_error(&self, deadline: Duration) -> TransportError {
+        TransportError::Deadline {
+            address: address_of(&self.target),
+            seconds: deadline.as_secs().max(1),
+        }
+    }
+
     async fn run_command(
         &self,
         command: String,
-        stdin: Option<&[u8]>,
+        stdin: &[u8],
     ) -> Result<ExecOutput, TransportError> {
         let channel = self
             .handle
@@ -161,9 +220,7 @@ impl Session {
         let (mut reader, writer) = channel.split();
 
         let input = async {
-            if let Some(bytes) = stdin {
-                writer.data(bytes).await?;
-            }
+            writer.data(stdin).await?;
             writer.eof().await
         };
         let mut input = std::pin::pin!(input);
@@ -420,6 +477,22 @@ fn host_key_preference(known_types: &[String]) -> Vec<Algorithm> {
     };
     algorithms.sort_by_key(rank);
     algorithms
+}
+
+/// What sudo said when it refused to run the loader (its own lines only, not a login's noise).
+fn sudo_message(out: &ExecOutput) -> String {
+    let stderr = out.stderr_str();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("sudo")).collect();
+    let text = if lines.is_empty() {
+        stderr.trim().to_string()
+    } else {
+        lines.join("; ")
+    };
+    if text.is_empty() {
+        format!("exit {} and no message", out.exit_status)
+    } else {
+        text
+    }
 }
 
 /// Every known_hosts file that exists, parsed; the project's own file last.

@@ -8,7 +8,7 @@ use bootstrap::modules::FileAttrs;
 use bootstrap::transport::{Session, TransportError};
 use sha2::Digest;
 
-use crate::support::{keygen, wait_for_file, TestSshd, SUDO_USER};
+use crate::support::{keygen, user_without_sudo, wait_for_file, TestSshd, SUDO_USER};
 
 async fn connect_root(sshd: &TestSshd) -> Session {
     Session::connect(&sshd.target("root"), &sshd.options())
@@ -47,6 +47,115 @@ async fn stdin_reaches_the_command_and_not_its_command_line() {
     assert!(stdout.starts_with(&format!("got:{secret}\n")));
     // The process list (which includes our own shell) must not show the secret.
     assert_eq!(stdout.matches(&secret).count(), 1, "{stdout}");
+    session.close().await;
+}
+
+/// Regression: scripts travelled as one argv word, so a big probe batch failed with E2BIG.
+#[tokio::test]
+async fn script_larger_than_the_argument_limit_runs_through_sudo() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let script = format!(": '{}'\nid -u\ncat", "x".repeat(210 * 1024));
+    assert!(script.len() > 200 * 1024);
+    let out = session
+        .exec(&script, Some(b"input after the script"))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "0\ninput after the script");
+    session.close().await;
+}
+
+/// Regression: the script was the argument of the login shell and of `sudo sh -c`, so every
+/// local user saw it in `ps` and sudo logged it.
+#[tokio::test]
+async fn secret_in_a_script_is_absent_from_ps_and_argv() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let secret = format!("pssst-{}-{}", std::process::id(), rand_word());
+    let running = sshd.dir().join("running.pid");
+    let go = sshd.dir().join("go");
+    let script = format!(
+        "token='{secret}'; echo $$ > {running}; i=0\n\
+         while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; echo \"${{#token}}\"",
+        running = running.display(),
+        go = go.display()
+    );
+    let command = session.exec(&script, None);
+    let observer = async {
+        let pid = wait_for_file(&running).await.trim().to_string();
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+        let mut argvs = String::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+                argvs.push_str(&String::from_utf8_lossy(&cmdline));
+                argvs.push('\n');
+            }
+        }
+        let own = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        fs::write(&go, "").unwrap();
+        (ps, argvs, String::from_utf8_lossy(&own).to_string())
+    };
+    let (out, (ps, argvs, own)) = tokio::join!(command, observer);
+    let out = out.unwrap();
+    assert_eq!(out.stdout_str().trim(), secret.len().to_string());
+    assert!(own.starts_with("sh"), "the script's shell: {own}");
+    assert!(!own.contains(&secret), "{own}");
+    assert!(!ps.contains(&secret), "ps shows the secret:\n{ps}");
+    assert!(!argvs.contains(&secret), "an argv holds the secret");
+    session.close().await;
+}
+
+fn rand_word() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(10)
+        .map(char::from)
+        .collect()
+}
+
+/// Regression: a login without passwordless sudo read "the probe did not finish (connection
+/// or shell died)".
+#[tokio::test]
+async fn sudo_that_needs_a_password_is_named_with_its_own_message() {
+    let sshd = TestSshd::start();
+    let user = user_without_sudo();
+    let target = sshd.target(user);
+    assert!(target.become_root);
+    let session = Session::connect(&target, &sshd.options())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    // Without sudo the login works.
+    let plain = session.exec_unprivileged("id -un", None).await.unwrap();
+    assert_eq!(plain.stdout_str(), format!("{user}\n"));
+    let err = session.exec("id -u", None).await.unwrap_err();
+    match &err {
+        TransportError::Sudo {
+            user: u,
+            missing,
+            message,
+            ..
+        } => {
+            assert_eq!(u, user);
+            assert!(!missing);
+            assert!(
+                message.contains("sudo: a password is required"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Sudo, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("NOPASSWD") && text.contains(user), "{text}");
     session.close().await;
 }
 

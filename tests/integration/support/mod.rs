@@ -17,6 +17,38 @@ use bootstrap::transport::{ConnectOptions, SshTarget};
 /// The non-root user with NOPASSWD sudo that `become` tests log in as.
 pub const SUDO_USER: &str = "bootstrap-test";
 
+/// A non-root user with no sudo rights at all; made on first use by `user_without_sudo`.
+pub const NO_SUDO_USER: &str = "bootstrap-nosudo";
+
+/// Creates `NO_SUDO_USER` (once per test process) and returns its name. Its password field
+/// is `*` so sshd lets it in by key (a `!` would mean a locked account).
+pub fn user_without_sudo() -> &'static str {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(|| {
+        let exists = Command::new("id")
+            .arg(NO_SUDO_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if !exists {
+            let made = Command::new("useradd")
+                .args(["--create-home", "--shell", "/bin/sh", NO_SUDO_USER])
+                .status()
+                .expect("useradd");
+            assert!(made.success(), "useradd {NO_SUDO_USER} failed");
+        }
+        let unlocked = Command::new("usermod")
+            .args(["-p", "*", NO_SUDO_USER])
+            .status()
+            .expect("usermod");
+        assert!(unlocked.success());
+        let _ = fs::remove_file(format!("/etc/sudoers.d/{NO_SUDO_USER}"));
+    });
+    NO_SUDO_USER
+}
+
 const SSHD: &str = "/usr/sbin/sshd";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,7 +78,7 @@ impl TestSshd {
         sshd.generate_host_key();
         keygen(&sshd.client_key(), "ed25519", &[]);
         let client_pub = fs::read_to_string(sshd.client_key().with_extension("pub")).unwrap();
-        for user in ["root", SUDO_USER] {
+        for user in ["root", SUDO_USER, NO_SUDO_USER] {
             sshd.authorize(user, &client_pub);
         }
         // A free port can be taken between our probe and sshd's bind; try a few.
@@ -127,6 +159,7 @@ impl TestSshd {
             known_hosts_files: vec![self.user_known_hosts()],
             project_known_hosts: self.project_known_hosts(),
             connect_attempts: 1,
+            ..ConnectOptions::default()
         }
     }
 
