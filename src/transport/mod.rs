@@ -106,6 +106,21 @@ pub enum TransportError {
         address: String,
         fingerprint: String,
     },
+    #[error(
+        "REVOKED host key for {address} ({fingerprint}), marked @revoked in {location}; \
+         refusing to connect"
+    )]
+    HostKeyRevoked {
+        address: String,
+        fingerprint: String,
+        location: String,
+    },
+    #[error(
+        "{address} is known only through a @cert-authority line ({location}), and host \
+         certificates are not supported; pin the host key in the inventory (host_key) or add a \
+         plain known_hosts line for it"
+    )]
+    HostKeyCertAuthority { address: String, location: String },
     #[error("cannot load key {path}: {reason}")]
     Key { path: PathBuf, reason: String },
     #[error("connection to {address} lost: {reason}")]

@@ -332,29 +332,28 @@ async fn connect_once(
         inactivity_timeout: None,
         nodelay: true,
         preferred: russh::Preferred {
-            key: Cow::Owned(host_key_preference(&preferred_types)),
+            key: Cow::Owned(host_key_algorithms(&preferred_types)),
             ..Default::default()
         },
         ..Default::default()
     });
-    let new_host_key = Arc::new(Mutex::new(None));
-    let lost = Arc::new(Mutex::new(None));
-    let handler = Client {
-        address: address.clone(),
-        host,
-        pinned: target.pinned_host_key.clone(),
-        files,
-        strict: opts.strict_host_keys,
-        project_file: opts.project_known_hosts.clone(),
-        target: (target.address.clone(), target.port),
-        new_host_key: new_host_key.clone(),
-        lost: lost.clone(),
-    };
+    let handler = Client::new(target, opts, files);
+    let new_host_key = handler.new_host_key.clone();
+    let lost = handler.lost.clone();
 
     let setup = async {
-        let mut handle = client::connect_stream(config, stream, handler)
-            .await
-            .map_err(|e| e.into_transport(&address))?;
+        let mut handle = match client::connect_stream(config, stream, handler).await {
+            Ok(handle) => handle,
+            // The server has no key of a type on record: a changed key; find which it offers.
+            Err(HandlerError::Ssh(russh::Error::NoCommonAlgo {
+                kind: russh::AlgorithmKind::Key,
+                theirs,
+                ..
+            })) if !preferred_types.is_empty() => {
+                return Err(key_of_another_type(target, opts, &theirs).await)
+            }
+            Err(e) => return Err(e.into_transport(&address)),
+        };
         authenticate(&mut handle, target).await?;
         Ok::<_, TransportError>(handle)
     };
@@ -369,6 +368,49 @@ async fn connect_once(
         new_host_key,
         lost,
     })
+}
+
+/// After a refused negotiation: a second handshake offering every type, only to show the
+/// fingerprint of the key the server has (it is never accepted), as a changed key.
+async fn key_of_another_type(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+    offered: &[String],
+) -> TransportError {
+    let address = address_of(target);
+    let fallback = TransportError::Protocol {
+        address: address.clone(),
+        reason: format!(
+            "the server offers only host keys of types we have no record of ({}); treat it as a changed key",
+            offered.join(", ")
+        ),
+    };
+    let Ok(Ok(stream)) = tokio::time::timeout(
+        opts.connect_timeout,
+        tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
+    )
+    .await
+    else {
+        return fallback;
+    };
+    let config = Arc::new(client::Config {
+        preferred: russh::Preferred {
+            key: Cow::Owned(host_key_algorithms(&[])),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut handler = Client::new(target, opts, read_known_hosts(opts));
+    handler.probe_only = true;
+    match tokio::time::timeout(
+        opts.connect_timeout,
+        client::connect_stream(config, stream, handler),
+    )
+    .await
+    {
+        Ok(Err(HandlerError::HostKey(e))) => e,
+        _ => fallback,
+    }
 }
 
 async fn authenticate(
@@ -461,22 +503,24 @@ async fn rsa_hash(
     Ok(handle.best_supported_rsa_hash().await?.flatten())
 }
 
-/// Host key algorithms with those of keys already on record first, so the server shows the one we know.
-fn host_key_preference(known_types: &[String]) -> Vec<Algorithm> {
-    let mut algorithms = russh::Preferred::DEFAULT.key.to_vec();
-    let rank = |alg: &Algorithm| {
-        let name = if alg.clone().is_rsa() {
-            "ssh-rsa"
+/// The host key algorithms to negotiate: when keys are on record for the host (pinned or in a
+/// known_hosts file), only algorithms of those types, so a server (or a man in the middle)
+/// cannot switch to a type we have no record of; else all of them.
+fn host_key_algorithms(known_types: &[String]) -> Vec<Algorithm> {
+    let all = russh::Preferred::DEFAULT.key.to_vec();
+    if known_types.is_empty() {
+        return all;
+    }
+    let type_of = |alg: &Algorithm| {
+        if alg.clone().is_rsa() {
+            "ssh-rsa".to_string()
         } else {
-            alg.as_str()
-        };
-        known_types
-            .iter()
-            .position(|t| t == name)
-            .unwrap_or(known_types.len())
+            alg.as_str().to_string()
+        }
     };
-    algorithms.sort_by_key(rank);
-    algorithms
+    all.into_iter()
+        .filter(|alg| known_types.contains(&type_of(alg)))
+        .collect()
 }
 
 /// What sudo said when it refused to run the loader (its own lines only, not a login's noise).
@@ -610,6 +654,8 @@ struct Client {
     target: (String, u16),
     new_host_key: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// Only look at the key to report it: never accept or record it.
+    probe_only: bool,
 }
 
 #[derive(Debug)]
@@ -656,9 +702,36 @@ impl HandlerError {
 }
 
 impl Client {
-    /// Pinned key, then the known_hosts files; an unknown key is recorded unless strict.
+    fn new(target: &SshTarget, opts: &ConnectOptions, files: Vec<(PathBuf, Vec<Entry>)>) -> Client {
+        Client {
+            address: address_of(target),
+            host: known_hosts::host_field(&target.address, target.port),
+            pinned: target.pinned_host_key.clone(),
+            files,
+            strict: opts.strict_host_keys,
+            project_file: opts.project_known_hosts.clone(),
+            target: (target.address.clone(), target.port),
+            new_host_key: Arc::new(Mutex::new(None)),
+            lost: Arc::new(Mutex::new(None)),
+            probe_only: false,
+        }
+    }
+
+    /// Revocations, then the pinned key, then the known_hosts files; a key of a type not on
+    /// record for a known host is a changed key; an unknown key is recorded unless strict.
     fn verify(&self, key_type: &str, key: &[u8]) -> Result<(), TransportError> {
         let presented = known_hosts::fingerprint(key);
+        for (path, entries) in &self.files {
+            if let Lookup::Revoked { line } =
+                known_hosts::lookup(entries, &self.host, key_type, key)
+            {
+                return Err(TransportError::HostKeyRevoked {
+                    address: self.address.clone(),
+                    fingerprint: presented,
+                    location: format!("{}:{line}", path.display()),
+                });
+            }
+        }
         if let Some(pinned) = &self.pinned {
             let (pinned_type, pinned_key) =
                 known_hosts::parse_public_key(pinned).ok_or_else(|| TransportError::Protocol {
@@ -666,16 +739,21 @@ impl Client {
                     reason: "the inventory host_key is not a `type base64` public key".into(),
                 })?;
             if pinned_type == key_type && pinned_key == key {
-                return Ok(());
+                return self.accept_known();
             }
             return Err(self.changed(&pinned_key, presented, "inventory host_key".into()));
         }
         let mut changed = None;
+        let mut cert_authority = None;
         for (path, entries) in &self.files {
+            let at = |line: usize| format!("{}:{line}", path.display());
             match known_hosts::lookup(entries, &self.host, key_type, key) {
-                Lookup::Known => return Ok(()),
+                Lookup::Known => return self.accept_known(),
                 Lookup::Changed { expected, line } if changed.is_none() => {
-                    changed = Some((expected, format!("{}:{line}", path.display())));
+                    changed = Some((expected, at(line)));
+                }
+                Lookup::CertAuthorityOnly { line } if cert_authority.is_none() => {
+                    cert_authority = Some(at(line));
                 }
                 _ => {}
             }
@@ -683,7 +761,13 @@ impl Client {
         if let Some((expected, source)) = changed {
             return Err(self.changed(&expected, presented, source));
         }
-        if self.strict {
+        if let Some(source) = cert_authority {
+            return Err(TransportError::HostKeyCertAuthority {
+                address: self.address.clone(),
+                location: source,
+            });
+        }
+        if self.strict || self.probe_only {
             return Err(TransportError::HostKeyUnknown {
                 address: self.address.clone(),
                 fingerprint: presented,
@@ -700,6 +784,17 @@ impl Client {
             }
         })?;
         *self.new_host_key.lock().unwrap() = Some(presented);
+        Ok(())
+    }
+
+    /// A key on record; a probe connection still never goes further.
+    fn accept_known(&self) -> Result<(), TransportError> {
+        if self.probe_only {
+            return Err(TransportError::Protocol {
+                address: self.address.clone(),
+                reason: "no host key algorithm in common with the server".into(),
+            });
+        }
         Ok(())
     }
 
@@ -788,11 +883,14 @@ mod tests {
     }
 
     #[test]
-    fn known_key_types_come_first() {
-        let prefs = host_key_preference(&["ssh-rsa".to_string()]);
-        assert!(prefs[0].clone().is_rsa());
-        let prefs = host_key_preference(&[]);
-        assert_eq!(prefs, russh::Preferred::DEFAULT.key.to_vec());
+    fn only_key_types_on_record_are_negotiated() {
+        let algs = host_key_algorithms(&["ssh-rsa".to_string()]);
+        assert!(!algs.is_empty());
+        assert!(algs.iter().all(|a| a.clone().is_rsa()), "{algs:?}");
+        let algs = host_key_algorithms(&["ssh-ed25519".to_string()]);
+        assert_eq!(algs, vec![Algorithm::Ed25519]);
+        let algs = host_key_algorithms(&[]);
+        assert_eq!(algs, russh::Preferred::DEFAULT.key.to_vec());
     }
 
     #[test]

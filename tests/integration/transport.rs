@@ -294,6 +294,93 @@ async fn changed_host_key_is_refused_before_authenticating() {
     assert!(!log.contains("publickey"), "{log}");
 }
 
+/// Regression: known as ed25519, the host offering only ecdsa or rsa was recorded and used.
+#[tokio::test]
+async fn host_key_of_another_type_is_a_changed_key() {
+    for kind in ["ecdsa", "rsa"] {
+        let mut sshd = TestSshd::start();
+        connect_root(&sshd).await.close().await;
+        let recorded = fs::read_to_string(sshd.project_known_hosts()).unwrap();
+        let old = sshd.host_fingerprint();
+
+        sshd.restart_with_host_key_type(kind);
+        assert!(!sshd.host_public_key().starts_with("ssh-ed25519"));
+        let new = sshd.host_fingerprint();
+        let err = Session::connect(&sshd.target("root"), &sshd.options())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a {kind} key for an ed25519 host was accepted"));
+        match &err {
+            TransportError::HostKeyChanged {
+                expected,
+                presented,
+                ..
+            } => {
+                assert_eq!(expected, &old, "{kind}");
+                assert_eq!(presented, &new, "{kind}");
+            }
+            other => panic!("{kind}: expected HostKeyChanged, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains(&old) && message.contains(&new),
+            "{message}"
+        );
+        // Nothing recorded, no credential offered.
+        assert_eq!(
+            fs::read_to_string(sshd.project_known_hosts()).unwrap(),
+            recorded
+        );
+        assert!(!sshd.log().contains("publickey"), "{}", sshd.log());
+    }
+}
+
+#[tokio::test]
+async fn revoked_host_key_is_refused() {
+    let sshd = TestSshd::start();
+    fs::write(
+        sshd.user_known_hosts(),
+        format!("@revoked * {}\n", sshd.host_public_key()),
+    )
+    .unwrap();
+    match Session::connect(&sshd.target("root"), &sshd.options()).await {
+        Err(TransportError::HostKeyRevoked {
+            fingerprint,
+            location,
+            ..
+        }) => {
+            assert_eq!(fingerprint, sshd.host_fingerprint());
+            assert!(location.ends_with("user_known_hosts:1"), "{location}");
+        }
+        Err(other) => panic!("expected HostKeyRevoked, got {other:?}"),
+        Ok(_) => panic!("a revoked host key was accepted"),
+    }
+    assert!(!sshd.project_known_hosts().exists());
+}
+
+#[tokio::test]
+async fn host_known_only_through_a_cert_authority_is_refused_as_unsupported() {
+    let sshd = TestSshd::start();
+    let ca = sshd.dir().join("ca_key");
+    keygen(&ca, "ed25519", &[]);
+    let ca_pub = fs::read_to_string(ca.with_extension("pub")).unwrap();
+    fs::write(
+        sshd.user_known_hosts(),
+        format!("@cert-authority [127.0.0.1]:* {ca_pub}"),
+    )
+    .unwrap();
+    let err = Session::connect(&sshd.target("root"), &sshd.options())
+        .await
+        .err()
+        .expect("a host vouched for by a CA we cannot check must not be accepted as new");
+    assert!(
+        matches!(err, TransportError::HostKeyCertAuthority { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not supported"), "{err}");
+    assert!(!sshd.project_known_hosts().exists());
+}
+
 #[tokio::test]
 async fn strict_mode_refuses_an_unknown_host() {
     let sshd = TestSshd::start();

@@ -58,6 +58,8 @@ pub struct TestSshd {
     child: Option<Child>,
     /// Bumped on each start so every run of sshd has its own log.
     generation: u32,
+    /// `ssh-keygen -t` of the host key: ed25519 unless a test changes it.
+    host_key_type: String,
 }
 
 impl TestSshd {
@@ -74,6 +76,7 @@ impl TestSshd {
             port: 0,
             child: None,
             generation: 0,
+            host_key_type: "ed25519".into(),
         };
         sshd.generate_host_key();
         keygen(&sshd.client_key(), "ed25519", &[]);
@@ -203,13 +206,21 @@ impl TestSshd {
         assert!(self.spawn(), "sshd would not restart:\n{}", self.log());
     }
 
+    /// Simulates a host (or a man in the middle) that now offers only a key of type `kind`.
+    pub fn restart_with_host_key_type(&mut self, kind: &str) {
+        self.stop();
+        self.host_key_type = kind.to_string();
+        self.generate_host_key();
+        assert!(self.spawn(), "sshd would not restart:\n{}", self.log());
+    }
+
     /// The log of the current (or last) run of sshd.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn host_key(&self) -> PathBuf {
-        self.dir().join("host_ed25519_key")
+        self.dir().join(format!("host_{}_key", self.host_key_type))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -219,7 +230,7 @@ impl TestSshd {
     fn generate_host_key(&self) {
         let _ = fs::remove_file(self.host_key());
         let _ = fs::remove_file(self.host_key().with_extension("pub"));
-        keygen(&self.host_key(), "ed25519", &[]);
+        keygen(&self.host_key(), &self.host_key_type, &[]);
     }
 
     fn write_config(&self) -> PathBuf {
