@@ -42,6 +42,14 @@ impl Session {
         target: &SshTarget,
         opts: &ConnectOptions,
     ) -> Result<Session, TransportError> {
+        // A key that cannot be used stops here, before anything reaches the host.
+        if let Some(path) = &target.key_file {
+            let path = expand_home(path);
+            super::keys::check(&path).map_err(|problem| TransportError::Key {
+                reason: format!("{problem}; {}", problem.hint(&path)),
+                path,
+            })?;
+        }
         let attempts = opts.connect_attempts.max(1);
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=attempts {
@@ -425,11 +433,10 @@ async fn authenticate(
     match &target.key_file {
         Some(path) => {
             let path = expand_home(path);
-            let key =
-                russh::keys::load_secret_key(&path, None).map_err(|e| TransportError::Key {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let key = super::keys::load(&path).map_err(|problem| TransportError::Key {
+                reason: format!("{problem}; {}", problem.hint(&path)),
+                path: path.clone(),
+            })?;
             let hash = rsa_hash(handle, key.algorithm()).await.map_err(protocol)?;
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
             let result = handle

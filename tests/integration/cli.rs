@@ -585,3 +585,52 @@ file = { path = "{{ root }}/named", state = "directory" }
     assert_eq!(run.changed_steps(), vec!["dir for a with ********"]);
     assert!(!run.all().contains(SECRET));
 }
+
+/// Regression: a key readable by others was used (OpenSSH refuses it), and a key that could
+/// not be parsed was found only after connecting.
+#[test]
+fn unusable_key_files_are_bad_input_before_any_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let key = p.path("id_shared");
+    fs::copy(sshd.client_key(), &key).unwrap();
+    let inventory = fs::read_to_string(p.path("inventory.toml"))
+        .unwrap()
+        .replace(
+            &sshd.client_key().display().to_string(),
+            &key.display().to_string(),
+        );
+    p.write("inventory.toml", &inventory);
+    // `check` validates the project's own playbook set.
+    p.write(
+        "playbooks/site.toml",
+        "[[stages]]\nname = \"converge\"\nplaybooks = [\"converge.toml\"]\n",
+    );
+    let sane = p.bootstrap(&["check"], &[]);
+    assert_eq!(sane.code, 0, "{}", sane.all());
+    let cases: [(u32, Option<&str>, &str); 2] = [
+        (0o644, None, "chmod 600"),
+        (
+            0o600,
+            Some("-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n"),
+            "regenerate",
+        ),
+    ];
+    for (mode, content, advice) in cases {
+        if let Some(text) = content {
+            fs::write(&key, text).unwrap();
+        }
+        fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+        for args in [&["check"][..], &["run", "playbooks/converge.toml"][..]] {
+            let run = p.bootstrap(args, &[]);
+            assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+            let text = run.all();
+            assert!(text.contains(&key.display().to_string()), "{text}");
+            assert!(text.contains(advice), "{text}");
+        }
+    }
+    // Nothing reached the host: the one connection in sshd's log is the harness's readiness probe.
+    let log = sshd.log();
+    assert_eq!(log.matches("Connection from").count(), 1, "{log}");
+}
