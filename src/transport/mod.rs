@@ -7,6 +7,7 @@ pub mod keys;
 pub mod known_hosts;
 pub mod shell;
 pub mod ssh;
+pub mod upload;
 
 use std::path::PathBuf;
 use std::time::Duration;

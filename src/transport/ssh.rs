@@ -118,7 +118,7 @@ impl Session {
         backup: bool,
     ) -> anyhow::Result<()> {
         let sha256 = hex::encode(sha2::Sha256::digest(content));
-        let script = upload_script(dest, &sha256, attrs, validate, backup);
+        let script = super::upload::script(dest, &sha256, attrs, validate, backup);
         let out = self.exec(&script, Some(content)).await?;
         if !out.success() {
             bail!(
@@ -592,63 +592,6 @@ fn signal_number(sig: &Sig) -> u32 {
     }
 }
 
-/// The remote side of `upload`: everything in one script, the temp file removed on any failure.
-fn upload_script(
-    dest: &str,
-    sha256: &str,
-    attrs: &crate::modules::FileAttrs,
-    validate: Option<&str>,
-    backup: bool,
-) -> String {
-    let mut s = String::new();
-    s.push_str("set -e\n");
-    s.push_str(&format!("dest={}\n", quote(dest)));
-    s.push_str("dir=$(dirname -- \"$dest\")\n");
-    s.push_str("tmp=$(umask 077 && mktemp \"$dir/.bootstrap-upload.XXXXXXXX\")\n");
-    s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\n");
-    s.push_str("cat > \"$tmp\"\n");
-    s.push_str("sum=$(sha256sum < \"$tmp\")\n");
-    s.push_str(&format!(
-        "if [ \"${{sum%% *}}\" != {sha256} ]; then echo \"checksum mismatch after transfer to $dest\" >&2; exit 1; fi\n"
-    ));
-    match &attrs.mode {
-        Some(mode) => s.push_str(&format!("chmod {} \"$tmp\"\n", quote(mode))),
-        // No mode asked: keep the existing file's, else the usual 0644 rather than mktemp's 0600.
-        None => s.push_str(
-            "if [ -e \"$dest\" ]; then chmod --reference=\"$dest\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n",
-        ),
-    }
-    match owner_spec(attrs) {
-        Some(spec) => s.push_str(&format!("chown {} \"$tmp\"\n", quote(&spec))),
-        // Best effort: keeping the old owner may be impossible without root.
-        None => s.push_str(
-            "if [ -e \"$dest\" ]; then chown --reference=\"$dest\" \"$tmp\" 2>/dev/null || true; fi\n",
-        ),
-    }
-    if let Some(validate) = validate {
-        let command = validate.replace("%s", "\"$tmp\"");
-        s.push_str(&format!(
-            "if ! {{ {command}\n}} >&2; then echo \"validation failed for $dest: \"{} >&2; exit 1; fi\n",
-            quote(validate)
-        ));
-    }
-    if backup {
-        s.push_str("if [ -e \"$dest\" ]; then cp -p -- \"$dest\" \"$dest.$(date +%s).bak\"; fi\n");
-    }
-    s.push_str("mv -f -- \"$tmp\" \"$dest\"\n");
-    s.push_str("trap - EXIT\n");
-    s
-}
-
-fn owner_spec(attrs: &crate::modules::FileAttrs) -> Option<String> {
-    match (&attrs.owner, &attrs.group) {
-        (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-        (Some(o), None) => Some(o.clone()),
-        (None, Some(g)) => Some(format!(":{g}")),
-        (None, None) => None,
-    }
-}
-
 /// russh handler: checks the host key during the handshake and remembers why a connection ended.
 struct Client {
     address: String,
@@ -908,53 +851,5 @@ mod tests {
             Path::new(&home).join(".ssh/id")
         );
         assert_eq!(expand_home(Path::new("/k/~/x")), Path::new("/k/~/x"));
-    }
-
-    #[test]
-    fn owner_spec_covers_owner_and_group() {
-        let attrs = |o: Option<&str>, g: Option<&str>| FileAttrs {
-            mode: None,
-            owner: o.map(String::from),
-            group: g.map(String::from),
-        };
-        assert_eq!(owner_spec(&attrs(Some("a"), Some("b"))).unwrap(), "a:b");
-        assert_eq!(owner_spec(&attrs(None, Some("b"))).unwrap(), ":b");
-        assert_eq!(owner_spec(&attrs(None, None)), None);
-    }
-
-    /// The upload script is plain sh; run it locally to check its logic without SSH.
-    fn run_upload(dir: &Path, content: &[u8], sha: &str, validate: Option<&str>) -> bool {
-        use std::io::Write;
-        let dest = dir.join("f.conf");
-        let attrs = FileAttrs {
-            mode: Some("0640".into()),
-            owner: None,
-            group: None,
-        };
-        let script = upload_script(dest.to_str().unwrap(), sha, &attrs, validate, true);
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(content).unwrap();
-        child.wait().unwrap().success()
-    }
-
-    #[test]
-    fn upload_script_refuses_a_wrong_checksum_and_cleans_up() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!run_upload(dir.path(), b"data", &"0".repeat(64), None));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let sha = hex::encode(sha2::Sha256::digest(b"data"));
-        assert!(run_upload(
-            dir.path(),
-            b"data",
-            &sha,
-            Some("grep -q data %s")
-        ));
-        assert_eq!(std::fs::read(dir.path().join("f.conf")).unwrap(), b"data");
     }
 }

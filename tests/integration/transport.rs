@@ -603,6 +603,183 @@ async fn upload_keeps_a_backup_when_asked() {
     session.close().await;
 }
 
+/// A validate command that stops the upload half-way: it says it is running, waits for `go`
+/// (bounded), then fails.
+fn stalling_validate(dir: &std::path::Path) -> String {
+    format!(
+        "touch {d}/validating; i=0; while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; false",
+        d = dir.display()
+    )
+}
+
+/// Names of upload temp files in `dir`.
+fn upload_temp_files(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".bootstrap-upload"))
+        .collect()
+}
+
+/// Regression: with the connection cut, the upload's shell died of SIGPIPE on its next write
+/// to the connection, before its EXIT trap could remove the temp file.
+#[tokio::test]
+async fn upload_whose_connection_is_cut_removes_its_temp_file() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("big.bin");
+    let content = vec![7u8; 4 << 20];
+    let validate = stalling_validate(sshd.dir());
+    let attrs = FileAttrs::default();
+    let upload = session.upload(
+        &content,
+        dest.to_str().unwrap(),
+        &attrs,
+        Some(&validate),
+        false,
+    );
+    let cutter = async {
+        wait_for_path(&sshd.dir().join("validating")).await;
+        assert_eq!(upload_temp_files(&work).len(), 1, "the upload is under way");
+        sshd.cut_connections(false);
+        fs::write(sshd.dir().join("go"), "").unwrap();
+    };
+    let (result, ()) = tokio::join!(upload, cutter);
+    assert!(result.is_err(), "the connection was cut");
+    // The remote shell lives on and must clean up by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !upload_temp_files(&work).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "temp file left behind: {:?}",
+            upload_temp_files(&work)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!dest.exists());
+}
+
+/// A shell killed outright (crash, reboot) cleans nothing: the next upload to the file does.
+#[tokio::test]
+async fn leftover_of_a_killed_upload_is_removed_by_the_next_upload() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("big.bin");
+    let content = vec![7u8; 4 << 20];
+    let validate = stalling_validate(sshd.dir());
+    let attrs = FileAttrs::default();
+    let upload = session.upload(
+        &content,
+        dest.to_str().unwrap(),
+        &attrs,
+        Some(&validate),
+        false,
+    );
+    let cutter = async {
+        wait_for_path(&sshd.dir().join("validating")).await;
+        sshd.cut_connections(true);
+    };
+    let (result, ()) = tokio::join!(upload, cutter);
+    assert!(result.is_err(), "the connection was cut");
+    let left = upload_temp_files(&work);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed shell could not clean up: {left:?}"
+    );
+    assert_eq!(fs::metadata(work.join(&left[0])).unwrap().len(), 4 << 20);
+
+    let next = connect_root(&sshd).await;
+    next.upload(
+        b"small\n",
+        dest.to_str().unwrap(),
+        &FileAttrs::default(),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b"small\n");
+    assert_eq!(upload_temp_files(&work), Vec::<String>::new());
+    next.close().await;
+}
+
+/// Regression: on a full disk `cp` left a truncated `.bak` beside the file.
+#[tokio::test]
+async fn backup_on_a_full_disk_leaves_no_truncated_copy() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let disk = TinyDisk::mount(&sshd.dir().join("disk"), "256k");
+    let dest = disk.path.join("data.bin");
+    let old = vec![1u8; 160 * 1024];
+    fs::write(&dest, &old).unwrap();
+    // The new content fits beside the old; a full copy of the old one does not.
+    let err = session
+        .upload(
+            &[2u8; 40 * 1024],
+            dest.to_str().unwrap(),
+            &FileAttrs::default(),
+            None,
+            true,
+        )
+        .await
+        .expect_err("the backup cannot fit");
+    assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+    let names: Vec<String> = fs::read_dir(&disk.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert_eq!(names, vec!["data.bin".to_string()], "leftovers beside dest");
+    assert_eq!(fs::read(&dest).unwrap(), old);
+    session.close().await;
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct TinyDisk {
+    path: std::path::PathBuf,
+}
+
+impl TinyDisk {
+    fn mount(path: &std::path::Path, size: &str) -> TinyDisk {
+        fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs (needs root)");
+        TinyDisk {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Polls (bounded) until `path` exists.
+async fn wait_for_path(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn read_file_returns_bytes_or_names_the_path() {
     let sshd = TestSshd::start();

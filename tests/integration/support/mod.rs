@@ -193,6 +193,24 @@ impl TestSshd {
         let _ = child.wait();
     }
 
+    /// Cuts every live connection (kills sshd's per-connection processes with SIGKILL) while
+    /// the listener keeps accepting new ones. With `kill_commands` the remote commands die too
+    /// (as in a crash or a reboot); without, they live on with their connection gone.
+    pub fn cut_connections(&self, kill_commands: bool) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        for pid in descendants(child.id()) {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if kill_commands || name.starts_with("sshd") {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+
     /// Starts sshd again on the same port with the same keys.
     pub fn restart(&mut self) {
         self.stop();
