@@ -27,6 +27,17 @@ pub struct Inventory {
     pub vars: toml::Table,
     /// Declared secret names with their descriptions (`[secrets]`).
     pub secret_names: BTreeMap<String, String>,
+    /// How patiently to connect (`[ssh]` connect_timeout, wait_for_host).
+    pub connect: ConnectSettings,
+}
+
+/// `[ssh]` settings about connecting, in seconds in the file; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Bound of one connection attempt.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How long to keep retrying a host that refuses or drops connections (rebooting).
+    pub wait_for_host: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +78,8 @@ struct RawSsh {
     key: Option<String>,
     #[serde(rename = "become")]
     become_root: Option<bool>,
+    connect_timeout: Option<Spanned<i64>>,
+    wait_for_host: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,12 +214,36 @@ impl Inventory {
         for name in raw.secrets.keys() {
             validate_name(path, None, name)?;
         }
+        let seconds =
+            |value: &Option<Spanned<i64>>, name: &str, range: std::ops::RangeInclusive<i64>| {
+                match value {
+                    None => Ok(None),
+                    Some(v) if range.contains(v.get_ref()) => {
+                        Ok(Some(std::time::Duration::from_secs(*v.get_ref() as u64)))
+                    }
+                    Some(v) => Err(InputError::new(
+                        path,
+                        Some(line_at(v.span().start)),
+                        format!(
+                            "[ssh] {name} = {} is not in {}-{} (seconds)",
+                            v.get_ref(),
+                            range.start(),
+                            range.end()
+                        ),
+                    )),
+                }
+            };
+        let connect = ConnectSettings {
+            connect_timeout: seconds(&raw.ssh.connect_timeout, "connect_timeout", 1..=600)?,
+            wait_for_host: seconds(&raw.ssh.wait_for_host, "wait_for_host", 0..=3600)?,
+        };
 
         Ok(Inventory {
             path: path.to_path_buf(),
             hosts,
             vars: raw.vars,
             secret_names: raw.secrets,
+            connect,
         })
     }
 
@@ -387,6 +424,22 @@ db_name = "other"
         .unwrap_err();
         assert!(err.message.contains("more than one host has role `master`"));
         assert_eq!(err.line, Some(4));
+    }
+
+    #[test]
+    fn connect_settings_are_read_and_bounded() {
+        let inv = parse("[ssh]\nconnect_timeout = 5\nwait_for_host = 180\n").unwrap();
+        assert_eq!(
+            inv.connect,
+            ConnectSettings {
+                connect_timeout: Some(std::time::Duration::from_secs(5)),
+                wait_for_host: Some(std::time::Duration::from_secs(180)),
+            }
+        );
+        assert_eq!(parse("").unwrap().connect, ConnectSettings::default());
+        let err = parse("[ssh]\nuser = \"a\"\nwait_for_host = -1\n").unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("wait_for_host"), "{}", err.message);
     }
 
     #[test]

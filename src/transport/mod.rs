@@ -32,7 +32,9 @@ pub struct SshTarget {
 
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// Bound of one setup attempt (TCP connect, then handshake and authentication).
     pub connect_timeout: Duration,
+    /// Idle time before a keepalive is sent; see `dead_peer_timeout`.
     pub keepalive_interval: Duration,
     /// Refuse hosts whose key is not known yet (instead of accepting and recording them).
     pub strict_host_keys: bool,
@@ -42,6 +44,12 @@ pub struct ConnectOptions {
     pub project_known_hosts: PathBuf,
     /// Attempts at connection setup (only setup is ever retried), with backoff between them.
     pub connect_attempts: u32,
+    /// Setup keeps being retried for at least this long after the first attempt (a host that
+    /// is rebooting); `connect_attempts` still applies when it is longer.
+    pub wait_for_host: Duration,
+    /// Cap on the kernel's send buffer for the connection (`None`: the system's autotuning).
+    /// On a slow link a smaller buffer keeps keepalives from queuing behind megabytes of upload.
+    pub send_buffer: Option<u32>,
     /// Deadline of a remote command run by `exec` when the caller gives none (`None`: no bound).
     pub command_deadline: Option<Duration>,
 }
@@ -55,11 +63,24 @@ impl Default for ConnectOptions {
             known_hosts_files: Vec::new(),
             project_known_hosts: PathBuf::from(".bootstrap/known_hosts"),
             connect_attempts: 3,
+            wait_for_host: Duration::ZERO,
+            send_buffer: None,
             // A bound for a command that hangs (a stuck restart), far above any honest step.
             command_deadline: Some(Duration::from_secs(3600)),
         }
     }
 }
+
+impl ConnectOptions {
+    /// A connection with no traffic from the peer for this long (keepalives unanswered) or a
+    /// write that makes no progress for this long is declared dead.
+    pub fn dead_peer_timeout(&self) -> Duration {
+        self.keepalive_interval * (KEEPALIVE_MAX as u32 + 1)
+    }
+}
+
+/// Keepalives without an answer before the connection is declared dead.
+pub(crate) const KEEPALIVE_MAX: usize = 3;
 
 /// What a finished remote command left behind. A non-zero status is not a transport error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -20,12 +20,11 @@ use super::known_hosts::{self, Entry, Lookup};
 use super::shell::{self, quote};
 use super::*;
 
-/// Keepalives without an answer before the connection is declared dead.
-const KEEPALIVE_MAX: usize = 3;
 /// Extra local wait past a command's deadline and `timeout`'s KILL, before giving up on the host.
 const LOCAL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
-/// First pause between setup attempts; doubled after each failure.
+/// First pause between setup attempts; doubled after each failure, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub struct Session {
     handle: client::Handle<Client>,
@@ -51,17 +50,25 @@ impl Session {
             })?;
         }
         let attempts = opts.connect_attempts.max(1);
+        let started = std::time::Instant::now();
         let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=attempts {
+        let mut attempt = 1;
+        loop {
             match connect_once(target, opts).await {
-                Err(e) if e.is_retryable_setup() && attempt < attempts => {
+                // A host that is rebooting refuses or drops connections for a while: keep
+                // trying until both the attempts and the wait for the host are used up.
+                Err(e)
+                    if e.is_retryable_setup()
+                        && (attempt < attempts
+                            || started.elapsed() + backoff < opts.wait_for_host) =>
+                {
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
                 }
                 result => return result,
             }
         }
-        unreachable!("the last attempt always returns")
     }
 
     /// The fingerprint of a host key this connection accepted and recorded (accept-new).
@@ -308,16 +315,13 @@ async fn connect_once(
         address: address.clone(),
         seconds: opts.connect_timeout.as_secs().max(1),
     };
-    let stream = tokio::time::timeout(
-        opts.connect_timeout,
-        tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
-    )
-    .await
-    .map_err(timeout)?
-    .map_err(|e| TransportError::Connect {
-        address: address.clone(),
-        reason: e.to_string(),
-    })?;
+    let stream = tokio::time::timeout(opts.connect_timeout, open_socket(target, opts))
+        .await
+        .map_err(timeout)?
+        .map_err(|e| TransportError::Connect {
+            address: address.clone(),
+            reason: e.to_string(),
+        })?;
     // Small request/response packets: don't let Nagle hold them back.
     let _ = stream.set_nodelay(true);
 
@@ -337,7 +341,10 @@ async fn connect_once(
     let config = Arc::new(client::Config {
         keepalive_interval: Some(opts.keepalive_interval),
         keepalive_max: KEEPALIVE_MAX,
-        inactivity_timeout: None,
+        // Keepalives alone cannot catch a peer that vanished while our send queue is full (a
+        // black hole during an upload): nothing is sent, so nothing goes unanswered. This bound
+        // also covers a write that makes no progress.
+        inactivity_timeout: Some(opts.dead_peer_timeout()),
         nodelay: true,
         preferred: russh::Preferred {
             key: Cow::Owned(host_key_algorithms(&preferred_types)),
@@ -378,6 +385,34 @@ async fn connect_once(
     })
 }
 
+/// TCP to the target, with the send buffer capped when the options say so.
+async fn open_socket(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for address in tokio::net::lookup_host((target.address.as_str(), target.port)).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(bytes) = opts.send_buffer {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        )
+    }))
+}
+
 /// After a refused negotiation: a second handshake offering every type, only to show the
 /// fingerprint of the key the server has (it is never accepted), as a changed key.
 async fn key_of_another_type(
@@ -393,11 +428,8 @@ async fn key_of_another_type(
             offered.join(", ")
         ),
     };
-    let Ok(Ok(stream)) = tokio::time::timeout(
-        opts.connect_timeout,
-        tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
-    )
-    .await
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(opts.connect_timeout, open_socket(target, opts)).await
     else {
         return fallback;
     };

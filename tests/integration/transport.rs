@@ -8,7 +8,9 @@ use bootstrap::modules::FileAttrs;
 use bootstrap::transport::{Session, TransportError};
 use sha2::Digest;
 
-use crate::support::{keygen, user_without_sudo, wait_for_file, TestSshd, SUDO_USER};
+use crate::support::{
+    keygen, user_without_sudo, wait_for_file, BlackHoleProxy, TestSshd, SUDO_USER,
+};
 
 async fn connect_root(sshd: &TestSshd) -> Session {
     Session::connect(&sshd.target("root"), &sshd.options())
@@ -947,6 +949,136 @@ async fn agent_identities_are_tried_in_turn() {
     let _ = agent.kill();
     let _ = agent.wait();
     let session = result.unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(session.exec("true", None).await.unwrap().success());
+    session.close().await;
+}
+
+/// Regression: a black hole during an upload hung for ever (no inactivity bound, so with the
+/// send queue full no keepalive was ever sent or missed).
+#[tokio::test]
+async fn black_hole_during_an_upload_fails_within_the_dead_peer_bound() {
+    let sshd = TestSshd::start();
+    let proxy = BlackHoleProxy::start(sshd.port());
+    let mut target = sshd.target("root");
+    target.port = proxy.port();
+    let opts = bootstrap::transport::ConnectOptions {
+        keepalive_interval: Duration::from_secs(1),
+        // As on a WAN link: the buffer fills long before the SSH window is used up.
+        send_buffer: Some(16 * 1024),
+        ..sshd.options()
+    };
+    let bound = opts.dead_peer_timeout();
+    assert_eq!(bound, Duration::from_secs(4));
+    let session = Session::connect(&target, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(session.exec("true", None).await.unwrap().success());
+
+    let content = vec![0u8; 128 << 20];
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("never.bin");
+    let attrs = FileAttrs::default();
+    let upload = session.upload(&content, dest.to_str().unwrap(), &attrs, None, false);
+    // The hole opens once data is flowing: the send queue is full of upload when it does.
+    let hole = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while upload_temp_files(&work).is_empty() {
+            assert!(Instant::now() < deadline, "the upload never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.swallow();
+        Instant::now()
+    };
+    let (result, started) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(upload, hole)
+    })
+    .await
+    .expect("the upload must fail, not hang");
+    let err = result.expect_err("nothing got through");
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            err.downcast_ref::<TransportError>(),
+            Some(TransportError::Disconnected { .. })
+        ),
+        "{err:#}"
+    );
+    assert!(
+        waited < bound * 3,
+        "took {waited:?} for a bound of {bound:?}"
+    );
+}
+
+/// Regression: no command had a deadline, so `sleep infinity` waited for ever.
+#[tokio::test]
+async fn command_past_its_deadline_is_stopped_on_the_host() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let pid_file = sshd.dir().join("sleeper.pid");
+    let script = format!("sleep 3600 & echo $! > {}; wait", pid_file.display());
+    let started = Instant::now();
+    let err = session
+        .exec_with_deadline(&script, None, Some(Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Deadline { seconds: 2, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // What the command started is gone too, not left running on the host.
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or("");
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "sleep {pid} still runs: {state}"
+    );
+    // A command within its deadline is not affected.
+    let ok = session
+        .exec_with_deadline("echo fine", None, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(ok.stdout_str(), "fine\n");
+    session.close().await;
+}
+
+/// Regression: a rebooting host got 3 tries 0.2 s and 0.4 s apart; `wait_for_host` keeps trying.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_that_comes_back_within_wait_for_host_is_reached() {
+    let mut sshd = TestSshd::start();
+    sshd.stop();
+    // The "rebooting" host: something on the port drops every connection, like a host whose
+    // sshd is not up yet.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
+    let opts = bootstrap::transport::ConnectOptions {
+        connect_attempts: 3,
+        wait_for_host: Duration::from_secs(60),
+        ..sshd.options()
+    };
+    let target = sshd.target("root");
+    let connect = tokio::spawn(async move { Session::connect(&target, &opts).await });
+    let refused = tokio::task::spawn_blocking(move || {
+        // One more than the old three attempts.
+        for _ in 0..4 {
+            let (stream, _) = listener.accept().unwrap();
+            drop(stream);
+        }
+    });
+    refused.await.unwrap();
+    sshd.restart();
+    let session = tokio::time::timeout(Duration::from_secs(30), connect)
+        .await
+        .expect("bounded")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the host came back but: {e}"));
     assert!(session.exec("true", None).await.unwrap().success());
     session.close().await;
 }

@@ -381,3 +381,85 @@ fn parent_of(pid: u32) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a port, which can turn into a black hole: once
+/// `swallow` is called it forwards nothing more in either direction and reads nothing more,
+/// while keeping every connection open (a peer gone without a FIN or RST, as on a WAN).
+pub struct BlackHoleProxy {
+    port: u16,
+    hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHoleProxy {
+    pub fn start(upstream: u16) -> BlackHoleProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hole = Arc::new(AtomicBool::new(false));
+        let flag = hole.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                // A small receive buffer, as on a slow link: a stalled peer fills it at once.
+                small_receive_buffer(&client);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || forward(from, to, &flag));
+                }
+            }
+        });
+        fn forward(mut from: TcpStream, mut to: TcpStream, hole: &AtomicBool) {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if hole.load(Ordering::SeqCst) {
+                    // Swallow this chunk and read no more; keep both sockets open forever.
+                    let _keep = (from, to);
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+        BlackHoleProxy { port, hole }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on nothing gets through.
+    pub fn swallow(&self) {
+        self.hole.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn small_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: a valid socket descriptor and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
+}
