@@ -148,6 +148,13 @@ pub enum TransportError {
     Key { path: PathBuf, reason: String },
     #[error("connection to {address} lost: {reason}")]
     Disconnected { address: String, reason: String },
+    /// The connection dropped and was re-established: what was running has an unknown
+    /// outcome (this command may or may not have run). Probe again before changing anything.
+    #[error(
+        "connection to {address} lost ({reason}) and re-established; the command's outcome is \
+         unknown: probe again"
+    )]
+    Reconnected { address: String, reason: String },
     #[error(
         "sudo -n failed for {user} on {address}: {message}; {}",
         if *missing {

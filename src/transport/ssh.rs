@@ -26,13 +26,27 @@ const LOCAL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Connections lost in one session that are re-established; past this, a drop is final.
+const MAX_RECONNECTS: u32 = 3;
+
 pub struct Session {
-    handle: client::Handle<Client>,
+    /// The live connection; replaced when a dropped one is re-established.
+    link: Mutex<Arc<Link>>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+    reconnects: std::sync::atomic::AtomicU32,
     target: SshTarget,
     opts: ConnectOptions,
     new_host_key: Option<String>,
+}
+
+/// One SSH connection.
+struct Link {
+    handle: client::Handle<Client>,
     /// Why the connection ended, as told to the handler; read when a channel breaks.
     lost: Arc<Mutex<Option<String>>>,
+    /// 0 for the first connection of a session, then 1, 2, ... after each reconnection.
+    generation: u32,
 }
 
 impl Session {
@@ -49,25 +63,55 @@ impl Session {
                 path,
             })?;
         }
-        let attempts = opts.connect_attempts.max(1);
-        let started = std::time::Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match connect_once(target, opts).await {
-                // A host that is rebooting refuses or drops connections for a while: keep
-                // trying until both the attempts and the wait for the host are used up.
-                Err(e)
-                    if e.is_retryable_setup()
-                        && (attempt < attempts
-                            || started.elapsed() + backoff < opts.wait_for_host) =>
-                {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    attempt += 1;
-                }
-                result => return result,
+        let (link, new_host_key) = connect_with_retries(target, opts, 0).await?;
+        Ok(Session {
+            link: Mutex::new(Arc::new(link)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            reconnects: std::sync::atomic::AtomicU32::new(0),
+            target: target.clone(),
+            opts: opts.clone(),
+            new_host_key,
+        })
+    }
+
+    /// How many times a dropped connection was re-established in this session.
+    pub fn reconnections(&self) -> u32 {
+        self.reconnects.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn link(&self) -> Arc<Link> {
+        self.link.lock().unwrap().clone()
+    }
+
+    /// After `failed` (a `Disconnected` on `link`): connect again, once, with the usual
+    /// retries and wait for the host. Success is `Reconnected` (the command's outcome is
+    /// unknown: the caller probes again); failure keeps the original error, with why.
+    async fn reconnect(&self, link: &Link, failed: TransportError) -> TransportError {
+        use std::sync::atomic::Ordering;
+        let TransportError::Disconnected { address, reason } = failed else {
+            return failed;
+        };
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if self.link().generation != link.generation {
+            // Another command already reconnected after the same drop.
+            return TransportError::Reconnected { address, reason };
+        }
+        if self.reconnects.load(Ordering::SeqCst) >= MAX_RECONNECTS {
+            return TransportError::Disconnected {
+                address,
+                reason: format!("{reason}; not reconnecting: {MAX_RECONNECTS} drops already"),
+            };
+        }
+        match connect_with_retries(&self.target, &self.opts, link.generation + 1).await {
+            Ok((fresh, _)) => {
+                self.reconnects.fetch_add(1, Ordering::SeqCst);
+                *self.link.lock().unwrap() = Arc::new(fresh);
+                TransportError::Reconnected { address, reason }
             }
+            Err(e) => TransportError::Disconnected {
+                address,
+                reason: format!("{reason}; reconnecting failed: {e}"),
+            },
         }
     }
 
@@ -170,6 +214,7 @@ impl Session {
     pub async fn close(self) {
         // The peer may already be gone; there is nothing useful to do about it then.
         let _ = self
+            .link()
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
@@ -186,13 +231,21 @@ impl Session {
         let command = shell::command_line(&self.target.user, privileged, deadline);
         let input = shell::frame(script, stdin);
         let started = std::time::Instant::now();
-        let run = self.run_command(command, &input);
-        let mut out = match deadline {
+        let link = self.link();
+        let run = self.run_command(&link, command, &input);
+        let result = match deadline {
             // The host's `timeout` acts first; this bound only matters when the host cannot.
             Some(d) => tokio::time::timeout(d + shell::KILL_AFTER + LOCAL_DEADLINE_MARGIN, run)
                 .await
-                .map_err(|_| self.deadline_error(d))??,
-            None => run.await?,
+                .map_err(|_| self.deadline_error(d))?,
+            None => run.await,
+        };
+        let mut out = match result {
+            Ok(out) => out,
+            Err(e @ TransportError::Disconnected { .. }) => {
+                return Err(self.reconnect(&link, e).await)
+            }
+            Err(e) => return Err(e),
         };
         if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
             return Err(TransportError::Sudo {
@@ -220,18 +273,19 @@ impl Session {
 
     async fn run_command(
         &self,
+        link: &Link,
         command: String,
         stdin: &[u8],
     ) -> Result<ExecOutput, TransportError> {
-        let channel = self
+        let channel = link
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| self.broken("opening a channel", &e))?;
+            .map_err(|e| self.broken(link, "opening a channel", &e))?;
         channel
             .exec(true, command)
             .await
-            .map_err(|e| self.broken("starting a command", &e))?;
+            .map_err(|e| self.broken(link, "starting a command", &e))?;
         let (mut reader, writer) = channel.split();
 
         let input = async {
@@ -272,19 +326,19 @@ impl Session {
                 let note = format!("\n[remote command killed by signal {sig:?}]\n");
                 out.stderr.extend_from_slice(note.as_bytes());
             }
-            (None, None) => return Err(self.lost_error("a command was running")),
+            (None, None) => return Err(self.lost_error(link, "a command was running")),
         }
         Ok(out)
     }
 
     /// A channel operation failed: name the cause the handler saw if the connection is gone.
-    fn broken(&self, doing: &str, error: &russh::Error) -> TransportError {
-        if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
-            return self.lost_error(doing);
+    fn broken(&self, link: &Link, doing: &str, error: &russh::Error) -> TransportError {
+        if link.handle.is_closed() || link.lost.lock().unwrap().is_some() {
+            return self.lost_error(link, doing);
         }
         match error {
             russh::Error::SendError | russh::Error::Disconnect | russh::Error::HUP => {
-                self.lost_error(doing)
+                self.lost_error(link, doing)
             }
             other => TransportError::Protocol {
                 address: address_of(&self.target),
@@ -293,8 +347,8 @@ impl Session {
         }
     }
 
-    fn lost_error(&self, doing: &str) -> TransportError {
-        let why = self.lost.lock().unwrap().clone();
+    fn lost_error(&self, link: &Link, doing: &str) -> TransportError {
+        let why = link.lost.lock().unwrap().clone();
         TransportError::Disconnected {
             address: address_of(&self.target),
             reason: match why {
@@ -305,11 +359,40 @@ impl Session {
     }
 }
 
+/// Setup attempts until one succeeds or the attempts and the wait for the host are used up;
+/// only failures that may pass (refused, timed out, dropped during the handshake) are retried.
+async fn connect_with_retries(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+    generation: u32,
+) -> Result<(Link, Option<String>), TransportError> {
+    let attempts = opts.connect_attempts.max(1);
+    let started = std::time::Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match connect_once(target, opts, generation).await {
+            // A host that is rebooting refuses or drops connections for a while: keep
+            // trying until both the attempts and the wait for the host are used up.
+            Err(e)
+                if e.is_retryable_setup()
+                    && (attempt < attempts || started.elapsed() + backoff < opts.wait_for_host) =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// One setup attempt: TCP (bounded by the timeout), handshake with host key check, auth.
 async fn connect_once(
     target: &SshTarget,
     opts: &ConnectOptions,
-) -> Result<Session, TransportError> {
+    generation: u32,
+) -> Result<(Link, Option<String>), TransportError> {
     let address = address_of(target);
     let timeout = |_| TransportError::Timeout {
         address: address.clone(),
@@ -376,13 +459,12 @@ async fn connect_once(
         .await
         .map_err(timeout)??;
     let new_host_key = new_host_key.lock().unwrap().take();
-    Ok(Session {
+    let link = Link {
         handle,
-        target: target.clone(),
-        opts: opts.clone(),
-        new_host_key,
         lost,
-    })
+        generation,
+    };
+    Ok((link, new_host_key))
 }
 
 /// TCP to the target, with the send buffer capped when the options say so.

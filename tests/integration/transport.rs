@@ -1082,3 +1082,33 @@ async fn host_that_comes_back_within_wait_for_host_is_reached() {
     assert!(session.exec("true", None).await.unwrap().success());
     session.close().await;
 }
+
+/// A dropped connection is re-established once, and the caller is told so (the command's
+/// outcome is unknown, so it probes again) instead of every later command failing.
+#[tokio::test]
+async fn dropped_connection_is_reestablished_and_reported_as_reconnected() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let pid_file = sshd.dir().join("running.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let command = session.exec(&script, None);
+    let cutter = async {
+        wait_for_file(&pid_file).await;
+        // A crash of the connection: the command dies with it; the host still answers.
+        sshd.cut_connections(true);
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(command, cutter)
+    })
+    .await
+    .expect("bounded");
+    match result {
+        Err(TransportError::Reconnected { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    assert_eq!(session.reconnections(), 1);
+    let again = session.exec("echo again", None).await.unwrap();
+    assert_eq!(again.stdout_str(), "again\n");
+    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2);
+    session.close().await;
+}
