@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use crate::error::{exit, InputError};
 use crate::inventory::{secrets, Inventory, Secrets};
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::Playbook;
-use crate::runner::{self, Mode, RunRequest, Stage, TagFilter};
+use crate::runner::{self, Interrupt, Mode, RunRequest, Stage, TagFilter};
 
 pub fn main(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -301,7 +302,10 @@ fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {
         diff: g.diff,
     };
     let reporter = crate::ui::reporter(g.json, g.verbose, mode);
+    let interrupt = Arc::new(Interrupt::default());
     let req = RunRequest {
+        force_handlers: g.force_handlers,
+        interrupt: interrupt.clone(),
         connect: runner::default_connect_options(&inventory, g.strict_host_keys),
         inventory,
         secrets,
@@ -314,12 +318,49 @@ fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {
             skip: g.skip_tags.clone(),
         },
     };
-    let summary = runtime()?.block_on(runner::run(req, reporter));
-    Ok(if summary.success() {
-        exit::OK
-    } else {
-        exit::FAILED
+    let summary = runtime()?.block_on(async {
+        tokio::spawn(watch_signals(interrupt.clone(), reporter.clone()));
+        runner::run(req, reporter).await
+    });
+    Ok(match interrupt.signal() {
+        // The shell's convention: 128 + the signal (130 for SIGINT, 143 for SIGTERM).
+        Some(signal) if summary.interrupted => 128 + signal,
+        _ if summary.success() => exit::OK,
+        _ => exit::FAILED,
     })
+}
+
+/// First SIGINT/SIGTERM: the run stops scheduling and ends through its tail (locks given back,
+/// recap printed). Second: abort at once.
+async fn watch_signals(interrupt: Arc<Interrupt>, reporter: Arc<dyn runner::Reporter>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut received = 0;
+    loop {
+        let (number, name) = tokio::select! {
+            _ = int.recv() => (2, "SIGINT"),
+            _ = term.recv() => (15, "SIGTERM"),
+        };
+        received += 1;
+        if received == 1 {
+            interrupt.raise(number);
+            reporter.event(&runner::Event::Interrupted {
+                signal: name.to_string(),
+            });
+        } else {
+            eprintln!(
+                "{name} again: aborting at once, without a recap; remote commands are stopped by \
+                 their time limit, run locks free themselves within seconds, and handlers owed \
+                 are recorded on the hosts for the next run"
+            );
+            std::process::exit(128 + number);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub struct GlobalArgs {
     /// Skip steps with one of these tags.
     #[arg(long, global = true, value_delimiter = ',')]
     pub skip_tags: Vec<String>,
+    /// Run notified handlers even when a later step failed.
+    #[arg(long, global = true)]
+    pub force_handlers: bool,
     /// Also print steps that changed nothing, and where logs are.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

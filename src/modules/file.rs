@@ -165,7 +165,7 @@ impl Module for File {
                     shell(script),
                 )])
             }
-            (FileState::File, None) => Err(PlanError(format!(
+            (FileState::File, None) => Err(PlanError::not_yet(format!(
                 "{} does not exist (state = \"file\" only manages an existing file; use state = \"touch\" to create it)",
                 self.path
             ))),

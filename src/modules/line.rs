@@ -156,7 +156,7 @@ impl Module for Line {
         let (old, stat) = match &remote.stat {
             None if self.state == LineState::Absent => return Ok(vec![]),
             None if !self.create => {
-                return Err(PlanError(format!(
+                return Err(PlanError::not_yet(format!(
                     "{} does not exist (set create = true to create it)",
                     self.path
                 )))

@@ -56,8 +56,29 @@ pub struct ProbeOutput {
 
 /// Errors while planning: the probe said something the module cannot work with.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", self.message())]
 pub struct PlanError(pub String);
+
+/// Marks a `PlanError` that only says "what I manage does not exist yet" (a unit, a file):
+/// in check mode an earlier step that would create it did not run, so that is no failure.
+const NOT_YET: &str = "\u{1}not-yet\u{1}";
+
+impl PlanError {
+    /// The thing this step works on does not exist yet (an earlier step may create it).
+    pub fn not_yet(message: impl Into<String>) -> Self {
+        PlanError(format!("{NOT_YET}{}", message.into()))
+    }
+
+    /// True for `not_yet` errors; every other planning error means the probe's answer is wrong
+    /// or missing, which an earlier change cannot explain.
+    pub fn is_not_yet(&self) -> bool {
+        self.0.starts_with(NOT_YET)
+    }
+
+    pub fn message(&self) -> &str {
+        self.0.strip_prefix(NOT_YET).unwrap_or(&self.0)
+    }
+}
 
 /// A module instance for one step on one host.
 pub trait Module: Send + Sync + std::fmt::Debug {
@@ -72,6 +93,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     /// keeps it out of logs and events.
     fn probe_is_sensitive(&self) -> bool {
         false
+    }
+
+    /// How long applying this step may legitimately take when the module knows better than
+    /// the default for its kind (e.g. `wait_for`: its own timeout).
+    fn expected_duration(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -140,9 +167,16 @@ pub enum Action {
         dest: String,
         attrs: FileAttrs,
     },
-    /// Firewall change guarded against lock-out: `script` runs with `rollback` armed on the host
-    /// (a transient systemd timer) that fires unless a fresh SSH connection proves access.
-    GuardedFirewall { script: String, rollback: String },
+    /// Firewall change guarded against lock-out. The runner gives all three scripts a fresh,
+    /// root-only directory in `$snap` (one per run): `snapshot` saves the firewall there and
+    /// fails unless the copy is complete; a watchdog armed on the host then runs `rollback`
+    /// unless disarmed after a fresh SSH login proves access. `rollback` restores the snapshot,
+    /// and prints `FAIL-OPEN` on a line of its own when it had to disable the firewall instead.
+    GuardedFirewall {
+        snapshot: String,
+        script: String,
+        rollback: String,
+    },
 }
 
 /// Builds the module named by a step's module table from its rendered arguments.

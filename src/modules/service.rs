@@ -142,7 +142,7 @@ impl Module for Service {
             "loaded" => {}
             "" => return Err(PlanError(format!("systemd did not answer about {} (is systemd running?)", self.name))),
             "not-found" => {
-                return Err(PlanError(format!(
+                return Err(PlanError::not_yet(format!(
                     "unit {} is not known to systemd (is its package installed, or its unit file written?)",
                     self.name
                 )))

@@ -57,7 +57,6 @@
 
 use super::*;
 use crate::error::InputError;
-use crate::transport::shell::quote;
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -190,7 +189,13 @@ struct RuleArgs {
 /// Comment prefix marking the rules this module owns.
 pub const MANAGED_PREFIX: &str = "bootstrap:";
 
-const SAVE_DIR: &str = "/var/lib/bootstrap/ufw-rollback";
+/// The saved firewall files, as named inside the run's snapshot directory `$snap`.
+const SAVED: &[(&str, &str)] = &[
+    ("/etc/ufw/user.rules", "user.rules"),
+    ("/etc/ufw/user6.rules", "user6.rules"),
+    ("/etc/ufw/ufw.conf", "ufw.conf"),
+    ("/etc/default/ufw", "default-ufw"),
+];
 
 /// A rule as ufw keeps it in its `### tuple ###` lines, normalised so equal rules compare equal.
 /// Fields this module never sets (source port, direction, logging) are kept so that a managed
@@ -789,6 +794,7 @@ impl Ufw {
             changes.push(Change::new(
                 summary,
                 Action::GuardedFirewall {
+                    snapshot: snapshot_script(),
                     script: self.guarded_script(&lines),
                     rollback: rollback_script(),
                 },
@@ -797,32 +803,54 @@ impl Ufw {
         Ok(changes)
     }
 
-    /// Saves the current firewall for the rollback, makes sure SSH stays open, then `lines`.
+    /// Makes sure SSH stays open, then `lines` (the runner saved the firewall before).
     fn guarded_script(&self, lines: &[String]) -> String {
         let ssh = &self.rules[0];
-        let save = quote(SAVE_DIR);
         format!(
-            "set -e\n\
-             rm -rf {save} && mkdir -p {save}\n\
-             cp -p /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf {save}/\n\
-             cp -p /etc/default/ufw {save}/default-ufw\n\
-             {}\n\
-             {}\n",
+            "set -e\n{}\n{}\n",
             ssh.key.command(Some("prepend"), Some(&ssh.comment)),
             lines.join("\n")
         )
     }
 }
 
-/// Restores the firewall saved by the guarded script; disabling ufw when that is impossible.
+/// Saves the firewall files into `$snap`; fails (and so refuses the change) unless every file
+/// was copied.
+fn snapshot_script() -> String {
+    let mut s = String::from("set -e\n");
+    for (from, name) in SAVED {
+        s.push_str(&format!("cp -p {from} \"$snap\"/{name}.tmp\n"));
+    }
+    // Renamed only once every copy succeeded: a present file is a complete one.
+    for (_, name) in SAVED {
+        s.push_str(&format!("mv -f \"$snap\"/{name}.tmp \"$snap\"/{name}\n"));
+    }
+    s
+}
+
+/// Restores the firewall saved in `$snap`. Only when that is impossible (snapshot incomplete,
+/// reload failing) does it disable ufw, which always restores access, and then it says so.
 fn rollback_script() -> String {
-    let d = quote(SAVE_DIR);
+    let all_saved = SAVED
+        .iter()
+        .map(|(_, name)| format!("[ -f \"$snap\"/{name} ]"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let restore = SAVED
+        .iter()
+        .map(|(to, name)| format!("cp -p \"$snap\"/{name} {to}"))
+        .collect::<Vec<_>>()
+        .join(" && ");
     format!(
-        "if [ -f {d}/user.rules ] && [ -f {d}/user6.rules ] && [ -f {d}/ufw.conf ] && [ -f {d}/default-ufw ]; then\n\
-         cp -p {d}/user.rules {d}/user6.rules {d}/ufw.conf /etc/ufw/\n\
-         cp -p {d}/default-ufw /etc/default/ufw\n\
-         if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then ufw reload || ufw --force disable; else ufw --force disable; fi\n\
-         else ufw --force disable; fi\n"
+        "if {all_saved}; then\n\
+         if {restore}; then\n\
+         if grep -q '^ENABLED=yes' /etc/ufw/ufw.conf; then\n\
+         ufw reload && echo RESTORED && exit 0\n\
+         ufw --force disable; echo 'FAIL-OPEN: ufw reload failed after restoring the saved rules; ufw is DISABLED'; exit 0\n\
+         else ufw --force disable && echo RESTORED && exit 0; fi\n\
+         fi\n\
+         fi\n\
+         ufw --force disable; echo 'FAIL-OPEN: the firewall snapshot was incomplete; ufw is DISABLED'\n"
     )
 }
 
@@ -888,7 +916,9 @@ mod tests {
 
     fn guarded_of(c: &Change) -> (&str, &str) {
         match &c.action {
-            Action::GuardedFirewall { script, rollback } => (script, rollback),
+            Action::GuardedFirewall {
+                script, rollback, ..
+            } => (script, rollback),
             other => panic!("expected GuardedFirewall for {:?}: {other:?}", c.summary),
         }
     }
@@ -965,13 +995,9 @@ mod tests {
         let (script, rollback) = guarded_of(&changes[0]);
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines[0], "set -e");
-        assert!(
-            lines[2].starts_with("cp -p /etc/ufw/user.rules"),
-            "{script}"
-        );
         // The SSH rule is ensured before anything that could cut access; enabling comes last.
         assert_eq!(
-            lines[4],
+            lines[1],
             "ufw prepend allow proto tcp from any to any port 22 comment 'bootstrap: ssh'"
         );
         assert!(lines.contains(
@@ -990,7 +1016,11 @@ mod tests {
             .unwrap();
         assert!(allow_at < deny_at, "allows before the deny:\n{script}");
         assert_eq!(*lines.last().unwrap(), "ufw --force enable");
-        assert!(rollback.contains("ufw reload || ufw --force disable"));
+        assert!(rollback.contains("ufw reload && echo RESTORED"));
+        assert!(
+            rollback.contains("FAIL-OPEN"),
+            "a disabling rollback says so"
+        );
     }
 
     #[test]
@@ -1145,6 +1175,14 @@ mod tests {
     }
 
     impl Sandbox {
+        /// What the runner sets before a guarded change's scripts: the run's snapshot dir.
+        const SNAP: &'static str =
+            "snap=/var/lib/bootstrap/fw-test; export snap; mkdir -p \"$snap\"";
+
+        fn rollback(&self, rollback: &str) -> (bool, String) {
+            self.run(&format!("{}\n{rollback}", Self::SNAP))
+        }
+
         fn new() -> Sandbox {
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path();
@@ -1196,11 +1234,13 @@ mod tests {
         fn apply(&self, changes: &[Change]) {
             for c in changes {
                 let script = match &c.action {
-                    Action::Shell { script, .. } => script,
-                    Action::GuardedFirewall { script, .. } => script,
+                    Action::Shell { script, .. } => script.clone(),
+                    Action::GuardedFirewall {
+                        snapshot, script, ..
+                    } => format!("{}\n{snapshot}\n{script}", Self::SNAP),
                     other => panic!("{other:?}"),
                 };
-                let (ok, out) = self.run(script);
+                let (ok, out) = self.run(&script);
                 assert!(ok, "{}: {out}", c.summary);
             }
         }
@@ -1237,8 +1277,8 @@ mod tests {
         // Rolling back the enabling run leaves ufw as it was: inactive.
         sb.apply(&first);
         let (_, rollback) = guarded_of(first.last().unwrap());
-        let (ok, out) = sb.run(rollback);
-        assert!(ok, "{out}");
+        let (ok, out) = sb.rollback(rollback);
+        assert!(ok && out.contains("RESTORED"), "{out}");
         assert!(sb.run("ufw status").1.starts_with("Status: inactive"));
         assert_eq!(sb.probe(&u).len(), 1, "only the guarded change again");
         sb.apply(&sb.probe(&u));
@@ -1263,9 +1303,8 @@ mod tests {
         let moved = ufw(&worker("10.0.0.6")).unwrap();
         let changes = sb.probe(&moved);
         assert_eq!(changes.len(), 1, "{changes:?}");
-        let (guarded, rollback) = guarded_of(&changes[0]);
-        let (ok, out) = sb.run(guarded);
-        assert!(ok, "{out}");
+        let (_, rollback) = guarded_of(&changes[0]);
+        sb.apply(&changes);
         assert_eq!(sb.probe(&moved), vec![]);
         let (_, chain) = sb.run("iptables -S ufw-user-input");
         assert!(
@@ -1273,9 +1312,9 @@ mod tests {
             "{chain}"
         );
 
-        // The rollback puts back the firewall saved at the start of the guarded script.
-        let (ok, out) = sb.run(rollback);
-        assert!(ok, "{out}");
+        // The rollback puts back the firewall saved before the guarded script.
+        let (ok, out) = sb.rollback(rollback);
+        assert!(ok && out.contains("RESTORED"), "{out}");
         // Saved state = before the step: the additions are undone with the deletions.
         let restored = sb.user_rules();
         assert!(restored.contains(" 10.0.0.5 in") && !restored.contains(" 10.0.0.6 in"));
@@ -1286,6 +1325,12 @@ mod tests {
         );
         let (_, status) = sb.run("ufw status");
         assert!(status.starts_with("Status: active"), "{status}");
+
+        // An incomplete snapshot never passes for a restore: ufw is disabled and that is said.
+        sb.run("rm -f /var/lib/bootstrap/fw-test/user6.rules");
+        let (_, out) = sb.rollback(rollback);
+        assert!(out.contains("FAIL-OPEN"), "{out}");
+        assert!(sb.run("ufw status").1.starts_with("Status: inactive"));
 
         assert_eq!(std::fs::read("/etc/ufw/user.rules").unwrap(), host_rules);
     }

@@ -272,6 +272,12 @@ impl WaitFor {
 }
 
 impl Module for WaitFor {
+    fn expected_duration(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            self.timeout_secs + self.interval_secs,
+        ))
+    }
+
     fn probe(&self, _opts: ProbeOptions) -> String {
         format!("(\n{}check; echo \"ready=$?\"\n)\n", self.check_fn())
     }

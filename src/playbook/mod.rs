@@ -37,6 +37,9 @@ pub struct Step {
     pub when: Option<String>,
     pub notify: Vec<String>,
     pub tags: Vec<String>,
+    /// `timeout = "10m"`: the step's changes are stopped after this long (remote `timeout -k`
+    /// and a local deadline). `None`: the module's default (see `runner::deadline`).
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +194,16 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
     };
     let notify = string_list(table.remove("notify"), "notify")?;
     let tags = string_list(table.remove("tags"), "tags")?;
+    let timeout = match table.remove("timeout") {
+        None => None,
+        Some(v) => Some(
+            parse_duration(&v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    err(format!("step `{name}`: `timeout` must be a duration like \"90s\", \"10m\", \"1h\" or a number of seconds, got {v}"))
+                })?,
+        ),
+    };
 
     let mut modules: Vec<(String, toml::Value)> = table.into_iter().collect();
     if modules.len() != 1 {
@@ -209,7 +222,7 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
     if !MODULE_NAMES.contains(&module.as_str()) {
         return Err(
             err(format!("step `{name}`: unknown module or key `{module}`")).hint(format!(
-                "modules: {}; step keys: name, when, notify, tags",
+                "modules: {}; step keys: name, when, notify, tags, timeout",
                 MODULE_NAMES.join(", ")
             )),
         );
@@ -227,7 +240,31 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
         when,
         notify,
         tags,
+        timeout,
     })
+}
+
+/// "90s", "10m", "1h", "90" or an integer: the duration syntax of `wait_for`.
+pub fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
+    let secs = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok()?,
+        toml::Value::String(t) => {
+            let t = t.trim();
+            let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => t.split_at(i),
+                None => (t, "s"),
+            };
+            let n: u64 = num.parse().ok()?;
+            match unit.trim() {
+                "s" | "sec" | "secs" => n,
+                "m" | "min" => n.checked_mul(60)?,
+                "h" => n.checked_mul(3600)?,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -295,6 +332,18 @@ service = { name = "x", state = "restarted" }
         )
         .unwrap_err();
         assert!(err.message.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn step_timeout_takes_the_wait_for_duration_syntax() {
+        let pb = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntimeout = \"10m\"\ncommand = { cmd = \"true\" }\n").unwrap();
+        assert_eq!(
+            pb.steps[0].timeout,
+            Some(std::time::Duration::from_secs(600))
+        );
+        let err = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntimeout = \"soon\"\ncommand = { cmd = \"true\" }\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.message.contains("timeout"), "{err}");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::modules::{Action, Change};
 use crate::runner::log::HostLog;
-use crate::transport::{shell, Session};
+use crate::runner::{deadline, firewall_guard};
+use crate::transport::Session;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Mode {
@@ -18,17 +20,21 @@ pub struct Mode {
     pub diff: bool,
 }
 
-/// Seconds after which an armed firewall rollback fires unless disarmed.
-const ROLLBACK_AFTER_SECS: u32 = 90;
+/// Where and how a change is applied on one host.
+pub struct ApplyCtx<'a> {
+    pub session: &'a Session,
+    pub mode: Mode,
+    pub log: &'a HostLog,
+    pub cache_dir: &'a Path,
+    /// The host-side state directory (firewall snapshots live there).
+    pub state_dir: &'a str,
+    pub run_id: &'a str,
+}
 
-pub async fn apply(
-    session: &Session,
-    change: &Change,
-    mode: Mode,
-    log: &HostLog,
-    cache_dir: &Path,
-) -> Result<()> {
-    if mode.check {
+/// Applies one change within `limit` (see `deadline`).
+pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Result<()> {
+    let (session, log) = (ctx.session, ctx.log);
+    if ctx.mode.check {
         log.write("would change", &change.summary);
         return Ok(());
     }
@@ -36,7 +42,7 @@ pub async fn apply(
     match &change.action {
         Action::Shell { script, stdin } => {
             log.write("run", script);
-            let out = session.exec(script, stdin.as_deref()).await?;
+            let out = deadline::exec_with_limit(session, script, stdin.as_deref(), limit).await?;
             log_output(log, &out);
             if !out.success() {
                 bail!(
@@ -56,10 +62,12 @@ pub async fn apply(
             backup,
         } => {
             log.write("upload", &format!("{dest} ({} bytes)", content.len()));
-            session
-                .upload(content, dest, attrs, validate.as_deref(), *backup)
-                .await
-                .with_context(|| format!("upload of {dest}"))?;
+            deadline::within(
+                limit,
+                session.upload(content, dest, attrs, validate.as_deref(), *backup),
+            )
+            .await
+            .with_context(|| format!("upload of {dest}"))?;
         }
         Action::Fetch {
             remote,
@@ -67,7 +75,7 @@ pub async fn apply(
             mode: file_mode,
         } => {
             log.write("fetch", &format!("{remote} -> {}", local.display()));
-            let bytes = session.read_file(remote).await?;
+            let bytes = deadline::within(limit, session.read_file(remote)).await?;
             write_local(local, &bytes, *file_mode)
                 .with_context(|| format!("writing {}", local.display()))?;
         }
@@ -79,88 +87,31 @@ pub async fn apply(
         } => {
             log.write("download", &format!("{url} (sha256 {sha256}) -> {dest}"));
             let (url_owned, sha_owned, dir) =
-                (url.clone(), sha256.clone(), cache_dir.to_path_buf());
-            let cached = tokio::task::spawn_blocking(move || {
-                crate::modules::download::fetch_to_cache(&url_owned, &sha_owned, &dir)
-            })
-            .await??;
-            let content = std::fs::read(&cached)?;
-            session.upload(&content, dest, attrs, None, false).await?;
+                (url.clone(), sha256.clone(), ctx.cache_dir.to_path_buf());
+            let work = async {
+                let cached = tokio::task::spawn_blocking(move || {
+                    crate::modules::download::fetch_to_cache(&url_owned, &sha_owned, &dir)
+                })
+                .await??;
+                let content = std::fs::read(&cached)?;
+                session.upload(&content, dest, attrs, None, false).await
+            };
+            deadline::within(limit, work).await?;
         }
-        Action::GuardedFirewall { script, rollback } => {
-            guarded_firewall_change(session, script, rollback, log).await?;
+        Action::GuardedFirewall {
+            snapshot,
+            script,
+            rollback,
+        } => {
+            let guard = firewall_guard::Guard {
+                session,
+                log,
+                state_dir: ctx.state_dir,
+                run_id: ctx.run_id,
+                limit,
+            };
+            guard.apply(snapshot, script, rollback).await?;
         }
-    }
-    Ok(())
-}
-
-/// Applies a firewall change that could cut us off: arm a rollback on the host, make the change,
-/// prove a brand-new SSH login still works, and only then disarm the rollback.
-async fn guarded_firewall_change(
-    session: &Session,
-    script: &str,
-    rollback: &str,
-    log: &HostLog,
-) -> Result<()> {
-    let unit = format!("bootstrap-fw-rollback-{}", std::process::id());
-    let arm = format!(
-        "systemctl stop {unit}.timer {unit}.service 2>/dev/null; systemctl reset-failed {unit}.service {unit}.timer 2>/dev/null; \
-         systemd-run --quiet --unit={unit} --on-active={ROLLBACK_AFTER_SECS} --timer-property=AccuracySec=1s /bin/sh -c {}",
-        shell::quote(rollback)
-    );
-    let disarm = format!(
-        "systemctl stop {unit}.timer 2>/dev/null; systemctl reset-failed {unit}.service {unit}.timer 2>/dev/null; true"
-    );
-    log.write("arm firewall rollback", &arm);
-    let armed = session.exec(&arm, None).await?;
-    log_output(log, &armed);
-    if !armed.success() {
-        bail!(
-            "cannot arm the firewall rollback timer (systemd-run): {}; refusing to change the firewall without it",
-            armed.stderr_str().trim()
-        );
-    }
-    log.write("run", script);
-    let out = session.exec(script, None).await?;
-    log_output(log, &out);
-    if !out.success() {
-        let undo = session.exec(rollback, None).await;
-        let _ = session.exec(&disarm, None).await;
-        bail!(
-            "firewall change failed (exit {}): {}; rolled back ({})",
-            out.exit_status,
-            out.stderr_str().trim(),
-            if undo.is_ok_and(|o| o.success()) {
-                "ok"
-            } else {
-                "rollback failed too: check the host"
-            }
-        );
-    }
-    log.write("verify", "fresh SSH login after the firewall change");
-    if let Err(e) = session.verify_fresh_login().await {
-        // The established connection usually survives (conntrack); use it to undo at once.
-        let undo = session.exec(rollback, None).await;
-        let undone = undo.as_ref().is_ok_and(|o| o.success());
-        if undone {
-            let _ = session.exec(&disarm, None).await;
-        }
-        bail!(
-            "after the firewall change a new SSH login failed ({e}); {}",
-            if undone {
-                "the change was rolled back".to_string()
-            } else {
-                format!("the armed rollback restores access within {ROLLBACK_AFTER_SECS}s")
-            }
-        );
-    }
-    log.write("disarm firewall rollback", &disarm);
-    let out = session.exec(&disarm, None).await?;
-    if !out.success() {
-        bail!(
-            "firewall changed and verified, but disarming rollback unit {unit} failed: {}",
-            out.stderr_str().trim()
-        );
     }
     Ok(())
 }

@@ -38,6 +38,12 @@ pub struct HostRecap {
     pub failed: usize,
     pub skipped: usize,
     pub unreachable: bool,
+    /// The run stopped on this host because of a signal.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    /// Handlers notified and not run (recorded on the host: the next run fires them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending_handlers: Vec<String>,
 }
 
 impl HostRecap {
@@ -48,6 +54,12 @@ impl HostRecap {
         self.failed += other.failed;
         self.skipped += other.skipped;
         self.unreachable |= other.unreachable;
+        self.interrupted |= other.interrupted;
+        for h in &other.pending_handlers {
+            if !self.pending_handlers.contains(h) {
+                self.pending_handlers.push(h.clone());
+            }
+        }
     }
 
     pub fn count(&mut self, status: Status) {
@@ -68,6 +80,8 @@ pub struct Summary {
     pub skipped: usize,
     pub unreachable: usize,
     pub check: bool,
+    /// A signal stopped the run before it was done.
+    pub interrupted: bool,
     pub hosts: BTreeMap<String, HostRecap>,
     /// Stages not run because an earlier one failed.
     pub stages_not_run: Vec<String>,
@@ -76,7 +90,10 @@ pub struct Summary {
 
 impl Summary {
     pub fn success(&self) -> bool {
-        self.failed == 0 && self.unreachable == 0 && self.stages_not_run.is_empty()
+        self.failed == 0
+            && self.unreachable == 0
+            && self.stages_not_run.is_empty()
+            && !self.interrupted
     }
 
     pub fn from_hosts(hosts: BTreeMap<String, HostRecap>, check: bool) -> Summary {
@@ -111,6 +128,15 @@ pub enum Event {
     Unreachable {
         host: String,
         error: String,
+    },
+    /// Something about a host worth telling (a stale lock taken over, a rollback that fired).
+    HostNote {
+        host: String,
+        message: String,
+    },
+    /// A signal arrived: nothing new starts; `abort_hint` says how to stop at once.
+    Interrupted {
+        signal: String,
     },
     PlayStarted {
         host: String,

@@ -4,7 +4,11 @@
 pub mod apply;
 pub mod batch;
 pub mod context;
+pub mod deadline;
 pub mod events;
+pub mod firewall_guard;
+pub mod host;
+pub mod interrupt;
 pub mod log;
 pub mod play;
 
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::inventory::{Host, Inventory, Secrets};
 use crate::playbook::template::Renderer;
@@ -23,6 +27,7 @@ use crate::transport::{ConnectOptions, Session};
 
 pub use apply::Mode;
 pub use events::{Event, HostRecap, Reporter, Status, StepResult, Summary};
+pub use interrupt::Interrupt;
 pub use play::TagFilter;
 
 /// Playbooks that run together; a stage starts only when the one before it succeeded.
@@ -43,9 +48,30 @@ pub struct RunRequest {
     pub forks: Option<usize>,
     pub tags: TagFilter,
     pub connect: ConnectOptions,
+    /// `--force-handlers`: run notified handlers even after a step failed.
+    pub force_handlers: bool,
+    /// Raised by the app's signal handler.
+    pub interrupt: Arc<Interrupt>,
 }
 
-type SessionCell = OnceCell<Result<Arc<Session>, String>>;
+/// A host the run works on: its connection, the lock this run holds there, and what the
+/// host said when the lock was taken.
+struct HostConn {
+    session: Session,
+    /// The host-side state directory (`host::state_dir`).
+    state_dir: String,
+    lock: Mutex<Option<host::HostLock>>,
+    found: host::Found,
+}
+
+/// Why a host gets no work: it does not answer, or it must not be touched now.
+#[derive(Clone)]
+enum HostRefusal {
+    Unreachable,
+    Refused,
+}
+
+type SessionCell = OnceCell<Result<Arc<HostConn>, HostRefusal>>;
 
 pub fn new_run_id() -> String {
     format!(
@@ -59,6 +85,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
     let started = Instant::now();
     let state_dir = req.inventory.state_dir();
     let run_id = new_run_id();
+    let who = host::RunInfo::new(&run_id);
     let log_dir = state_dir.join("logs").join(&run_id);
     let redactor = req.secrets.redactor();
 
@@ -110,6 +137,16 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
 
     for (stage_index, stage) in req.stages.iter().enumerate() {
         let failed_before = recaps.values().any(|r| r.failed > 0 || r.unreachable);
+        if req.interrupt.requested() {
+            for later in &req.stages[stage_index..] {
+                reporter.event(&Event::StageSkipped {
+                    stage: later.name.clone(),
+                    reason: "interrupted".into(),
+                });
+                stages_not_run.push(later.name.clone());
+            }
+            break;
+        }
         if failed_before {
             for later in &req.stages[stage_index..] {
                 reporter.event(&Event::StageSkipped {
@@ -139,25 +176,37 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             let sessions = &sessions;
             let logs = &logs;
             let state_dir = state_dir.clone();
+            let who = &who;
             async move {
                 let mut recap = HostRecap::default();
                 if plays.is_empty() {
                     return (host.name.clone(), recap);
                 }
                 let _permit = forks.acquire().await.expect("semaphore never closed");
+                if req.interrupt.requested() {
+                    recap.interrupted = true;
+                    return (host.name.clone(), recap);
+                }
                 let log = &logs[&host.name];
-                let session = match connect_once(
+                let conn = match open_host(
                     &sessions[&host.name],
                     host,
-                    &req.connect,
+                    req,
+                    who,
                     log,
                     reporter.as_ref(),
                 )
                 .await
                 {
-                    Ok(s) => s,
-                    Err(_) => {
+                    Ok(c) => c,
+                    Err(HostRefusal::Unreachable) => {
                         recap.unreachable = true;
+                        return (host.name.clone(), recap);
+                    }
+                    Err(HostRefusal::Refused) => {
+                        // Reported as a failed "lock host" step when the host was opened; a
+                        // failure stops later stages, so it is counted once.
+                        recap.failed += 1;
                         return (host.name.clone(), recap);
                     }
                 };
@@ -165,13 +214,18 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     inventory: &req.inventory,
                     host,
                     secrets: &req.secrets,
-                    session: &session,
+                    session: &conn.session,
                     log,
                     mode: req.mode,
                     reporter: reporter.as_ref(),
                     tags: &req.tags,
                     local_dir: state_dir.clone(),
                     cache_dir: state_dir.join("cache"),
+                    state_dir: &conn.state_dir,
+                    run_id: &who.run_id,
+                    interrupt: &req.interrupt,
+                    force_handlers: req.force_handlers,
+                    pending_from_host: &conn.found.pending,
                 };
                 for (playbook, renderer) in plays {
                     let r = play::run_play(&ctx, playbook, renderer).await;
@@ -188,51 +242,138 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         }
     }
 
-    for cell in sessions.into_values() {
-        if let Some(Ok(session)) = cell.into_inner() {
-            if let Ok(session) = Arc::try_unwrap(session) {
-                session.close().await;
+    // The tail every run goes through: locks given back, connections closed.
+    for (name, cell) in sessions {
+        if let Some(Ok(conn)) = cell.into_inner() {
+            if let Ok(conn) = Arc::try_unwrap(conn) {
+                if let Some(lock) = conn.lock.into_inner() {
+                    lock.unlock(&conn.session, &conn.state_dir).await;
+                    logs[&name].write("unlock", "run lock given back");
+                }
+                conn.session.close().await;
             }
         }
     }
     let mut summary = Summary::from_hosts(recaps, req.mode.check);
+    summary.interrupted = req.interrupt.requested();
     summary.stages_not_run = stages_not_run;
     summary.duration_ms = started.elapsed().as_millis();
     reporter.event(&Event::Finished(summary.clone()));
     summary
 }
 
-/// One connection per host for the whole run, opened on first use.
-async fn connect_once(
+/// The head of a host's run, once per run on first use: connect, then take the host's lock
+/// (check mode only looks) and say what an earlier run left behind.
+async fn open_host(
     cell: &SessionCell,
     host: &Host,
-    opts: &ConnectOptions,
+    req: &RunRequest,
+    who: &host::RunInfo,
     log: &log::HostLog,
     reporter: &dyn Reporter,
-) -> Result<Arc<Session>, String> {
+) -> Result<Arc<HostConn>, HostRefusal> {
+    let remote_state = host::state_dir(&host.name);
+    let remote_state = remote_state.as_str();
     cell.get_or_init(|| async {
         log.write(
             "connect",
             &format!("{}@{}:{}", host.ssh.user, host.ssh.address, host.ssh.port),
         );
-        match Session::connect(&host.ssh, opts).await {
+        let session = match Session::connect(&host.ssh, &req.connect).await {
             Ok(session) => {
                 reporter.event(&Event::HostConnected {
                     host: host.name.clone(),
                     new_host_key: session.new_host_key().map(str::to_string),
                 });
-                Ok(Arc::new(session))
+                session
             }
             Err(e) => {
                 let msg = e.to_string();
                 log.write("unreachable", &msg);
                 reporter.event(&Event::Unreachable {
                     host: host.name.clone(),
-                    error: msg.clone(),
+                    error: msg,
                 });
-                Err(msg)
+                return Err(HostRefusal::Unreachable);
             }
+        };
+        let take = !req.mode.check;
+        let refuse = |message: String| {
+            log.write("failed", &message);
+            reporter.event(&Event::StepFinished(StepResult {
+                host: host.name.clone(),
+                playbook: String::new(),
+                step: "lock host".into(),
+                handler: false,
+                status: Status::Failed,
+                changes: vec![],
+                diffs: vec![],
+                message: Some(message),
+                duration: std::time::Duration::ZERO,
+            }));
+        };
+        let (lock, found) = match host::lock(&session, remote_state, who, take).await {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(format!("{e:#}"));
+                session.close().await;
+                return Err(HostRefusal::Refused);
+            }
+        };
+        let note = |message: String| {
+            log.write("note", &message);
+            reporter.event(&Event::HostNote {
+                host: host.name.clone(),
+                message,
+            });
+        };
+        if let Some(holder) = &found.busy {
+            let holder = if holder.is_empty() { "(its details are not written yet)" } else { holder };
+            if take {
+                refuse(format!(
+                    "another bootstrap run is working on this host: {holder}; wait for it to end \
+                     (a holder that is gone releases the lock by itself within seconds)"
+                ));
+                session.close().await;
+                return Err(HostRefusal::Refused);
+            }
+            note(format!("another bootstrap run is working on this host ({holder}): what check mode reads may change under it"));
         }
+        if let Some(stale) = &found.stale_lock {
+            note(format!(
+                "stale run lock found ({stale}): that run ended without giving it back; taken over"
+            ));
+        }
+        if let Some(fired) = &found.fw_fired {
+            note(format!(
+                "a firewall rollback fired since the last run ({fired}): the firewall was put back \
+                 to what it was before that run's change; this run plans from what is there now"
+            ));
+        }
+        if let Some(armed) = &found.fw_pending {
+            let message = format!(
+                "a firewall rollback is still armed on this host ({armed}): the run that armed \
+                 it never confirmed access, and it will restore that run's earlier firewall; wait \
+                 until it has fired (about 90s after that change), or check access and stop it \
+                 (systemctl stop {}), then rerun",
+                host::FW_UNIT
+            );
+            if take {
+                refuse(message);
+                if let Some(lock) = lock {
+                    lock.unlock(&session, remote_state).await;
+                }
+                session.close().await;
+                return Err(HostRefusal::Refused);
+            }
+            note(message);
+        }
+        Ok(Arc::new(HostConn {
+            session,
+            state_dir: remote_state.to_string(),
+            lock: Mutex::new(lock),
+            found,
+        }))
     })
     .await
     .clone()

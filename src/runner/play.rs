@@ -9,11 +9,13 @@ use crate::inventory::{Host, Inventory, Secrets};
 use crate::modules::{self, BuildContext, Change, Module, ProbeOptions, ProbeOutput};
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::{Playbook, Step};
-use crate::runner::apply::{apply, Mode};
+use crate::runner::apply::{apply, ApplyCtx, Mode};
 use crate::runner::batch::Batch;
 use crate::runner::context::host_context;
 use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult};
+use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
+use crate::runner::{deadline, host};
 use crate::transport::Session;
 
 /// Which steps run, from `--tags` / `--skip-tags`.
@@ -43,6 +45,14 @@ pub struct PlayCtx<'a> {
     pub local_dir: PathBuf,
     /// Admin-side cache for `download`.
     pub cache_dir: PathBuf,
+    /// The host-side state directory (pending handlers, firewall snapshots).
+    pub state_dir: &'a str,
+    pub run_id: &'a str,
+    pub interrupt: &'a Interrupt,
+    /// `--force-handlers`: run notified handlers even after a step failed.
+    pub force_handlers: bool,
+    /// Handlers an earlier run notified and never ran, by playbook key (read at lock time).
+    pub pending_from_host: &'a BTreeMap<String, BTreeSet<String>>,
 }
 
 /// The facts every play can read, gathered by `OS_FACTS`.
@@ -90,11 +100,41 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     };
 
     let total = playbook.steps.len();
-    let mut notified: BTreeSet<String> = BTreeSet::new();
+    let key = host::playbook_key(&playbook.path);
+    // Owed by an earlier run (a change applied, its handler never ran): fired this time.
+    let mut notified: BTreeSet<String> = ctx
+        .pending_from_host
+        .get(&key)
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| playbook.handlers.iter().any(|h| &h.name == n))
+        .collect();
+    if !notified.is_empty() {
+        ctx.log.write(
+            "pending handlers",
+            &format!(
+                "notified by an earlier run, never run: {}",
+                notified.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
     let mut next = 0;
     let mut stopped = false;
     'rounds: while next < total {
-        let prepared = prepare(ctx, playbook, renderer, &playbook.steps[next..], &facts);
+        if ctx.interrupt.requested() {
+            recap.interrupted = true;
+            stopped = true;
+            break;
+        }
+        let prepared = prepare(
+            ctx,
+            playbook,
+            renderer,
+            &playbook.steps[next..],
+            &facts,
+            true,
+        );
         let outputs = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
             Err(e) => {
@@ -112,6 +152,12 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         for (offset, prep) in prepared.into_iter().enumerate() {
             let index = next + offset;
             let step = &playbook.steps[index];
+            if ctx.interrupt.requested() {
+                // Stop scheduling: nothing new starts after a signal.
+                recap.interrupted = true;
+                stopped = true;
+                break 'rounds;
+            }
             let started = Instant::now();
             let name = display_name(ctx, renderer, step, &facts);
             ctx.reporter.event(&Event::StepStarted {
@@ -127,9 +173,15 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 handler: false,
                 started,
             };
-            let result = run_prepared(ctx, subject, prep, output, recap.changed > 0).await;
+            let result =
+                run_prepared(ctx, subject, step, &key, prep, output, recap.changed > 0).await;
+            // A failed step whose changes were attempted may have changed the host.
+            let attempted = !result.changes.is_empty() && !ctx.mode.check;
             match report(ctx, &mut recap, result) {
                 Status::Failed => {
+                    if attempted {
+                        notified.extend(step.notify.iter().cloned());
+                    }
                     stopped = true;
                     break 'rounds;
                 }
@@ -156,16 +208,19 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         break;
     }
 
-    if !stopped {
-        run_handlers(ctx, playbook, renderer, &notified, &facts, &mut recap).await;
-    } else if !notified.is_empty() {
+    let run_them = !stopped || (ctx.force_handlers && !recap.interrupted);
+    let owed = if run_them && !notified.is_empty() {
+        run_handlers(ctx, playbook, renderer, &key, &notified, &facts, &mut recap).await
+    } else {
+        notified
+    };
+    if !owed.is_empty() && !ctx.mode.check {
+        let names = owed.iter().cloned().collect::<Vec<_>>().join(", ");
         ctx.log.write(
             "handlers not run",
-            &format!(
-                "a step failed; notified but not run: {}",
-                notified.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
+            &format!("still owed (recorded on the host, a rerun fires them): {names}"),
         );
+        recap.pending_handlers.extend(owed);
     }
     ctx.reporter.event(&Event::PlayFinished {
         host: host.clone(),
@@ -174,20 +229,28 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     recap
 }
 
+/// Runs the notified handlers; returns those still owed (failed or not reached).
 async fn run_handlers(
     ctx: &PlayCtx<'_>,
     playbook: &Playbook,
     renderer: &Renderer,
+    key: &str,
     notified: &BTreeSet<String>,
     facts: &BTreeMap<String, String>,
     recap: &mut HostRecap,
-) {
-    // Handlers run once each, in the order they are declared, like Ansible's.
+) -> BTreeSet<String> {
+    let mut owed = notified.clone();
+    // Handlers run once each, in the order they are declared, like Ansible's; whatever
+    // `--tags` says: a change that was made needs its restart.
     for handler in playbook
         .handlers
         .iter()
         .filter(|h| notified.contains(&h.name))
     {
+        if ctx.interrupt.requested() {
+            recap.interrupted = true;
+            break;
+        }
         let name = display_name(ctx, renderer, handler, facts);
         let subject = Subject::new(playbook, &name, true);
         let prepared = prepare(
@@ -196,19 +259,35 @@ async fn run_handlers(
             renderer,
             std::slice::from_ref(handler),
             facts,
+            false,
         );
         let result = match probe_all(ctx, &prepared).await {
             Ok(outputs) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
-                run_prepared(ctx, subject, prep, output, true).await
+                run_prepared(ctx, subject, handler, key, prep, output, true).await
             }
             Err(e) => subject.failed(ctx, format!("{e:#}")),
         };
         if report(ctx, recap, result) == Status::Failed {
-            return;
+            return owed;
         }
+        if !ctx.mode.check {
+            let clear = host::clear_pending_script(ctx.state_dir, key, &handler.name);
+            match ctx.session.exec(&clear, None).await {
+                Ok(out) if out.success() => {}
+                _ => ctx.log.write(
+                    "warning",
+                    &format!(
+                        "could not clear pending handler `{}` on the host; a rerun runs it again",
+                        handler.name
+                    ),
+                ),
+            }
+        }
+        owed.remove(&handler.name);
     }
+    owed
 }
 
 /// Renders and builds each step; nothing touches the host here.
@@ -218,12 +297,13 @@ fn prepare(
     renderer: &Renderer,
     steps: &[Step],
     facts: &BTreeMap<String, String>,
+    honour_tags: bool,
 ) -> Vec<Prepared> {
     let vars = host_context(ctx.inventory, ctx.host, ctx.secrets, facts);
     steps
         .iter()
         .map(|step| {
-            if !ctx.tags.allows(&step.tags) {
+            if honour_tags && !ctx.tags.allows(&step.tags) {
                 return Prepared::Skip("excluded by tags".into());
             }
             match build_step(playbook, renderer, step, &vars, facts, &ctx.local_dir) {
@@ -347,6 +427,8 @@ async fn probe_all(
 async fn run_prepared(
     ctx: &PlayCtx<'_>,
     subject: Subject<'_>,
+    step: &Step,
+    playbook_key: &str,
     prep: Prepared,
     output: Option<ProbeOutput>,
     earlier_would_change: bool,
@@ -375,8 +457,9 @@ async fn run_prepared(
     let changes = match module.plan(&output) {
         Ok(c) => c,
         // In check mode an earlier step that would change (say, installing the package that
-        // brings a unit) did not run, so this one cannot be planned yet: say so, don't fail.
-        Err(e) if ctx.mode.check && earlier_would_change => {
+        // brings a unit) did not run, so what this one manages may not exist yet: say so,
+        // don't fail. Any other planning error (a probe that did not answer) fails.
+        Err(e) if ctx.mode.check && earlier_would_change && e.is_not_yet() => {
             return skipped(format!(
                 "cannot be planned before earlier changes are made: {e}"
             ));
@@ -399,12 +482,69 @@ async fn run_prepared(
     } else {
         Vec::new()
     };
+    let apply_ctx = ApplyCtx {
+        session: ctx.session,
+        mode: ctx.mode,
+        log: ctx.log,
+        cache_dir: &ctx.cache_dir,
+        state_dir: ctx.state_dir,
+        run_id: ctx.run_id,
+    };
+    let limit = deadline::limit_for(step, module.as_ref());
+    let mut applied = 0;
+    let mut failure = None;
     for change in &changes {
-        if let Err(e) = apply(ctx.session, change, ctx.mode, ctx.log, &ctx.cache_dir).await {
-            let mut result = subject.failed(ctx, format!("{e:#}"));
-            result.changes = sentences;
-            return result;
+        // A signal lets the running change finish, within a bound.
+        let outcome = tokio::select! {
+            r = apply(&apply_ctx, change, limit) => r,
+            _ = ctx.interrupt.grace_over() => Err(anyhow::anyhow!(
+                "interrupted: the change did not finish within {}s of the signal and was stopped{}",
+                GRACE.as_secs(),
+                if matches!(change.action, modules::Action::GuardedFirewall { .. }) {
+                    "; the firewall rollback armed on the host restores the previous firewall"
+                } else {
+                    ""
+                }
+            )),
+        };
+        match outcome {
+            Ok(()) => applied += 1,
+            Err(e) => {
+                // The change may have been made even so: its handlers are owed.
+                applied += 1;
+                failure = Some(e);
+                break;
+            }
         }
+    }
+    if applied > 0 && !ctx.mode.check && !step.notify.is_empty() {
+        // Recorded before anything else happens, so a run that stops here still owes them.
+        let names: BTreeSet<String> = step.notify.iter().cloned().collect();
+        let record = host::record_pending_script(ctx.state_dir, playbook_key, &names);
+        ctx.log.write("record pending handlers", &record);
+        match ctx.session.exec(&record, None).await {
+            Ok(out) if out.success() => {}
+            other => {
+                let why = match other {
+                    Ok(out) => format!("exit {}: {}", out.exit_status, out.stderr_str().trim()),
+                    Err(e) => e.to_string(),
+                };
+                let mut result = subject.failed(
+                    ctx,
+                    format!(
+                        "changed, but its handlers ({}) could not be recorded as owed on the host ({why})",
+                        step.notify.join(", ")
+                    ),
+                );
+                result.changes = sentences;
+                return result;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        let mut result = subject.failed(ctx, format!("{e:#}"));
+        result.changes = sentences;
+        return result;
     }
     subject.finished(ctx, Status::Changed, sentences, diffs, None)
 }

@@ -60,6 +60,17 @@ pub fn uses_sudo(login_user: &str, become_root: bool) -> bool {
 /// from the script's own failure. With a deadline, `timeout` stops the script and all it
 /// started (TERM, then KILL after `KILL_AFTER`).
 pub fn command_line(login_user: &str, become_root: bool, deadline: Option<Duration>) -> String {
+    tagged_command_line(login_user, become_root, deadline, "")
+}
+
+/// `command_line` with `tag` as the loader's `$0`: a word (never a secret) that names the
+/// command in `ps` on the host, so an abandoned one can be found and stopped.
+pub fn tagged_command_line(
+    login_user: &str,
+    become_root: bool,
+    deadline: Option<Duration>,
+    tag: &str,
+) -> String {
     let sudo = uses_sudo(login_user, become_root);
     let loader = if sudo {
         format!("printf %s {}; {LOADER}", quote(PRIVILEGED_MARKER))
@@ -76,7 +87,12 @@ pub fn command_line(login_user: &str, become_root: bool, deadline: Option<Durati
     };
     // -n: never prompt (a prompt would hang the run); -H: root's HOME for tools like psql.
     let sudo = if sudo { "sudo -n -H -- " } else { "" };
-    format!("{sudo}{timeout}sh -c {}", quote(&loader))
+    let tag = if tag.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", quote(tag))
+    };
+    format!("{sudo}{timeout}sh -c {}{tag}", quote(&loader))
 }
 
 /// What is written to the command's stdin: header, script, then the command's own input.

@@ -220,6 +220,77 @@ impl Session {
             .await;
     }
 
+    /// Starts a long-lived `script` (as root when `become_root`) and reads its stdout until a
+    /// line equal to `ready` (returned: what came before it), or until it ends (`Err` with its
+    /// output in `Ok(Err(..))`). A `Held` command keeps running until released or until this
+    /// connection ends: it holds whatever the script holds (e.g. a lock) for the session.
+    /// Its stdin stays open after the script: the end of input tells it to let go.
+    pub async fn hold(
+        &self,
+        script: &str,
+        ready: &str,
+    ) -> Result<Result<(String, Held), ExecOutput>, TransportError> {
+        let privileged = shell::uses_sudo(&self.target.user, self.target.become_root);
+        let command = shell::command_line(&self.target.user, privileged, None);
+        let link = self.link();
+        let channel = link
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.broken(&link, "opening a channel", &e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.broken(&link, "starting a command", &e))?;
+        let (mut reader, writer) = channel.split();
+        writer
+            .data(&shell::frame(script, None)[..])
+            .await
+            .map_err(|e| self.broken(&link, "sending a script", &e))?;
+        let mut out = ExecOutput::default();
+        let marker = format!("{ready}\n");
+        loop {
+            match reader.wait().await {
+                Some(ChannelMsg::Data { data }) => {
+                    out.stdout.extend_from_slice(&data);
+                    let mut stdout = out.stdout.clone();
+                    if privileged && shell::strip_privileged_marker(&mut stdout).is_none() {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&stdout).into_owned();
+                    if let Some(at) = text.find(&marker) {
+                        // Drain what the command prints later, so its output never blocks it.
+                        let drain =
+                            tokio::spawn(async move { while reader.wait().await.is_some() {} });
+                        return Ok(Ok((
+                            text[..at].to_string(),
+                            Held {
+                                writer: Some(writer),
+                                drain,
+                            },
+                        )));
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    out.stderr.extend_from_slice(&data)
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = exit_status,
+                Some(ChannelMsg::Close) | None => {
+                    if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
+                        return Err(TransportError::Sudo {
+                            address: address_of(&self.target),
+                            user: self.target.user.clone(),
+                            missing: out.exit_status == 127,
+                            message: sudo_message(&out),
+                        });
+                    }
+                    return Ok(Err(out));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Sends `script` on stdin behind the constant loader (see `shell`), then `stdin`.
     async fn run_script(
         &self,
@@ -228,11 +299,18 @@ impl Session {
         privileged: bool,
         deadline: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
-        let command = shell::command_line(&self.target.user, privileged, deadline);
+        // A word in the command line (the loader's $0) that names this command on the host, so
+        // an abandoned one can be found and stopped there (OpenSSH refuses `signal` requests).
+        let token = format!(
+            "bootstrap-cmd-{}-{}-end",
+            std::process::id(),
+            COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let command = shell::tagged_command_line(&self.target.user, privileged, deadline, &token);
         let input = shell::frame(script, stdin);
         let started = std::time::Instant::now();
         let link = self.link();
-        let run = self.run_command(&link, command, &input);
+        let run = self.run_command(&link, command, &input, token, privileged);
         let result = match deadline {
             // The host's `timeout` acts first; this bound only matters when the host cannot.
             Some(d) => tokio::time::timeout(d + shell::KILL_AFTER + LOCAL_DEADLINE_MARGIN, run)
@@ -273,9 +351,11 @@ impl Session {
 
     async fn run_command(
         &self,
-        link: &Link,
+        link: &Arc<Link>,
         command: String,
         stdin: &[u8],
+        token: String,
+        privileged: bool,
     ) -> Result<ExecOutput, TransportError> {
         let channel = link
             .handle
@@ -287,6 +367,16 @@ impl Session {
             .await
             .map_err(|e| self.broken(link, "starting a command", &e))?;
         let (mut reader, writer) = channel.split();
+        // Dropped before the command ended (a deadline, an interrupt): stop it on the host
+        // rather than leave it running detached from us.
+        let writer = Arc::new(writer);
+        let abandon = AbandonGuard(Some(Abandoned {
+            link: link.clone(),
+            writer: writer.clone(),
+            token,
+            user: self.target.user.clone(),
+            privileged,
+        }));
 
         let input = async {
             writer.data(stdin).await?;
@@ -328,6 +418,7 @@ impl Session {
             }
             (None, None) => return Err(self.lost_error(link, "a command was running")),
         }
+        abandon.finished();
         Ok(out)
     }
 
@@ -356,6 +447,90 @@ impl Session {
                 None => format!("the channel closed without an exit status while {doing}"),
             },
         }
+    }
+}
+
+/// Numbers the commands of this process, for their tokens.
+static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A remote command whose result nobody waits for any more.
+struct Abandoned {
+    link: Arc<Link>,
+    writer: Arc<russh::ChannelWriteHalf<client::Msg>>,
+    token: String,
+    user: String,
+    privileged: bool,
+}
+
+/// Stops the command on the host when dropped before it finished: TERM to the processes whose
+/// command line carries its token (sudo, timeout and the shell under them) and all below them,
+/// through a channel of its own, then its channel is closed.
+struct AbandonGuard(Option<Abandoned>);
+
+impl AbandonGuard {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(a) = self.0.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let _ = a.writer.eof().await;
+            // The killer's own command line has no token (its script travels on stdin).
+            let kill = format!(
+                "all=''; frontier=$(pgrep -f -- {token} | tr '\\n' ' ')\n\
+                 while [ -n \"$frontier\" ]; do\n\
+                 all=\"$all $frontier\"; next=''\n\
+                 for p in $frontier; do next=\"$next $(pgrep -P \"$p\" | tr '\\n' ' ')\"; done\n\
+                 frontier=$(echo $next)\n\
+                 done\n\
+                 [ -n \"$all\" ] && kill -TERM $all 2>/dev/null\n\
+                 true\n",
+                token = a.token
+            );
+            let command = shell::command_line(&a.user, a.privileged, None);
+            if let Ok(channel) = a.link.handle.channel_open_session().await {
+                if channel.exec(true, command).await.is_ok() {
+                    let (mut reader, w) = channel.split();
+                    let _ = w.data(&shell::frame(&kill, None)[..]).await;
+                    let _ = w.eof().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        while reader.wait().await.is_some() {}
+                    })
+                    .await;
+                }
+            }
+            let _ = a.writer.close().await;
+        });
+    }
+}
+
+/// A command started by `Session::hold`, still running on the host.
+pub struct Held {
+    writer: Option<russh::ChannelWriteHalf<client::Msg>>,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Held {
+    /// Ends the command: end of input, TERM, then the channel is closed.
+    pub async fn release(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.eof().await;
+            let _ = w.signal(Sig::TERM).await;
+            let _ = w.close().await;
+        }
+        self.drain.abort();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.drain.abort();
     }
 }
 

@@ -32,6 +32,12 @@ impl Reporter for JsonReporter {
             Event::Unreachable { host, error } => json!({
                 "type": "unreachable", "host": host, "error": error,
             }),
+            Event::HostNote { host, message } => json!({
+                "type": "note", "host": host, "message": message,
+            }),
+            Event::Interrupted { signal } => json!({
+                "type": "interrupted", "signal": signal,
+            }),
             Event::StageSkipped { stage, reason } => json!({
                 "type": "stage_skipped", "stage": stage, "reason": reason,
             }),

@@ -50,6 +50,11 @@ pub fn render(event: &Event, verbose: u8, mode: Mode) -> Vec<String> {
             None => vec![],
         },
         Event::Unreachable { host, error } => vec![format!("{host}: UNREACHABLE: {error}")],
+        Event::HostNote { host, message } => vec![format!("{host}: {message}")],
+        Event::Interrupted { signal } => vec![format!(
+            "{signal} received: stopping; no new step starts, the running change may finish \
+             (30s at most). Send it again to abort at once."
+        )],
         Event::PlayStarted {
             host,
             playbook,
@@ -111,6 +116,8 @@ pub fn recap_lines(s: &Summary) -> Vec<String> {
             " UNREACHABLE"
         } else if r.failed > 0 {
             " FAILED"
+        } else if r.interrupted {
+            " INTERRUPTED"
         } else {
             ""
         };
@@ -123,10 +130,20 @@ pub fn recap_lines(s: &Summary) -> Vec<String> {
             r.skipped
         ));
     }
+    for (host, r) in &s.hosts {
+        if !r.pending_handlers.is_empty() {
+            lines.push(format!(
+                "{host}: handlers not run yet (recorded on the host; the next run fires them): {}",
+                r.pending_handlers.join(", ")
+            ));
+        }
+    }
     for stage in &s.stages_not_run {
         lines.push(format!("stage {stage}: not run"));
     }
-    let verdict = if !s.success() {
+    let verdict = if s.interrupted {
+        "interrupted"
+    } else if !s.success() {
         "failed"
     } else if s.changed == 0 {
         "nothing to change: every host already matches"
@@ -168,6 +185,7 @@ mod tests {
                     failed: 1,
                     skipped: 1,
                     unreachable: false,
+                    ..HostRecap::default()
                 },
             ),
             (

@@ -11,19 +11,19 @@ use crate::support::{TestSshd, SUDO_USER};
 
 /// A project directory (inventory, playbooks, files) pointed at a test sshd, plus a scratch
 /// directory that the playbooks change "on the host" (the same machine, through SSH).
-struct Project {
-    dir: tempfile::TempDir,
-    remote: tempfile::TempDir,
+pub(crate) struct Project {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) remote: tempfile::TempDir,
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub(crate) fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,7 +32,7 @@ impl Run {
     }
 
     /// JSON Lines of a `--json` run.
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.stdout
             .lines()
             .filter(|l| l.starts_with('{'))
@@ -40,14 +40,14 @@ impl Run {
             .collect()
     }
 
-    fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         self.events()
             .into_iter()
             .find(|e| e["type"] == "summary")
             .unwrap_or_else(|| panic!("no summary in:\n{}\n{}", self.stdout, self.stderr))
     }
 
-    fn changed_steps(&self) -> Vec<String> {
+    pub(crate) fn changed_steps(&self) -> Vec<String> {
         self.events()
             .into_iter()
             .filter(|e| e["type"] == "step" && e["status"] == "changed")
@@ -55,14 +55,14 @@ impl Run {
             .collect()
     }
 
-    fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 }
 
 impl Project {
     /// `hosts`: (name, user) pairs, all served by `sshd`.
-    fn new(sshd: &TestSshd, hosts: &[(&str, &str)]) -> Project {
+    pub(crate) fn new(sshd: &TestSshd, hosts: &[(&str, &str)]) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let remote = tempfile::tempdir().unwrap();
         let mut inv = format!(
@@ -82,42 +82,58 @@ impl Project {
         Project { dir, remote }
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
-    fn remote(&self, rel: &str) -> PathBuf {
+    pub(crate) fn remote(&self, rel: &str) -> PathBuf {
         self.remote.path().join(rel)
     }
 
-    fn write(&self, rel: &str, text: &str) {
+    pub(crate) fn write(&self, rel: &str, text: &str) {
         let p = self.path(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
     }
 
-    fn bootstrap(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    /// The binary with this project's inventory, HOME and host-side state directory.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bootstrap"));
         cmd.current_dir(self.dir.path())
             // ~/.ssh/known_hosts of the test, not of whoever runs it.
             .env("HOME", self.dir.path())
             .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
+            // Every test's "host" is this machine: each keeps its lock and state apart.
+            .env(
+                "BOOTSTRAP_HOST_STATE_DIR",
+                self.remote("host-state-{host}").display().to_string(),
+            )
             .args(["-i", "inventory.toml"])
             .args(args);
+        cmd
+    }
+
+    /// Where runs keep their state on inventory host `host` (lock, pending handlers).
+    pub(crate) fn host_state(&self, host: &str) -> PathBuf {
+        self.remote(&format!("host-state-{host}"))
+    }
+
+    pub(crate) fn bootstrap(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
         Run::from(cmd.output().expect("run bootstrap"))
     }
 
-    fn run(&self, playbook: &str, extra: &[&str]) -> Run {
+    pub(crate) fn run(&self, playbook: &str, extra: &[&str]) -> Run {
         let mut args = vec!["--json"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&["run", playbook]);
         self.bootstrap(&args, &[])
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut all = String::new();
         collect_files(&self.path(".bootstrap/logs"), &mut all);
         all
@@ -346,12 +362,8 @@ name = "after"
 file = { path = "{{ root }}/after", state = "directory" }
 "#,
     );
-    let bin = env!("CARGO_BIN_EXE_bootstrap");
-    let child = Command::new(bin)
-        .current_dir(p.dir.path())
-        .env("HOME", p.dir.path())
-        .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
-        .args(["-i", "inventory.toml", "run", "playbooks/slow.toml"])
+    let child = p
+        .command(&["run", "playbooks/slow.toml"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -508,3 +508,24 @@ check_firewall_lockout_guard() {
   check "lock-out guard: the worker role is still converged" exit_code_is 0 bootstrap_json lockout-after worker
   check "lock-out guard: ... and changes 0" summary_is lockout-after changed 0
 }
+
+note_has() {
+  local label="$1" text="$2"
+  jq -r 'select(.type == "note") | .message' "$LAB_LOGS/$label.jsonl" | grep -qF -- "$text" ||
+    { echo "no note with '$text' in $label"; return 1; }
+}
+
+# A rollback left armed by a run that never confirmed access (killed, cut off) is found before
+# anything changes; one that fired is told on the next run.
+check_firewall_rollback_left_behind() {
+  on_host worker "sudo systemd-run --quiet --collect --unit=bootstrap-fw-rollback.service sleep 600" >/dev/null
+  check "rollback left armed: the worker run fails (exit 1)" exit_code_is 1 bootstrap_json armed-left worker
+  check "rollback left armed: the run says so" step_message_has armed-left "lock host" "firewall rollback is still armed"
+  check "rollback left armed: nothing changed" summary_is armed-left changed 0
+  on_host worker "sudo systemctl stop bootstrap-fw-rollback.service" >/dev/null
+  on_host worker "printf 'run=lab at=now result=RESTORED\n' | sudo tee /var/lib/bootstrap/fw/fired >/dev/null"
+  check "rollback that fired: the next run succeeds" exit_code_is 0 bootstrap_json fired-told worker
+  check "rollback that fired: ... and says so" note_has fired-told "a firewall rollback fired"
+  check "rollback that fired: told once" exit_code_is 0 bootstrap_json fired-quiet worker
+  check "rollback that fired: ... no note the second time" bash -c "! jq -r 'select(.type == \"note\") | .message' '$LAB_LOGS/fired-quiet.jsonl' | grep -q 'a firewall rollback fired'"
+}

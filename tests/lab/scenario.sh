@@ -63,6 +63,7 @@ check_smoke "$LAB_DIR/playbooks/smoke.toml"
 # Role issues append their checks here (see checks.sh).
 check_worker
 check_firewall_lockout_guard "$LAB_DIR/playbooks/lockout.toml"
+check_firewall_rollback_left_behind
 check_all_converged
 if [[ ${SCENARIO_ALL:-0} == 1 ]]; then
   check_converges all all

@@ -1,0 +1,324 @@
+//! What a run keeps on each host, under one root-only directory (`/var/lib/bootstrap` unless
+//! `BOOTSTRAP_HOST_STATE_DIR` says otherwise): the run lock, the handlers still owed, and the
+//! firewall guard's snapshots and verdicts.
+//!
+//! The lock is an `flock` held by a keeper process started over the run's own SSH connection:
+//! it prints `.` every few seconds, so once the connection is gone its next write kills it
+//! (SIGPIPE) and the kernel releases the lock. A holder that is gone therefore never blocks
+//! anyone; its `lock.info` stays behind and is reported as a stale lock taken over.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::transport::shell::quote;
+use crate::transport::ssh::Held;
+use crate::transport::Session;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/bootstrap";
+
+/// The systemd unit of the firewall rollback watchdog: one per host, whatever the run.
+pub const FW_UNIT: &str = "bootstrap-fw-rollback.service";
+
+/// The state directory on inventory host `host`. `BOOTSTRAP_HOST_STATE_DIR` may move it
+/// (absolute; `{host}` in it becomes the inventory name, for test rigs where several inventory
+/// hosts are one machine).
+pub fn state_dir(host: &str) -> String {
+    std::env::var("BOOTSTRAP_HOST_STATE_DIR")
+        .ok()
+        .filter(|d| d.starts_with('/'))
+        .map(|d| d.replace("{host}", host))
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.to_string())
+}
+
+/// Who runs: written into the lock, shown to whoever finds it held.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub admin: String,
+    pub started: String,
+}
+
+impl RunInfo {
+    pub fn new(run_id: &str) -> RunInfo {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| format!("uid {}", nix_uid()));
+        RunInfo {
+            run_id: run_id.to_string(),
+            admin: format!("{user}@{host} pid {}", std::process::id()),
+            started: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }
+    }
+}
+
+fn nix_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// What the host said when the run took (or, in check mode, looked at) its lock.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// `lock.info` of a holder that is gone ("run=... admin=... started=...").
+    pub stale_lock: Option<String>,
+    /// Another run holds the lock now.
+    pub busy: Option<String>,
+    /// Handlers notified by an earlier run and never run: playbook key -> names.
+    pub pending: BTreeMap<String, BTreeSet<String>>,
+    /// A firewall rollback watchdog is still armed (by a run that never disarmed it).
+    pub fw_pending: Option<String>,
+    /// A firewall rollback fired since the last run looked.
+    pub fw_fired: Option<String>,
+    keeper_pid: Option<String>,
+}
+
+/// Reports what is pending and what fired; the part shared by the lock and the check-mode look.
+fn report_script(acknowledge: bool) -> String {
+    // Runs after `d=<state dir>` in the lock and look scripts.
+    let ack = if acknowledge {
+        "mv -f \"$d/fw/fired\" \"$d/fw/fired.reported\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "for f in \"$d\"/handlers/*; do [ -f \"$f\" ] || continue\n\
+         while IFS= read -r h; do [ -n \"$h\" ] && printf 'pending %s %s\\n' \"${{f##*/}}\" \"$h\"; done < \"$f\"\n\
+         done\n\
+         if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet {FW_UNIT}; then\n\
+         printf 'fw-pending %s\\n' \"$(tr '\\n' ' ' < \"$d/fw/armed\" 2>/dev/null)\"\n\
+         fi\n\
+         if [ -f \"$d/fw/fired\" ]; then printf 'fw-fired %s\\n' \"$(tr '\\n' ' ' < \"$d/fw/fired\")\"\n{ack}fi\n"
+    )
+}
+
+/// The keeper: takes the lock (or says who holds it), reports, then holds it for the session.
+fn lock_script(d: &str, who: &RunInfo) -> String {
+    format!(
+        "d={d}\n\
+         umask 077\n\
+         mkdir -p \"$d/handlers\" \"$d/fw\" && chmod 700 \"$d\" || exit 3\n\
+         exec 9>>\"$d/lock\" || exit 3\n\
+         if ! flock -n 9; then echo busy; tr '\\n' ' ' < \"$d/lock.info\" 2>/dev/null; echo; exit 75; fi\n\
+         if [ -s \"$d/lock.info\" ]; then printf 'stale %s\\n' \"$(tr '\\n' ' ' < \"$d/lock.info\")\"; fi\n\
+         printf 'run=%s\\nadmin=%s\\nstarted=%s\\nkeeper=%s\\n' {run} {admin} {started} \"$$\" > \"$d/lock.info.tmp\" && mv -f \"$d/lock.info.tmp\" \"$d/lock.info\" || exit 3\n\
+         echo \"keeper $$\"\n\
+         {report}\
+         echo ready\n\
+         while :; do sleep 5 9>&-; echo . || exit 0; done\n",
+        d = quote(d),
+        run = quote(&who.run_id),
+        admin = quote(&who.admin),
+        started = quote(&who.started),
+        report = report_script(true),
+    )
+}
+
+/// Check mode: the same answers, read-only (nothing created, the lock not taken).
+fn look_script(d: &str) -> String {
+    format!(
+        "d={d}\n\
+         [ -d \"$d\" ] || {{ echo ready; exit 0; }}\n\
+         if [ -f \"$d/lock\" ] && ! flock -n \"$d/lock\" true; then echo busy; tr '\\n' ' ' < \"$d/lock.info\" 2>/dev/null; echo; fi\n\
+         {report}\
+         echo ready\n",
+        d = quote(d),
+        report = report_script(false),
+    )
+}
+
+fn parse(text: &str) -> Found {
+    let mut found = Found::default();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "busy" => found.busy = Some(lines.next().unwrap_or("").trim().to_string()),
+            "stale" => found.stale_lock = Some(rest.trim().to_string()),
+            "keeper" => found.keeper_pid = Some(rest.trim().to_string()),
+            "pending" => {
+                if let Some((key, name)) = rest.split_once(' ') {
+                    found
+                        .pending
+                        .entry(key.to_string())
+                        .or_default()
+                        .insert(name.to_string());
+                }
+            }
+            "fw-pending" => found.fw_pending = Some(rest.trim().to_string()),
+            "fw-fired" => found.fw_fired = Some(rest.trim().to_string()),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The lock a run holds on one host.
+pub struct HostLock {
+    held: Held,
+    keeper_pid: Option<String>,
+    run_id: String,
+}
+
+/// Takes the host's lock for this run (`take`), or only looks (check mode). `Ok((None, found))`
+/// with `found.busy` set when another run holds it.
+pub async fn lock(
+    session: &Session,
+    dir: &str,
+    who: &RunInfo,
+    take: bool,
+) -> anyhow::Result<(Option<HostLock>, Found)> {
+    let script = if take {
+        lock_script(dir, who)
+    } else {
+        look_script(dir)
+    };
+    match session.hold(&script, "ready").await? {
+        Ok((text, held)) => {
+            let found = parse(&text);
+            if !take {
+                held.release().await;
+                return Ok((None, found));
+            }
+            let lock = HostLock {
+                held,
+                keeper_pid: found.keeper_pid.clone(),
+                run_id: who.run_id.clone(),
+            };
+            Ok((Some(lock), found))
+        }
+        Err(out) if out.exit_status == 75 => Ok((None, parse(&out.stdout_str()))),
+        Err(out) => anyhow::bail!(
+            "cannot take the run lock under {dir} (exit {}): {}{}",
+            out.exit_status,
+            out.stderr_str().trim(),
+            if out.exit_status == 127 || out.stderr_str().contains("flock") {
+                " (is util-linux's flock installed?)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+impl HostLock {
+    /// Gives the lock back: our `lock.info` removed, the keeper ended.
+    pub async fn unlock(self, session: &Session, dir: &str) {
+        let kill = match &self.keeper_pid {
+            Some(pid) if pid.chars().all(|c| c.is_ascii_digit()) => {
+                format!("kill {pid} 2>/dev/null\n")
+            }
+            _ => String::new(),
+        };
+        let script = format!(
+            "d={}\nif grep -qxF -- {} \"$d/lock.info\" 2>/dev/null; then rm -f \"$d/lock.info\"; fi\n{kill}true\n",
+            quote(dir),
+            quote(&format!("run={}", self.run_id)),
+        );
+        let _ = session.exec(&script, None).await;
+        self.held.release().await;
+    }
+}
+
+/// A file name for a playbook's pending handlers: its file stem, made safe.
+pub fn playbook_key(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "playbook".into());
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Adds `names` to the handlers owed by `key`'s playbook on the host.
+pub fn record_pending_script(dir: &str, key: &str, names: &BTreeSet<String>) -> String {
+    let lines: Vec<String> = names.iter().map(|n| quote(n)).collect();
+    format!(
+        "d={}; f=\"$d/handlers\"/{}\n\
+         umask 077; mkdir -p \"$d/handlers\" && chmod 700 \"$d\" || exit 3\n\
+         {{ cat \"$f\" 2>/dev/null; printf '%s\\n' {}; }} | sort -u > \"$f.tmp\" && mv -f \"$f.tmp\" \"$f\"\n",
+        quote(dir),
+        quote(key),
+        lines.join(" ")
+    )
+}
+
+/// Removes one handler from what `key`'s playbook owes (it ran successfully).
+pub fn clear_pending_script(dir: &str, key: &str, name: &str) -> String {
+    format!(
+        "f={}/handlers/{}\n\
+         [ -f \"$f\" ] || exit 0\n\
+         grep -vxF -- {} \"$f\" > \"$f.tmp\"\n\
+         if [ -s \"$f.tmp\" ]; then mv -f \"$f.tmp\" \"$f\"; else rm -f \"$f\" \"$f.tmp\"; fi\n",
+        quote(dir),
+        quote(key),
+        quote(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn pending_handlers_are_recorded_listed_and_cleared_one_by_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("state");
+        let d = d.to_str().unwrap();
+        let names: BTreeSet<String> = ["restart postgresql".to_string(), "it's".to_string()].into();
+        assert!(sh(&record_pending_script(d, "worker", &names))
+            .status
+            .success());
+        let look = sh(&look_script(d));
+        let found = parse(&String::from_utf8_lossy(&look.stdout));
+        assert_eq!(found.pending["worker"], names);
+        assert!(found.busy.is_none() && found.fw_fired.is_none());
+        assert!(sh(&clear_pending_script(d, "worker", "it's"))
+            .status
+            .success());
+        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d)).stdout));
+        assert_eq!(
+            found.pending["worker"],
+            BTreeSet::from(["restart postgresql".to_string()])
+        );
+        assert!(sh(&clear_pending_script(d, "worker", "restart postgresql"))
+            .status
+            .success());
+        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d)).stdout));
+        assert!(found.pending.is_empty());
+        let mode = std::fs::metadata(d).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o700, "root-only state");
+    }
+
+    #[test]
+    fn playbook_keys_are_plain_file_names() {
+        assert_eq!(
+            playbook_key(std::path::Path::new("/x/worker.toml")),
+            "worker"
+        );
+        assert_eq!(playbook_key(std::path::Path::new("a b;c.toml")), "a_b_c");
+    }
+}
