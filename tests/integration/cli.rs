@@ -394,6 +394,58 @@ file = { path = "{{ root }}/after", state = "directory" }
     assert_eq!(p.run("playbooks/slow.toml", &[]).summary()["changed"], 0);
 }
 
+/// Regression: a connection cut mid-step failed the host even though the host still answered;
+/// now the connection is re-established once and the step probed again (its plan is recomputed).
+#[test]
+fn a_connection_cut_mid_step_is_reestablished_and_the_step_probed_again() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    let started = p.remote("started");
+    p.write(
+        "playbooks/slow.toml",
+        r#"
+name = "slow"
+hosts = "all"
+[[steps]]
+name = "long job"
+command = { cmd = "if [ ! -e {{ root }}/started ]; then touch {{ root }}/started; sleep 60; fi; touch {{ root }}/done", creates = "{{ root }}/done" }
+[[steps]]
+name = "after"
+file = { path = "{{ root }}/after", state = "directory" }
+"#,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .current_dir(p.dir.path())
+        .env("HOME", p.dir.path())
+        .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
+        .args([
+            "-i",
+            "inventory.toml",
+            "--json",
+            "run",
+            "playbooks/slow.toml",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The connection dies with what it ran; the host (sshd) still answers.
+    sshd.cut_connections(true);
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(p.remote("done").exists() && p.remote("after").exists());
+    assert!(p.logs().contains("reconnected"), "{}", p.logs());
+    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2);
+}
+
 #[test]
 fn bad_input_exits_2_with_file_and_line_and_touches_no_host() {
     let sshd = TestSshd::start();

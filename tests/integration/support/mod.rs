@@ -182,8 +182,9 @@ impl TestSshd {
             return;
         };
         // Collect the whole tree first: once the parent dies its children are re-parented.
-        let mut pids = descendants(child.id());
-        pids.push(child.id());
+        // The listener goes first, so no new connection can slip in while the rest die.
+        let mut pids = vec![child.id()];
+        pids.extend(descendants(child.id()));
         for pid in pids {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
