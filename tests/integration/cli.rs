@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::{TestSshd, SUDO_USER};
+use crate::support::{user_without_sudo, TestSshd, SUDO_USER};
 
 /// A project directory (inventory, playbooks, files) pointed at a test sshd, plus a scratch
 /// directory that the playbooks change "on the host" (the same machine, through SSH).
@@ -697,4 +697,18 @@ fn unusable_key_files_are_bad_input_before_any_connection() {
     // Nothing reached the host: the one connection in sshd's log is the harness's readiness probe.
     let log = sshd.log();
     assert_eq!(log.matches("Connection from").count(), 1, "{log}");
+}
+
+/// Regression: a login whose `sudo -n` wants a password read "the probe did not finish
+/// (connection or shell died)".
+#[test]
+fn a_login_without_passwordless_sudo_is_told_so_with_sudos_message() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", user_without_sudo())]);
+    let run = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(text.contains("sudo: a password is required"), "{text}");
+    assert!(text.contains("NOPASSWD"), "{text}");
+    assert!(!text.contains("did not finish"), "{text}");
 }
