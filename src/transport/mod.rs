@@ -3,6 +3,8 @@
 //! Sudo wrapping and shell quoting live in `shell` and nowhere else. A command's exit status is
 //! an `ExecOutput`, never an error: errors here are transport failures only.
 
+mod abandon;
+mod handler;
 pub mod keys;
 pub mod known_hosts;
 pub mod shell;

@@ -10,15 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use russh::client::{self, AuthResult, DisconnectReason};
+use russh::client::{self, AuthResult};
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect, Sig};
 use sha2::Digest as _;
 
-use super::known_hosts::{self, Entry, Lookup};
+use super::abandon::{AbandonGuard, Abandoned, COMMANDS};
+use super::handler::{host_key_algorithms, read_known_hosts, Client, HandlerError};
+use super::known_hosts::{self, Entry};
 use super::shell::{self, quote};
 use super::*;
+
+pub use super::abandon::Held;
 
 /// Extra local wait past a command's deadline and `timeout`'s KILL, before giving up on the host.
 const LOCAL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
@@ -41,8 +45,8 @@ pub struct Session {
 }
 
 /// One SSH connection.
-struct Link {
-    handle: client::Handle<Client>,
+pub(super) struct Link {
+    pub(super) handle: client::Handle<Client>,
     /// Why the connection ended, as told to the handler; read when a channel breaks.
     lost: Arc<Mutex<Option<String>>>,
     /// 0 for the first connection of a session, then 1, 2, ... after each reconnection.
@@ -450,90 +454,6 @@ impl Session {
     }
 }
 
-/// Numbers the commands of this process, for their tokens.
-static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A remote command whose result nobody waits for any more.
-struct Abandoned {
-    link: Arc<Link>,
-    writer: Arc<russh::ChannelWriteHalf<client::Msg>>,
-    token: String,
-    user: String,
-    privileged: bool,
-}
-
-/// Stops the command on the host when dropped before it finished: TERM to the processes whose
-/// command line carries its token (sudo, timeout and the shell under them) and all below them,
-/// through a channel of its own, then its channel is closed.
-struct AbandonGuard(Option<Abandoned>);
-
-impl AbandonGuard {
-    fn finished(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        let Some(a) = self.0.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let _ = a.writer.eof().await;
-            // The killer's own command line has no token (its script travels on stdin).
-            let kill = format!(
-                "all=''; frontier=$(pgrep -f -- {token} | tr '\\n' ' ')\n\
-                 while [ -n \"$frontier\" ]; do\n\
-                 all=\"$all $frontier\"; next=''\n\
-                 for p in $frontier; do next=\"$next $(pgrep -P \"$p\" | tr '\\n' ' ')\"; done\n\
-                 frontier=$(echo $next)\n\
-                 done\n\
-                 [ -n \"$all\" ] && kill -TERM $all 2>/dev/null\n\
-                 true\n",
-                token = a.token
-            );
-            let command = shell::command_line(&a.user, a.privileged, None);
-            if let Ok(channel) = a.link.handle.channel_open_session().await {
-                if channel.exec(true, command).await.is_ok() {
-                    let (mut reader, w) = channel.split();
-                    let _ = w.data(&shell::frame(&kill, None)[..]).await;
-                    let _ = w.eof().await;
-                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                        while reader.wait().await.is_some() {}
-                    })
-                    .await;
-                }
-            }
-            let _ = a.writer.close().await;
-        });
-    }
-}
-
-/// A command started by `Session::hold`, still running on the host.
-pub struct Held {
-    writer: Option<russh::ChannelWriteHalf<client::Msg>>,
-    drain: tokio::task::JoinHandle<()>,
-}
-
-impl Held {
-    /// Ends the command: end of input, TERM, then the channel is closed.
-    pub async fn release(mut self) {
-        if let Some(w) = self.writer.take() {
-            let _ = w.eof().await;
-            let _ = w.signal(Sig::TERM).await;
-            let _ = w.close().await;
-        }
-        self.drain.abort();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.drain.abort();
-    }
-}
-
 /// Setup attempts until one succeeds or the attempts and the wait for the host are used up;
 /// only failures that may pass (refused, timed out, dropped during the handshake) are retried.
 async fn connect_with_retries(
@@ -799,26 +719,6 @@ async fn rsa_hash(
     Ok(handle.best_supported_rsa_hash().await?.flatten())
 }
 
-/// The host key algorithms to negotiate: when keys are on record for the host (pinned or in a
-/// known_hosts file), only algorithms of those types, so a server (or a man in the middle)
-/// cannot switch to a type we have no record of; else all of them.
-fn host_key_algorithms(known_types: &[String]) -> Vec<Algorithm> {
-    let all = russh::Preferred::DEFAULT.key.to_vec();
-    if known_types.is_empty() {
-        return all;
-    }
-    let type_of = |alg: &Algorithm| {
-        if alg.clone().is_rsa() {
-            "ssh-rsa".to_string()
-        } else {
-            alg.as_str().to_string()
-        }
-    };
-    all.into_iter()
-        .filter(|alg| known_types.contains(&type_of(alg)))
-        .collect()
-}
-
 /// What sudo said when it refused to run the loader (its own lines only, not a login's noise).
 fn sudo_message(out: &ExecOutput) -> String {
     let stderr = out.stderr_str();
@@ -835,27 +735,14 @@ fn sudo_message(out: &ExecOutput) -> String {
     }
 }
 
-/// Every known_hosts file that exists, parsed; the project's own file last.
-fn read_known_hosts(opts: &ConnectOptions) -> Vec<(PathBuf, Vec<Entry>)> {
-    opts.known_hosts_files
-        .iter()
-        .chain(std::iter::once(&opts.project_known_hosts))
-        .map(|path| expand_home(path))
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(&path).ok()?;
-            Some((path, known_hosts::parse(&text)))
-        })
-        .collect()
-}
-
-fn expand_home(path: &Path) -> PathBuf {
+pub(super) fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => path.to_path_buf(),
     }
 }
 
-fn address_of(target: &SshTarget) -> String {
+pub(super) fn address_of(target: &SshTarget) -> String {
     if target.address.contains(':') {
         format!("[{}]:{}", target.address, target.port)
     } else {
@@ -878,228 +765,6 @@ fn signal_number(sig: &Sig) -> u32 {
         Sig::ALRM => 14,
         Sig::TERM => 15,
         Sig::Custom(_) => 127,
-    }
-}
-
-/// russh handler: checks the host key during the handshake and remembers why a connection ended.
-struct Client {
-    address: String,
-    /// The known_hosts host field for the target, e.g. `[10.0.0.1]:2222`.
-    host: String,
-    pinned: Option<String>,
-    files: Vec<(PathBuf, Vec<Entry>)>,
-    strict: bool,
-    project_file: PathBuf,
-    target: (String, u16),
-    new_host_key: Arc<Mutex<Option<String>>>,
-    lost: Arc<Mutex<Option<String>>>,
-    /// Only look at the key to report it: never accept or record it.
-    probe_only: bool,
-}
-
-#[derive(Debug)]
-enum HandlerError {
-    Ssh(russh::Error),
-    HostKey(TransportError),
-}
-
-impl From<russh::Error> for HandlerError {
-    fn from(e: russh::Error) -> Self {
-        HandlerError::Ssh(e)
-    }
-}
-
-impl std::fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HandlerError::Ssh(e) => write!(f, "{e}"),
-            HandlerError::HostKey(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl HandlerError {
-    /// Errors before the session is up: network trouble may pass, the rest won't.
-    fn into_transport(self, address: &str) -> TransportError {
-        match self {
-            HandlerError::HostKey(e) => e,
-            HandlerError::Ssh(
-                e @ (russh::Error::IO(_)
-                | russh::Error::HUP
-                | russh::Error::Disconnect
-                | russh::Error::ConnectionTimeout),
-            ) => TransportError::Connect {
-                address: address.to_string(),
-                reason: format!("during the SSH handshake: {e}"),
-            },
-            HandlerError::Ssh(e) => TransportError::Protocol {
-                address: address.to_string(),
-                reason: e.to_string(),
-            },
-        }
-    }
-}
-
-impl Client {
-    fn new(target: &SshTarget, opts: &ConnectOptions, files: Vec<(PathBuf, Vec<Entry>)>) -> Client {
-        Client {
-            address: address_of(target),
-            host: known_hosts::host_field(&target.address, target.port),
-            pinned: target.pinned_host_key.clone(),
-            files,
-            strict: opts.strict_host_keys,
-            project_file: opts.project_known_hosts.clone(),
-            target: (target.address.clone(), target.port),
-            new_host_key: Arc::new(Mutex::new(None)),
-            lost: Arc::new(Mutex::new(None)),
-            probe_only: false,
-        }
-    }
-
-    /// Revocations, then the pinned key, then the known_hosts files; a key of a type not on
-    /// record for a known host is a changed key; an unknown key is recorded unless strict.
-    fn verify(&self, key_type: &str, key: &[u8]) -> Result<(), TransportError> {
-        let presented = known_hosts::fingerprint(key);
-        for (path, entries) in &self.files {
-            if let Lookup::Revoked { line } =
-                known_hosts::lookup(entries, &self.host, key_type, key)
-            {
-                return Err(TransportError::HostKeyRevoked {
-                    address: self.address.clone(),
-                    fingerprint: presented,
-                    location: format!("{}:{line}", path.display()),
-                });
-            }
-        }
-        if let Some(pinned) = &self.pinned {
-            let (pinned_type, pinned_key) =
-                known_hosts::parse_public_key(pinned).ok_or_else(|| TransportError::Protocol {
-                    address: self.address.clone(),
-                    reason: "the inventory host_key is not a `type base64` public key".into(),
-                })?;
-            if pinned_type == key_type && pinned_key == key {
-                return self.accept_known();
-            }
-            return Err(self.changed(&pinned_key, presented, "inventory host_key".into()));
-        }
-        let mut changed = None;
-        let mut cert_authority = None;
-        for (path, entries) in &self.files {
-            let at = |line: usize| format!("{}:{line}", path.display());
-            match known_hosts::lookup(entries, &self.host, key_type, key) {
-                Lookup::Known => return self.accept_known(),
-                Lookup::Changed { expected, line } if changed.is_none() => {
-                    changed = Some((expected, at(line)));
-                }
-                Lookup::CertAuthorityOnly { line } if cert_authority.is_none() => {
-                    cert_authority = Some(at(line));
-                }
-                _ => {}
-            }
-        }
-        if let Some((expected, source)) = changed {
-            return Err(self.changed(&expected, presented, source));
-        }
-        if let Some(source) = cert_authority {
-            return Err(TransportError::HostKeyCertAuthority {
-                address: self.address.clone(),
-                location: source,
-            });
-        }
-        if self.strict || self.probe_only {
-            return Err(TransportError::HostKeyUnknown {
-                address: self.address.clone(),
-                fingerprint: presented,
-            });
-        }
-        let line = known_hosts::format_entry(&self.target.0, self.target.1, key_type, key);
-        known_hosts::append_entry(&self.project_file, &line).map_err(|e| {
-            TransportError::Protocol {
-                address: self.address.clone(),
-                reason: format!(
-                    "cannot record the new host key in {}: {e}",
-                    self.project_file.display()
-                ),
-            }
-        })?;
-        *self.new_host_key.lock().unwrap() = Some(presented);
-        Ok(())
-    }
-
-    /// A key on record; a probe connection still never goes further.
-    fn accept_known(&self) -> Result<(), TransportError> {
-        if self.probe_only {
-            return Err(TransportError::Protocol {
-                address: self.address.clone(),
-                reason: "no host key algorithm in common with the server".into(),
-            });
-        }
-        Ok(())
-    }
-
-    fn changed(&self, expected: &[u8], presented: String, source: String) -> TransportError {
-        TransportError::HostKeyChanged {
-            address: self.address.clone(),
-            expected: known_hosts::fingerprint(expected),
-            presented,
-            source_of_expected: source,
-        }
-    }
-}
-
-impl client::Handler for Client {
-    type Error = HandlerError;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        // We never advertise certificate host key algorithms, so a certificate is a protocol error.
-        let PublicKeyOrCertificate::PublicKey { key, .. } = server_public_key else {
-            return Err(HandlerError::HostKey(TransportError::Protocol {
-                address: self.address.clone(),
-                reason: "the server presented a host certificate we did not ask for".into(),
-            }));
-        };
-        let unreadable = || {
-            HandlerError::HostKey(TransportError::Protocol {
-                address: self.address.clone(),
-                reason: "cannot encode the server's host key".into(),
-            })
-        };
-        let openssh = key.to_openssh().map_err(|_| unreadable())?;
-        let (key_type, blob) = known_hosts::parse_public_key(&openssh).ok_or_else(unreadable)?;
-        self.verify(&key_type, &blob)
-            .map(|()| true)
-            .map_err(HandlerError::HostKey)
-    }
-
-    async fn disconnected(
-        &mut self,
-        reason: DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
-        let why = match &reason {
-            DisconnectReason::ReceivedDisconnect(info) => format!(
-                "the server disconnected ({:?}{}{})",
-                info.reason_code,
-                if info.message.is_empty() { "" } else { ": " },
-                info.message
-            ),
-            DisconnectReason::Error(HandlerError::Ssh(russh::Error::KeepaliveTimeout)) => {
-                "no answer to keepalives".to_string()
-            }
-            DisconnectReason::Error(HandlerError::Ssh(russh::Error::IO(e)))
-                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                "the server or the network closed the connection".to_string()
-            }
-            DisconnectReason::Error(e) => format!("connection error: {e}"),
-        };
-        *self.lost.lock().unwrap() = Some(why);
-        match reason {
-            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
-            DisconnectReason::Error(e) => Err(e),
-        }
     }
 }
 
