@@ -1062,7 +1062,19 @@ async fn host_that_comes_back_within_wait_for_host_is_reached() {
     sshd.stop();
     // The "rebooting" host: something on the port drops every connection, like a host whose
     // sshd is not up yet.
-    let listener = std::net::TcpListener::bind(("127.0.0.1", sshd.port())).unwrap();
+    // The port sshd just left may still be held for a moment (another test's connection can
+    // have it as its local port): a bounded retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", sshd.port())) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot take port {} back: {e}", sshd.port()),
+        }
+    };
     let opts = bootstrap::transport::ConnectOptions {
         connect_attempts: 3,
         wait_for_host: Duration::from_secs(60),
