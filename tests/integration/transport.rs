@@ -337,6 +337,32 @@ async fn host_key_of_another_type_is_a_changed_key() {
     }
 }
 
+/// The same with the key pinned in the inventory instead of recorded in a file.
+#[tokio::test]
+async fn pinned_host_key_of_another_type_is_a_changed_key() {
+    let mut sshd = TestSshd::start();
+    let pinned = sshd.host_public_key();
+    let old = sshd.host_fingerprint();
+    sshd.restart_with_host_key_type("ecdsa");
+    let mut target = sshd.target("root");
+    target.pinned_host_key = Some(pinned);
+    match Session::connect(&target, &sshd.options()).await {
+        Err(TransportError::HostKeyChanged {
+            expected,
+            presented,
+            source_of_expected,
+            ..
+        }) => {
+            assert_eq!(expected, old);
+            assert_eq!(presented, sshd.host_fingerprint());
+            assert_eq!(source_of_expected, "inventory host_key");
+        }
+        Err(other) => panic!("expected HostKeyChanged, got {other:?}"),
+        Ok(_) => panic!("an ecdsa key was accepted for a host pinned as ed25519"),
+    }
+    assert!(!sshd.project_known_hosts().exists());
+}
+
 #[tokio::test]
 async fn revoked_host_key_is_refused() {
     let sshd = TestSshd::start();
