@@ -428,7 +428,11 @@ db_name = "other"
 
     #[test]
     fn connect_settings_are_read_and_bounded() {
-        let inv = parse("[ssh]\nconnect_timeout = 5\nwait_for_host = 180\n").unwrap();
+        let host = "[hosts.a]\naddress = \"1.2.3.4\"\nroles = []\n";
+        let inv = parse(&format!(
+            "[ssh]\nconnect_timeout = 5\nwait_for_host = 180\n{host}"
+        ))
+        .unwrap();
         assert_eq!(
             inv.connect,
             ConnectSettings {
@@ -436,8 +440,8 @@ db_name = "other"
                 wait_for_host: Some(std::time::Duration::from_secs(180)),
             }
         );
-        assert_eq!(parse("").unwrap().connect, ConnectSettings::default());
-        let err = parse("[ssh]\nuser = \"a\"\nwait_for_host = -1\n").unwrap_err();
+        assert_eq!(parse(host).unwrap().connect, ConnectSettings::default());
+        let err = parse(&format!("[ssh]\nuser = \"a\"\nwait_for_host = -1\n{host}")).unwrap_err();
         assert_eq!(err.line, Some(3));
         assert!(err.message.contains("wait_for_host"), "{}", err.message);
     }
