@@ -531,6 +531,14 @@ fn check(g: &GlobalArgs) -> Result<i32> {
     let refs: Vec<&Playbook> = playbooks.iter().collect();
     check_tags(g, &refs)?;
     let checked = validate(&inventory, &secrets, &refs, g.limit.as_deref())?;
+    let in_limit =
+        |h: &&crate::inventory::Host| g.limit.as_ref().is_none_or(|l| l.contains(&h.name));
+    for key in inventory.check_key_files(inventory.hosts.iter().filter(in_limit), true)? {
+        println!(
+            "warning: key file {} does not exist here (a run needs it)",
+            key.display()
+        );
+    }
     for p in &playbooks {
         println!(
             "playbook {}: {} steps, {} handlers (hosts: {})",
@@ -567,7 +575,7 @@ fn run_stages(g: &GlobalArgs, stages: Vec<Stage>) -> Result<i32> {
         .filter(|h| g.limit.as_ref().is_none_or(|l| l.contains(&h.name)))
         .filter(|h| playbooks.iter().any(|p| h.has_role(&p.hosts)))
         .collect();
-    inventory.check_key_files(targeted.iter().copied())?;
+    inventory.check_key_files(targeted.iter().copied(), false)?;
 
     let mode = Mode {
         check: g.check,

@@ -41,6 +41,8 @@ pub struct Inventory {
     pub secret_names: BTreeMap<String, String>,
     /// What every host's templates see of the whole inventory, built once on first use.
     pub template_view: std::sync::OnceLock<SharedView>,
+    /// How patiently to connect (`[ssh]` connect_timeout, wait_for_host).
+    pub connect: ConnectSettings,
 }
 
 /// `hosts`, `groups` and `role_addresses` as template values (see `runner::context`).
@@ -49,6 +51,15 @@ pub struct SharedView {
     pub hosts: minijinja::Value,
     pub groups: minijinja::Value,
     pub role_addresses: minijinja::Value,
+}
+
+/// `[ssh]` settings about connecting, in seconds in the file; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Bound of one connection attempt.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How long to keep retrying a host that refuses or drops connections (rebooting).
+    pub wait_for_host: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +100,8 @@ struct RawSsh {
     key: Option<String>,
     #[serde(rename = "become")]
     become_root: Option<bool>,
+    connect_timeout: Option<Spanned<i64>>,
+    wait_for_host: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +262,29 @@ impl Inventory {
             }
         }
         network::check_cluster_ranges(path, text, &hosts)?;
+        let seconds =
+            |value: &Option<Spanned<i64>>, name: &str, range: std::ops::RangeInclusive<i64>| {
+                match value {
+                    None => Ok(None),
+                    Some(v) if range.contains(v.get_ref()) => {
+                        Ok(Some(std::time::Duration::from_secs(*v.get_ref() as u64)))
+                    }
+                    Some(v) => Err(InputError::new(
+                        path,
+                        Some(line_at(v.span().start)),
+                        format!(
+                            "[ssh] {name} = {} is not in {}-{} (seconds)",
+                            v.get_ref(),
+                            range.start(),
+                            range.end()
+                        ),
+                    )),
+                }
+            };
+        let connect = ConnectSettings {
+            connect_timeout: seconds(&raw.ssh.connect_timeout, "connect_timeout", 1..=600)?,
+            wait_for_host: seconds(&raw.ssh.wait_for_host, "wait_for_host", 0..=3600)?,
+        };
 
         Ok(Inventory {
             path: path.to_path_buf(),
@@ -256,6 +292,7 @@ impl Inventory {
             vars: raw.vars,
             secret_names: raw.secrets,
             template_view: std::sync::OnceLock::new(),
+            connect,
         })
     }
 
@@ -271,29 +308,38 @@ impl Inventory {
         }
     }
 
-    /// Key files must exist before we connect anywhere; checked only by commands that connect,
-    /// so `check` works on a machine without the keys.
+    /// Key files must be usable before we connect anywhere: present, private (mode 0600, as
+    /// OpenSSH demands) and parseable without a passphrase. With `missing_ok` (for `check`,
+    /// which may run on a machine without the keys) a missing file is returned, not an error.
     pub fn check_key_files<'a>(
         &self,
         hosts: impl IntoIterator<Item = &'a Host>,
-    ) -> Result<(), InputError> {
+        missing_ok: bool,
+    ) -> Result<Vec<PathBuf>, InputError> {
+        use crate::transport::keys::{self, KeyProblem};
+        let mut missing = Vec::new();
         for host in hosts {
-            if let Some(key) = &host.ssh.key_file {
-                if !key.exists() {
+            let Some(key) = &host.ssh.key_file else {
+                continue;
+            };
+            match keys::check(key) {
+                Ok(()) => {}
+                Err(KeyProblem::Missing) if missing_ok => {
+                    if !missing.contains(key) {
+                        missing.push(key.clone());
+                    }
+                }
+                Err(problem) => {
                     return Err(InputError::new(
                         &self.path,
                         Some(host.line),
-                        format!(
-                            "host `{}`: key file {} does not exist",
-                            host.name,
-                            key.display()
-                        ),
+                        format!("host `{}`: key file {} {problem}", host.name, key.display()),
                     )
-                    .hint("set `key` to a private key file, or remove it to use ssh-agent"));
+                    .hint(problem.hint(key)));
                 }
             }
         }
-        Ok(())
+        Ok(missing)
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
@@ -563,13 +609,36 @@ db_name = "other"
     }
 
     #[test]
+    fn connect_settings_are_read_and_bounded() {
+        let host = "[hosts.a]\naddress = \"1.2.3.4\"\nroles = []\n";
+        let inv = parse(&format!(
+            "[ssh]\nconnect_timeout = 5\nwait_for_host = 180\n{host}"
+        ))
+        .unwrap();
+        assert_eq!(
+            inv.connect,
+            ConnectSettings {
+                connect_timeout: Some(std::time::Duration::from_secs(5)),
+                wait_for_host: Some(std::time::Duration::from_secs(180)),
+            }
+        );
+        assert_eq!(parse(host).unwrap().connect, ConnectSettings::default());
+        let err = parse(&format!("[ssh]\nuser = \"a\"\nwait_for_host = -1\n{host}")).unwrap_err();
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("wait_for_host"), "{}", err.message);
+    }
+
+    #[test]
     fn missing_key_file_is_bad_input() {
         let inv = parse(
             "[ssh]\nkey = \"/nonexistent/id\"\n[hosts.a]\naddress = \"1.2.3.4\"\nroles = []\n",
         )
         .unwrap();
-        let err = inv.check_key_files(&inv.hosts).unwrap_err();
+        let err = inv.check_key_files(&inv.hosts, false).unwrap_err();
         assert!(err.message.contains("/nonexistent/id"));
+        // `check` may run where the keys are not: it hears of the file, not an error.
+        let missing = inv.check_key_files(&inv.hosts, true).unwrap();
+        assert_eq!(missing, vec![PathBuf::from("/nonexistent/id")]);
     }
 
     #[test]

@@ -562,11 +562,22 @@ pub(crate) mod testing {
 
     /// Runs a probe script in a local `sh`, as the runner would on a host.
     pub fn run_probe(script: &str) -> ProbeOutput {
-        let out = std::process::Command::new("sh")
+        use crate::transport::shell;
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg(crate::transport::shell::wrap(script, "root", false))
-            .output()
+            .arg(shell::command_line("root", false, None))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .expect("sh runs");
+        // The loader reads the whole frame before the probe prints anything: no deadlock.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(&shell::frame(script, None))
+            .expect("frame written");
+        drop(stdin);
+        let out = child.wait_with_output().expect("sh runs");
         ProbeOutput {
             exit_status: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8(out.stdout).expect("probe output is UTF-8"),

@@ -74,7 +74,9 @@ pub async fn exec_with_limit(
     let wrapped = with_remote_limit(script, limit);
     let local = limit + KILL_AFTER + LOCAL_SLACK;
     let started = std::time::Instant::now();
-    match tokio::time::timeout(local, session.exec(&wrapped, stdin)).await {
+    // The step's own limit replaces the session's default command deadline.
+    let run = session.exec_with_deadline(&wrapped, stdin, None);
+    match tokio::time::timeout(local, run).await {
         Err(_) => Err(anyhow!(
             "timed out after {} (the host stopped answering; the command was stopped there)",
             human(limit)

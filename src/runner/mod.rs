@@ -385,10 +385,19 @@ pub fn default_connect_options(inventory: &Inventory, strict_host_keys: bool) ->
     if let Some(home) = std::env::var_os("HOME") {
         known.push(PathBuf::from(home).join(".ssh/known_hosts"));
     }
+    let defaults = ConnectOptions::default();
     ConnectOptions {
         strict_host_keys,
         known_hosts_files: known,
         project_known_hosts: inventory.state_dir().join("known_hosts"),
-        ..ConnectOptions::default()
+        connect_timeout: inventory
+            .connect
+            .connect_timeout
+            .unwrap_or(defaults.connect_timeout),
+        wait_for_host: inventory
+            .connect
+            .wait_for_host
+            .unwrap_or(defaults.wait_for_host),
+        ..defaults
     }
 }

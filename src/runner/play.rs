@@ -124,6 +124,9 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     }
     let mut next = 0;
     let mut stopped = false;
+    // A connection that dropped and was re-established (see `Session::reconnect`): the step
+    // that was running has an unknown outcome, so its probe is sent again, once per play.
+    let mut reprobed_after_reconnect = false;
     'rounds: while next < total {
         if ctx.interrupt.requested() {
             recap.interrupted = true;
@@ -138,8 +141,15 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             &facts,
             true,
         );
+        let reconnects = ctx.session.reconnections();
         let outputs = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
+            Err(e) if ctx.session.reconnections() > reconnects && !reprobed_after_reconnect => {
+                reprobed_after_reconnect = true;
+                ctx.log
+                    .write("reconnected", &format!("{e:#}; probing again"));
+                continue 'rounds;
+            }
             Err(e) => {
                 let result = Subject::new(
                     playbook,
@@ -176,10 +186,32 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 handler: false,
                 started,
             };
+            let reconnects = ctx.session.reconnections();
             let result =
                 run_prepared(ctx, subject, step, &key, prep, output, recap.changed > 0).await;
             // A failed step whose changes were attempted may have changed the host.
             let attempted = !result.changes.is_empty() && !ctx.mode.check;
+            if result.status == Status::Failed
+                && ctx.session.reconnections() > reconnects
+                && !reprobed_after_reconnect
+            {
+                reprobed_after_reconnect = true;
+                ctx.log.write(
+                    "reconnected",
+                    &format!(
+                        "{}; probing again from `{name}`",
+                        result
+                            .message
+                            .as_deref()
+                            .unwrap_or("connection re-established")
+                    ),
+                );
+                if attempted {
+                    notified.extend(step.notify.iter().cloned());
+                }
+                next = index;
+                continue 'rounds;
+            }
             match report(ctx, &mut recap, result) {
                 Status::Failed => {
                     if attempted {

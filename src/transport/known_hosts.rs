@@ -2,7 +2,9 @@
 //!
 //! Supported: `host[,host...] keytype base64 [comment]`, `[host]:port` for ports other than 22,
 //! hashed `|1|salt|hash` host fields (HMAC-SHA1), `*`/`?` wildcards and `!` negation.
-//! Marker lines (`@revoked`, `@cert-authority`) are skipped: we neither trust CAs nor need revocation.
+//! Marker lines: `@revoked` keys are refused for the hosts the line names; `@cert-authority`
+//! lines are read so that a host known only through a CA is refused with a clear "unsupported"
+//! instead of being treated as new (certificates are not supported).
 
 use std::io::Write;
 use std::path::Path;
@@ -11,9 +13,21 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use sha1::Digest as _;
 
+/// What a line's leading `@` marker says about its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// A plain line: the host's key.
+    None,
+    /// `@revoked`: never accept this key.
+    Revoked,
+    /// `@cert-authority`: a CA signing host certificates (not supported here).
+    CertAuthority,
+}
+
 /// One key line of a known_hosts file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    pub marker: Marker,
     /// The host field as written (comma list, possibly hashed).
     pub hosts: String,
     pub key_type: String,
@@ -26,11 +40,16 @@ pub struct Entry {
 /// What the files say about a presented key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
+    /// A `@revoked` line for this host carries this key.
+    Revoked { line: usize },
     /// A line for this host carries exactly this key.
     Known,
-    /// The host is known with another key of the same type.
+    /// The host is known with another key, of this type or of another one (OpenSSH's
+    /// accept-new refuses both: a key of a new type is how a man in the middle would show).
     Changed { expected: Vec<u8>, line: usize },
-    /// No line for this host and key type.
+    /// The host is named only by a `@cert-authority` line.
+    CertAuthorityOnly { line: usize },
+    /// No line for this host.
     Unknown,
 }
 
@@ -60,15 +79,26 @@ pub fn parse_public_key(text: &str) -> Option<(String, Vec<u8>)> {
     Some((key_type.to_string(), key))
 }
 
-/// Parses one line; comments, blank lines, marker lines and malformed lines give `None`.
+/// Parses one line; comments, blank lines, unknown markers and malformed lines give `None`.
 pub fn parse_line(line: &str, line_number: usize) -> Option<Entry> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+    let mut line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
         return None;
+    }
+    let mut marker = Marker::None;
+    if line.starts_with('@') {
+        let (word, rest) = line.split_once(char::is_whitespace)?;
+        marker = match word {
+            "@revoked" => Marker::Revoked,
+            "@cert-authority" => Marker::CertAuthority,
+            _ => return None,
+        };
+        line = rest.trim_start();
     }
     let (hosts, rest) = line.split_once(char::is_whitespace)?;
     let (key_type, key) = parse_public_key(rest)?;
     Some(Entry {
+        marker,
         hosts: hosts.to_string(),
         key_type,
         key,
@@ -102,10 +132,13 @@ pub fn hosts_match(hosts: &str, host: &str) -> bool {
     matched
 }
 
-/// Key types recorded for a host, so the client can ask the server for one of those first.
+/// Key types recorded for a host (plain lines only): the only ones the client may negotiate.
 pub fn known_key_types(entries: &[Entry], host: &str) -> Vec<String> {
     let mut types: Vec<String> = Vec::new();
-    for e in entries.iter().filter(|e| hosts_match(&e.hosts, host)) {
+    for e in entries
+        .iter()
+        .filter(|e| e.marker == Marker::None && hosts_match(&e.hosts, host))
+    {
         if !types.contains(&e.key_type) {
             types.push(e.key_type.clone());
         }
@@ -115,18 +148,31 @@ pub fn known_key_types(entries: &[Entry], host: &str) -> Vec<String> {
 
 /// Looks a presented key up among the entries for `host`.
 pub fn lookup(entries: &[Entry], host: &str, key_type: &str, key: &[u8]) -> Lookup {
-    let same_type: Vec<&Entry> = entries
-        .iter()
-        .filter(|e| e.key_type == key_type && hosts_match(&e.hosts, host))
-        .collect();
-    if same_type.iter().any(|e| e.key == key) {
+    let for_host = |marker: Marker| {
+        entries
+            .iter()
+            .filter(move |e| e.marker == marker && hosts_match(&e.hosts, host))
+    };
+    if let Some(e) = for_host(Marker::Revoked).find(|e| e.key_type == key_type && e.key == key) {
+        return Lookup::Revoked { line: e.line };
+    }
+    let plain: Vec<&Entry> = for_host(Marker::None).collect();
+    if plain.iter().any(|e| e.key_type == key_type && e.key == key) {
         return Lookup::Known;
     }
-    match same_type.first() {
-        Some(e) => Lookup::Changed {
+    // A line of the same type is the best "expected" key to show; else any line for the host.
+    let expected = plain
+        .iter()
+        .find(|e| e.key_type == key_type)
+        .or(plain.first());
+    if let Some(e) = expected {
+        return Lookup::Changed {
             expected: e.key.clone(),
             line: e.line,
-        },
+        };
+    }
+    match for_host(Marker::CertAuthority).next() {
+        Some(e) => Lookup::CertAuthorityOnly { line: e.line },
         None => Lookup::Unknown,
     }
 }
@@ -233,21 +279,47 @@ mod tests {
              a.example,10.0.0.1 ssh-ed25519 {KEY_A} root@a\nbroken-line\n[10.0.0.2]:2222 ssh-ed25519 {KEY_B}\n"
         );
         let entries = parse(&text);
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].hosts, "a.example,10.0.0.1");
-        assert_eq!(entries[0].line, 5);
-        assert_eq!(entries[0].key, blob(KEY_A));
-        assert_eq!(entries[1].hosts, "[10.0.0.2]:2222");
-        assert_eq!(entries[1].line, 7);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].marker, Marker::Revoked);
+        assert_eq!(entries[0].hosts, "*");
+        assert_eq!(entries[1].marker, Marker::CertAuthority);
+        assert_eq!(entries[2].marker, Marker::None);
+        assert_eq!(entries[2].hosts, "a.example,10.0.0.1");
+        assert_eq!(entries[2].line, 5);
+        assert_eq!(entries[2].key, blob(KEY_A));
+        assert_eq!(entries[3].hosts, "[10.0.0.2]:2222");
+        assert_eq!(entries[3].line, 7);
+        assert!(parse("@unknown-marker * ssh-ed25519 AAAA\n").is_empty());
     }
 
     #[test]
-    fn revoked_line_does_not_make_a_host_known() {
-        let entries = parse(&format!("@revoked 10.0.0.1 ssh-ed25519 {KEY_A}\n"));
+    fn revoked_key_is_refused_even_when_also_listed() {
+        let entries = parse(&format!(
+            "10.0.0.1 ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}\n"
+        ));
         assert_eq!(
             lookup(&entries, "10.0.0.1", "ssh-ed25519", &blob(KEY_A)),
+            Lookup::Revoked { line: 2 }
+        );
+        // Another key of the host is not touched by the revocation.
+        assert!(matches!(
+            lookup(&entries, "10.0.0.1", "ssh-ed25519", &blob(KEY_B)),
+            Lookup::Changed { line: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn host_named_only_by_a_cert_authority_is_not_new() {
+        let entries = parse(&format!("@cert-authority *.example ssh-ed25519 {KEY_A}\n"));
+        assert_eq!(
+            lookup(&entries, "h.example", "ssh-ed25519", &blob(KEY_B)),
+            Lookup::CertAuthorityOnly { line: 1 }
+        );
+        assert_eq!(
+            lookup(&entries, "10.0.0.1", "ssh-ed25519", &blob(KEY_B)),
             Lookup::Unknown
         );
+        assert!(known_key_types(&entries, "h.example").is_empty());
     }
 
     #[test]
@@ -334,10 +406,13 @@ mod tests {
             lookup(&entries, "10.0.0.9", "ssh-ed25519", &a),
             Lookup::Unknown
         );
-        // Another key type on record is not a change of this one.
+        // A key of a type not on record for a known host is a changed key, not a new one.
         assert_eq!(
-            lookup(&entries, "10.0.0.1", "ecdsa-sha2-nistp256", &a),
-            Lookup::Unknown
+            lookup(&entries, "10.0.0.1", "ecdsa-sha2-nistp256", &b),
+            Lookup::Changed {
+                expected: a.clone(),
+                line: 2
+            }
         );
         assert_eq!(
             known_key_types(&entries, "10.0.0.1"),

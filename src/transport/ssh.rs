@@ -10,29 +10,47 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use russh::client::{self, AuthResult, DisconnectReason};
+use russh::client::{self, AuthResult};
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect, Sig};
 use sha2::Digest as _;
 
-use super::known_hosts::{self, Entry, Lookup};
-use super::shell::{quote, wrap};
+use super::abandon::{AbandonGuard, Abandoned, COMMANDS};
+use super::handler::{host_key_algorithms, read_known_hosts, Client, HandlerError};
+use super::known_hosts::{self, Entry};
+use super::shell::{self, quote};
 use super::*;
 
-/// Keepalives without an answer before the connection is declared dead.
-const KEEPALIVE_MAX: usize = 3;
-/// First pause between setup attempts; doubled after each failure.
+pub use super::abandon::Held;
+
+/// Extra local wait past a command's deadline and `timeout`'s KILL, before giving up on the host.
+const LOCAL_DEADLINE_MARGIN: Duration = Duration::from_secs(5);
+/// First pause between setup attempts; doubled after each failure, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Connections lost in one session that are re-established; past this, a drop is final.
+const MAX_RECONNECTS: u32 = 3;
 
 pub struct Session {
-    /// Shared with the tasks that stop abandoned commands.
-    handle: Arc<client::Handle<Client>>,
+    /// The live connection; replaced when a dropped one is re-established.
+    link: Mutex<Arc<Link>>,
+    /// One reconnection at a time.
+    reconnecting: tokio::sync::Mutex<()>,
+    reconnects: std::sync::atomic::AtomicU32,
     target: SshTarget,
     opts: ConnectOptions,
     new_host_key: Option<String>,
+}
+
+/// One SSH connection.
+pub(super) struct Link {
+    pub(super) handle: client::Handle<Client>,
     /// Why the connection ended, as told to the handler; read when a channel breaks.
     lost: Arc<Mutex<Option<String>>>,
+    /// 0 for the first connection of a session, then 1, 2, ... after each reconnection.
+    generation: u32,
 }
 
 impl Session {
@@ -41,18 +59,64 @@ impl Session {
         target: &SshTarget,
         opts: &ConnectOptions,
     ) -> Result<Session, TransportError> {
-        let attempts = opts.connect_attempts.max(1);
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=attempts {
-            match connect_once(target, opts).await {
-                Err(e) if e.is_retryable_setup() && attempt < attempts => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                result => return result,
-            }
+        // A key that cannot be used stops here, before anything reaches the host.
+        if let Some(path) = &target.key_file {
+            let path = expand_home(path);
+            super::keys::check(&path).map_err(|problem| TransportError::Key {
+                reason: format!("{problem}; {}", problem.hint(&path)),
+                path,
+            })?;
         }
-        unreachable!("the last attempt always returns")
+        let (link, new_host_key) = connect_with_retries(target, opts, 0).await?;
+        Ok(Session {
+            link: Mutex::new(Arc::new(link)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            reconnects: std::sync::atomic::AtomicU32::new(0),
+            target: target.clone(),
+            opts: opts.clone(),
+            new_host_key,
+        })
+    }
+
+    /// How many times a dropped connection was re-established in this session.
+    pub fn reconnections(&self) -> u32 {
+        self.reconnects.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn link(&self) -> Arc<Link> {
+        self.link.lock().unwrap().clone()
+    }
+
+    /// After `failed` (a `Disconnected` on `link`): connect again, once, with the usual
+    /// retries and wait for the host. Success is `Reconnected` (the command's outcome is
+    /// unknown: the caller probes again); failure keeps the original error, with why.
+    async fn reconnect(&self, link: &Link, failed: TransportError) -> TransportError {
+        use std::sync::atomic::Ordering;
+        let TransportError::Disconnected { address, reason } = failed else {
+            return failed;
+        };
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if self.link().generation != link.generation {
+            // Another command already reconnected after the same drop.
+            return TransportError::Reconnected { address, reason };
+        }
+        if self.reconnects.load(Ordering::SeqCst) >= MAX_RECONNECTS {
+            return TransportError::Disconnected {
+                address,
+                reason: format!("{reason}; not reconnecting: {MAX_RECONNECTS} drops already"),
+            };
+        }
+        match connect_with_retries(&self.target, &self.opts, link.generation + 1).await {
+            Ok((fresh, _)) => {
+                self.reconnects.fetch_add(1, Ordering::SeqCst);
+                *self.link.lock().unwrap() = Arc::new(fresh);
+                TransportError::Reconnected { address, reason }
+            }
+            Err(e) => TransportError::Disconnected {
+                address,
+                reason: format!("{reason}; reconnecting failed: {e}"),
+            },
+        }
     }
 
     /// The fingerprint of a host key this connection accepted and recorded (accept-new).
@@ -65,13 +129,27 @@ impl Session {
     }
 
     /// Runs `script` (as root when the target says `become_root`); a non-zero exit is `Ok`.
+    /// Bounded by the options' default command deadline.
     pub async fn exec(
         &self,
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        self.run_command(script, self.target.become_root, stdin)
+        self.exec_with_deadline(script, stdin, self.opts.command_deadline)
             .await
+    }
+
+    /// Like `exec`, with this command's own deadline (`None`: none). On the host, `timeout`
+    /// stops the script and everything it started (TERM, then KILL); here, the wait is bounded
+    /// too, in case the host cannot act. Past the deadline: `TransportError::Deadline`.
+    pub async fn exec_with_deadline(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        deadline: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        let privileged = shell::uses_sudo(&self.target.user, self.target.become_root);
+        self.run_script(script, stdin, privileged, deadline).await
     }
 
     /// Runs `script` as the login user, never through sudo.
@@ -80,7 +158,8 @@ impl Session {
         script: &str,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, TransportError> {
-        self.run_command(script, false, stdin).await
+        self.run_script(script, stdin, false, self.opts.command_deadline)
+            .await
     }
 
     /// Atomic upload in one round trip: temp file beside `dest`, sha256 check, attributes,
@@ -94,7 +173,7 @@ impl Session {
         backup: bool,
     ) -> anyhow::Result<()> {
         let sha256 = hex::encode(sha2::Sha256::digest(content));
-        let script = upload_script(dest, &sha256, attrs, validate, backup);
+        let script = super::upload::script(dest, &sha256, attrs, validate, backup);
         let out = self.exec(&script, Some(content)).await?;
         if !out.success() {
             bail!(
@@ -136,33 +215,53 @@ impl Session {
         }
     }
 
+    pub async fn close(self) {
+        // The peer may already be gone; there is nothing useful to do about it then.
+        let _ = self
+            .link()
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
     /// Starts a long-lived `script` (as root when `become_root`) and reads its stdout until a
     /// line equal to `ready` (returned: what came before it), or until it ends (`Err` with its
     /// output in `Ok(Err(..))`). A `Held` command keeps running until released or until this
     /// connection ends: it holds whatever the script holds (e.g. a lock) for the session.
+    /// Its stdin stays open after the script: the end of input tells it to let go.
     pub async fn hold(
         &self,
         script: &str,
         ready: &str,
     ) -> Result<Result<(String, Held), ExecOutput>, TransportError> {
-        let command = wrap(script, &self.target.user, self.target.become_root);
-        let channel = self
+        let privileged = shell::uses_sudo(&self.target.user, self.target.become_root);
+        let command = shell::command_line(&self.target.user, privileged, None);
+        let link = self.link();
+        let channel = link
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| self.broken("opening a channel", &e))?;
+            .map_err(|e| self.broken(&link, "opening a channel", &e))?;
         channel
             .exec(true, command)
             .await
-            .map_err(|e| self.broken("starting a command", &e))?;
+            .map_err(|e| self.broken(&link, "starting a command", &e))?;
         let (mut reader, writer) = channel.split();
+        writer
+            .data(&shell::frame(script, None)[..])
+            .await
+            .map_err(|e| self.broken(&link, "sending a script", &e))?;
         let mut out = ExecOutput::default();
         let marker = format!("{ready}\n");
         loop {
             match reader.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     out.stdout.extend_from_slice(&data);
-                    let text = out.stdout_str();
+                    let mut stdout = out.stdout.clone();
+                    if privileged && shell::strip_privileged_marker(&mut stdout).is_none() {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&stdout).into_owned();
                     if let Some(at) = text.find(&marker) {
                         // Drain what the command prints later, so its output never blocks it.
                         let drain =
@@ -180,63 +279,111 @@ impl Session {
                     out.stderr.extend_from_slice(&data)
                 }
                 Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = exit_status,
-                Some(ChannelMsg::Close) | None => return Ok(Err(out)),
+                Some(ChannelMsg::Close) | None => {
+                    if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
+                        return Err(TransportError::Sudo {
+                            address: address_of(&self.target),
+                            user: self.target.user.clone(),
+                            missing: out.exit_status == 127,
+                            message: sudo_message(&out),
+                        });
+                    }
+                    return Ok(Err(out));
+                }
                 Some(_) => {}
             }
         }
     }
 
-    pub async fn close(self) {
-        // The peer may already be gone; there is nothing useful to do about it then.
-        let _ = self
-            .handle
-            .disconnect(Disconnect::ByApplication, "", "en")
-            .await;
-    }
-
-    async fn run_command(
+    /// Sends `script` on stdin behind the constant loader (see `shell`), then `stdin`.
+    async fn run_script(
         &self,
         script: &str,
-        become_root: bool,
         stdin: Option<&[u8]>,
+        privileged: bool,
+        deadline: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
-        // A word in the command line that names this command on the host, so an abandoned
-        // one can be found and stopped there (OpenSSH refuses `signal` requests).
+        // A word in the command line (the loader's $0) that names this command on the host, so
+        // an abandoned one can be found and stopped there (OpenSSH refuses `signal` requests).
         let token = format!(
             "bootstrap-cmd-{}-{}-end",
             std::process::id(),
             COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let command = wrap(
-            &format!(": {token}\n{script}"),
-            &self.target.user,
-            become_root,
-        );
-        let channel = self
+        let command = shell::tagged_command_line(&self.target.user, privileged, deadline, &token);
+        let input = shell::frame(script, stdin);
+        let started = std::time::Instant::now();
+        let link = self.link();
+        let run = self.run_command(&link, command, &input, token, privileged);
+        let result = match deadline {
+            // The host's `timeout` acts first; this bound only matters when the host cannot.
+            Some(d) => tokio::time::timeout(d + shell::KILL_AFTER + LOCAL_DEADLINE_MARGIN, run)
+                .await
+                .map_err(|_| self.deadline_error(d))?,
+            None => run.await,
+        };
+        let mut out = match result {
+            Ok(out) => out,
+            Err(e @ TransportError::Disconnected { .. }) => {
+                return Err(self.reconnect(&link, e).await)
+            }
+            Err(e) => return Err(e),
+        };
+        if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
+            return Err(TransportError::Sudo {
+                address: address_of(&self.target),
+                user: self.target.user.clone(),
+                missing: out.exit_status == 127,
+                message: sudo_message(&out),
+            });
+        }
+        if let Some(d) = deadline {
+            // 124: stopped by TERM; 137: by the KILL that followed.
+            if matches!(out.exit_status, 124 | 137) && started.elapsed() >= d {
+                return Err(self.deadline_error(d));
+            }
+        }
+        Ok(out)
+    }
+
+    fn deadline_error(&self, deadline: Duration) -> TransportError {
+        TransportError::Deadline {
+            address: address_of(&self.target),
+            seconds: deadline.as_secs().max(1),
+        }
+    }
+
+    async fn run_command(
+        &self,
+        link: &Arc<Link>,
+        command: String,
+        stdin: &[u8],
+        token: String,
+        privileged: bool,
+    ) -> Result<ExecOutput, TransportError> {
+        let channel = link
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| self.broken("opening a channel", &e))?;
+            .map_err(|e| self.broken(link, "opening a channel", &e))?;
         channel
             .exec(true, command)
             .await
-            .map_err(|e| self.broken("starting a command", &e))?;
+            .map_err(|e| self.broken(link, "starting a command", &e))?;
         let (mut reader, writer) = channel.split();
         // Dropped before the command ended (a deadline, an interrupt): stop it on the host
         // rather than leave it running detached from us.
         let writer = Arc::new(writer);
         let abandon = AbandonGuard(Some(Abandoned {
-            handle: self.handle.clone(),
+            link: link.clone(),
             writer: writer.clone(),
             token,
             user: self.target.user.clone(),
-            become_root,
+            privileged,
         }));
 
         let input = async {
-            if let Some(bytes) = stdin {
-                writer.data(bytes).await?;
-            }
+            writer.data(stdin).await?;
             writer.eof().await
         };
         let mut input = std::pin::pin!(input);
@@ -273,20 +420,20 @@ impl Session {
                 let note = format!("\n[remote command killed by signal {sig:?}]\n");
                 out.stderr.extend_from_slice(note.as_bytes());
             }
-            (None, None) => return Err(self.lost_error("a command was running")),
+            (None, None) => return Err(self.lost_error(link, "a command was running")),
         }
         abandon.finished();
         Ok(out)
     }
 
     /// A channel operation failed: name the cause the handler saw if the connection is gone.
-    fn broken(&self, doing: &str, error: &russh::Error) -> TransportError {
-        if self.handle.is_closed() || self.lost.lock().unwrap().is_some() {
-            return self.lost_error(doing);
+    fn broken(&self, link: &Link, doing: &str, error: &russh::Error) -> TransportError {
+        if link.handle.is_closed() || link.lost.lock().unwrap().is_some() {
+            return self.lost_error(link, doing);
         }
         match error {
             russh::Error::SendError | russh::Error::Disconnect | russh::Error::HUP => {
-                self.lost_error(doing)
+                self.lost_error(link, doing)
             }
             other => TransportError::Protocol {
                 address: address_of(&self.target),
@@ -295,8 +442,8 @@ impl Session {
         }
     }
 
-    fn lost_error(&self, doing: &str) -> TransportError {
-        let why = self.lost.lock().unwrap().clone();
+    fn lost_error(&self, link: &Link, doing: &str) -> TransportError {
+        let why = link.lost.lock().unwrap().clone();
         TransportError::Disconnected {
             address: address_of(&self.target),
             reason: match why {
@@ -307,88 +454,31 @@ impl Session {
     }
 }
 
-/// Numbers the commands of this process, for their tokens.
-static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// A remote command whose result nobody waits for any more.
-struct Abandoned {
-    handle: Arc<client::Handle<Client>>,
-    writer: Arc<russh::ChannelWriteHalf<client::Msg>>,
-    token: String,
-    user: String,
-    become_root: bool,
-}
-
-/// Stops the command on the host when dropped before it finished: TERM to the process groups
-/// of the processes whose command line carries its token (sudo and the shell in it), through
-/// a channel of its own, then its channel is closed.
-struct AbandonGuard(Option<Abandoned>);
-
-impl AbandonGuard {
-    fn finished(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        let Some(a) = self.0.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            let _ = a.writer.eof().await;
-            let kill = format!(
-                "anc=\" $$ \"; p=$$\n\
-                 while [ \"$p\" -gt 1 ] 2>/dev/null; do p=$(ps -o ppid= -p \"$p\" | tr -d ' '); anc=\"$anc$p \"; done\n\
-                 # This killer's own command line carries the token too: never itself or its parents.\n\
-                 all=''; frontier=''\n\
-                 for p in $(pgrep -f -- {token}); do case \"$anc\" in *\" $p \"*) ;; *) frontier=\"$frontier $p\";; esac; done\n\
-                 while [ -n \"$frontier\" ]; do\n\
-                 all=\"$all $frontier\"; next=''\n\
-                 for p in $frontier; do next=\"$next $(pgrep -P \"$p\" | tr '\\n' ' ')\"; done\n\
-                 frontier=$(echo $next)\n\
-                 done\n\
-                 [ -n \"$all\" ] && kill -TERM $all 2>/dev/null\n\
-                 true\n",
-                token = a.token
-            );
-            let command = wrap(&kill, &a.user, a.become_root);
-            if let Ok(channel) = a.handle.channel_open_session().await {
-                if channel.exec(true, command).await.is_ok() {
-                    let (mut reader, _w) = channel.split();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                        while reader.wait().await.is_some() {}
-                    })
-                    .await;
-                }
+/// Setup attempts until one succeeds or the attempts and the wait for the host are used up;
+/// only failures that may pass (refused, timed out, dropped during the handshake) are retried.
+async fn connect_with_retries(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+    generation: u32,
+) -> Result<(Link, Option<String>), TransportError> {
+    let attempts = opts.connect_attempts.max(1);
+    let started = std::time::Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match connect_once(target, opts, generation).await {
+            // A host that is rebooting refuses or drops connections for a while: keep
+            // trying until both the attempts and the wait for the host are used up.
+            Err(e)
+                if e.is_retryable_setup()
+                    && (attempt < attempts || started.elapsed() + backoff < opts.wait_for_host) =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt += 1;
             }
-            let _ = a.writer.close().await;
-        });
-    }
-}
-
-/// A command started by `Session::hold`, still running on the host.
-pub struct Held {
-    writer: Option<russh::ChannelWriteHalf<client::Msg>>,
-    drain: tokio::task::JoinHandle<()>,
-}
-
-impl Held {
-    /// Ends the command: end of input, TERM, then the channel is closed.
-    pub async fn release(mut self) {
-        if let Some(w) = self.writer.take() {
-            let _ = w.eof().await;
-            let _ = w.signal(Sig::TERM).await;
-            let _ = w.close().await;
+            result => return result,
         }
-        self.drain.abort();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.drain.abort();
     }
 }
 
@@ -396,22 +486,20 @@ impl Drop for Held {
 async fn connect_once(
     target: &SshTarget,
     opts: &ConnectOptions,
-) -> Result<Session, TransportError> {
+    generation: u32,
+) -> Result<(Link, Option<String>), TransportError> {
     let address = address_of(target);
     let timeout = |_| TransportError::Timeout {
         address: address.clone(),
         seconds: opts.connect_timeout.as_secs().max(1),
     };
-    let stream = tokio::time::timeout(
-        opts.connect_timeout,
-        tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
-    )
-    .await
-    .map_err(timeout)?
-    .map_err(|e| TransportError::Connect {
-        address: address.clone(),
-        reason: e.to_string(),
-    })?;
+    let stream = tokio::time::timeout(opts.connect_timeout, open_socket(target, opts))
+        .await
+        .map_err(timeout)?
+        .map_err(|e| TransportError::Connect {
+            address: address.clone(),
+            reason: e.to_string(),
+        })?;
     // Small request/response packets: don't let Nagle hold them back.
     let _ = stream.set_nodelay(true);
 
@@ -431,32 +519,34 @@ async fn connect_once(
     let config = Arc::new(client::Config {
         keepalive_interval: Some(opts.keepalive_interval),
         keepalive_max: KEEPALIVE_MAX,
-        inactivity_timeout: None,
+        // Keepalives alone cannot catch a peer that vanished while our send queue is full (a
+        // black hole during an upload): nothing is sent, so nothing goes unanswered. This bound
+        // also covers a write that makes no progress.
+        inactivity_timeout: Some(opts.dead_peer_timeout()),
         nodelay: true,
         preferred: russh::Preferred {
-            key: Cow::Owned(host_key_preference(&preferred_types)),
+            key: Cow::Owned(host_key_algorithms(&preferred_types)),
             ..Default::default()
         },
         ..Default::default()
     });
-    let new_host_key = Arc::new(Mutex::new(None));
-    let lost = Arc::new(Mutex::new(None));
-    let handler = Client {
-        address: address.clone(),
-        host,
-        pinned: target.pinned_host_key.clone(),
-        files,
-        strict: opts.strict_host_keys,
-        project_file: opts.project_known_hosts.clone(),
-        target: (target.address.clone(), target.port),
-        new_host_key: new_host_key.clone(),
-        lost: lost.clone(),
-    };
+    let handler = Client::new(target, opts, files);
+    let new_host_key = handler.new_host_key.clone();
+    let lost = handler.lost.clone();
 
     let setup = async {
-        let mut handle = client::connect_stream(config, stream, handler)
-            .await
-            .map_err(|e| e.into_transport(&address))?;
+        let mut handle = match client::connect_stream(config, stream, handler).await {
+            Ok(handle) => handle,
+            // The server has no key of a type on record: a changed key; find which it offers.
+            Err(HandlerError::Ssh(russh::Error::NoCommonAlgo {
+                kind: russh::AlgorithmKind::Key,
+                theirs,
+                ..
+            })) if !preferred_types.is_empty() => {
+                return Err(key_of_another_type(target, opts, &theirs).await)
+            }
+            Err(e) => return Err(e.into_transport(&address)),
+        };
         authenticate(&mut handle, target).await?;
         Ok::<_, TransportError>(handle)
     };
@@ -464,13 +554,80 @@ async fn connect_once(
         .await
         .map_err(timeout)??;
     let new_host_key = new_host_key.lock().unwrap().take();
-    Ok(Session {
-        handle: Arc::new(handle),
-        target: target.clone(),
-        opts: opts.clone(),
-        new_host_key,
+    let link = Link {
+        handle,
         lost,
-    })
+        generation,
+    };
+    Ok((link, new_host_key))
+}
+
+/// TCP to the target, with the send buffer capped when the options say so.
+async fn open_socket(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = None;
+    for address in tokio::net::lookup_host((target.address.as_str(), target.port)).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(bytes) = opts.send_buffer {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name resolves to no address",
+        )
+    }))
+}
+
+/// After a refused negotiation: a second handshake offering every type, only to show the
+/// fingerprint of the key the server has (it is never accepted), as a changed key.
+async fn key_of_another_type(
+    target: &SshTarget,
+    opts: &ConnectOptions,
+    offered: &[String],
+) -> TransportError {
+    let address = address_of(target);
+    let fallback = TransportError::Protocol {
+        address: address.clone(),
+        reason: format!(
+            "the server offers only host keys of types we have no record of ({}); treat it as a changed key",
+            offered.join(", ")
+        ),
+    };
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(opts.connect_timeout, open_socket(target, opts)).await
+    else {
+        return fallback;
+    };
+    let config = Arc::new(client::Config {
+        preferred: russh::Preferred {
+            key: Cow::Owned(host_key_algorithms(&[])),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    let mut handler = Client::new(target, opts, read_known_hosts(opts));
+    handler.probe_only = true;
+    match tokio::time::timeout(
+        opts.connect_timeout,
+        client::connect_stream(config, stream, handler),
+    )
+    .await
+    {
+        Ok(Err(HandlerError::HostKey(e))) => e,
+        _ => fallback,
+    }
 }
 
 async fn authenticate(
@@ -485,11 +642,10 @@ async fn authenticate(
     match &target.key_file {
         Some(path) => {
             let path = expand_home(path);
-            let key =
-                russh::keys::load_secret_key(&path, None).map_err(|e| TransportError::Key {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let key = super::keys::load(&path).map_err(|problem| TransportError::Key {
+                reason: format!("{problem}; {}", problem.hint(&path)),
+                path: path.clone(),
+            })?;
             let hash = rsa_hash(handle, key.algorithm()).await.map_err(protocol)?;
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
             let result = handle
@@ -563,45 +719,30 @@ async fn rsa_hash(
     Ok(handle.best_supported_rsa_hash().await?.flatten())
 }
 
-/// Host key algorithms with those of keys already on record first, so the server shows the one we know.
-fn host_key_preference(known_types: &[String]) -> Vec<Algorithm> {
-    let mut algorithms = russh::Preferred::DEFAULT.key.to_vec();
-    let rank = |alg: &Algorithm| {
-        let name = if alg.clone().is_rsa() {
-            "ssh-rsa"
-        } else {
-            alg.as_str()
-        };
-        known_types
-            .iter()
-            .position(|t| t == name)
-            .unwrap_or(known_types.len())
+/// What sudo said when it refused to run the loader (its own lines only, not a login's noise).
+fn sudo_message(out: &ExecOutput) -> String {
+    let stderr = out.stderr_str();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("sudo")).collect();
+    let text = if lines.is_empty() {
+        stderr.trim().to_string()
+    } else {
+        lines.join("; ")
     };
-    algorithms.sort_by_key(rank);
-    algorithms
+    if text.is_empty() {
+        format!("exit {} and no message", out.exit_status)
+    } else {
+        text
+    }
 }
 
-/// Every known_hosts file that exists, parsed; the project's own file last.
-fn read_known_hosts(opts: &ConnectOptions) -> Vec<(PathBuf, Vec<Entry>)> {
-    opts.known_hosts_files
-        .iter()
-        .chain(std::iter::once(&opts.project_known_hosts))
-        .map(|path| expand_home(path))
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(&path).ok()?;
-            Some((path, known_hosts::parse(&text)))
-        })
-        .collect()
-}
-
-fn expand_home(path: &Path) -> PathBuf {
+pub(super) fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => path.to_path_buf(),
     }
 }
 
-fn address_of(target: &SshTarget) -> String {
+pub(super) fn address_of(target: &SshTarget) -> String {
     if target.address.contains(':') {
         format!("[{}]:{}", target.address, target.port)
     } else {
@@ -627,234 +768,6 @@ fn signal_number(sig: &Sig) -> u32 {
     }
 }
 
-/// The remote side of `upload`: everything in one script, the temp file removed on any failure.
-fn upload_script(
-    dest: &str,
-    sha256: &str,
-    attrs: &crate::modules::FileAttrs,
-    validate: Option<&str>,
-    backup: bool,
-) -> String {
-    let mut s = String::new();
-    s.push_str("set -e\n");
-    s.push_str(&format!("dest={}\n", quote(dest)));
-    s.push_str("dir=$(dirname -- \"$dest\")\n");
-    s.push_str("tmp=$(umask 077 && mktemp \"$dir/.bootstrap-upload.XXXXXXXX\")\n");
-    s.push_str("trap 'rm -f -- \"$tmp\"' EXIT\n");
-    s.push_str("cat > \"$tmp\"\n");
-    s.push_str("sum=$(sha256sum < \"$tmp\")\n");
-    s.push_str(&format!(
-        "if [ \"${{sum%% *}}\" != {sha256} ]; then echo \"checksum mismatch after transfer to $dest\" >&2; exit 1; fi\n"
-    ));
-    match &attrs.mode {
-        Some(mode) => s.push_str(&format!("chmod {} \"$tmp\"\n", quote(mode))),
-        // No mode asked: keep the existing file's, else the usual 0644 rather than mktemp's 0600.
-        None => s.push_str(
-            "if [ -e \"$dest\" ]; then chmod --reference=\"$dest\" \"$tmp\"; else chmod 0644 \"$tmp\"; fi\n",
-        ),
-    }
-    match owner_spec(attrs) {
-        Some(spec) => s.push_str(&format!("chown {} \"$tmp\"\n", quote(&spec))),
-        // Best effort: keeping the old owner may be impossible without root.
-        None => s.push_str(
-            "if [ -e \"$dest\" ]; then chown --reference=\"$dest\" \"$tmp\" 2>/dev/null || true; fi\n",
-        ),
-    }
-    if let Some(validate) = validate {
-        let command = validate.replace("%s", "\"$tmp\"");
-        s.push_str(&format!(
-            "if ! {{ {command}\n}} >&2; then echo \"validation failed for $dest: \"{} >&2; exit 1; fi\n",
-            quote(validate)
-        ));
-    }
-    if backup {
-        s.push_str("if [ -e \"$dest\" ]; then cp -p -- \"$dest\" \"$dest.$(date +%s).bak\"; fi\n");
-    }
-    s.push_str("mv -f -- \"$tmp\" \"$dest\"\n");
-    s.push_str("trap - EXIT\n");
-    s
-}
-
-fn owner_spec(attrs: &crate::modules::FileAttrs) -> Option<String> {
-    match (&attrs.owner, &attrs.group) {
-        (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-        (Some(o), None) => Some(o.clone()),
-        (None, Some(g)) => Some(format!(":{g}")),
-        (None, None) => None,
-    }
-}
-
-/// russh handler: checks the host key during the handshake and remembers why a connection ended.
-struct Client {
-    address: String,
-    /// The known_hosts host field for the target, e.g. `[10.0.0.1]:2222`.
-    host: String,
-    pinned: Option<String>,
-    files: Vec<(PathBuf, Vec<Entry>)>,
-    strict: bool,
-    project_file: PathBuf,
-    target: (String, u16),
-    new_host_key: Arc<Mutex<Option<String>>>,
-    lost: Arc<Mutex<Option<String>>>,
-}
-
-#[derive(Debug)]
-enum HandlerError {
-    Ssh(russh::Error),
-    HostKey(TransportError),
-}
-
-impl From<russh::Error> for HandlerError {
-    fn from(e: russh::Error) -> Self {
-        HandlerError::Ssh(e)
-    }
-}
-
-impl std::fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HandlerError::Ssh(e) => write!(f, "{e}"),
-            HandlerError::HostKey(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl HandlerError {
-    /// Errors before the session is up: network trouble may pass, the rest won't.
-    fn into_transport(self, address: &str) -> TransportError {
-        match self {
-            HandlerError::HostKey(e) => e,
-            HandlerError::Ssh(
-                e @ (russh::Error::IO(_)
-                | russh::Error::HUP
-                | russh::Error::Disconnect
-                | russh::Error::ConnectionTimeout),
-            ) => TransportError::Connect {
-                address: address.to_string(),
-                reason: format!("during the SSH handshake: {e}"),
-            },
-            HandlerError::Ssh(e) => TransportError::Protocol {
-                address: address.to_string(),
-                reason: e.to_string(),
-            },
-        }
-    }
-}
-
-impl Client {
-    /// Pinned key, then the known_hosts files; an unknown key is recorded unless strict.
-    fn verify(&self, key_type: &str, key: &[u8]) -> Result<(), TransportError> {
-        let presented = known_hosts::fingerprint(key);
-        if let Some(pinned) = &self.pinned {
-            let (pinned_type, pinned_key) =
-                known_hosts::parse_public_key(pinned).ok_or_else(|| TransportError::Protocol {
-                    address: self.address.clone(),
-                    reason: "the inventory host_key is not a `type base64` public key".into(),
-                })?;
-            if pinned_type == key_type && pinned_key == key {
-                return Ok(());
-            }
-            return Err(self.changed(&pinned_key, presented, "inventory host_key".into()));
-        }
-        let mut changed = None;
-        for (path, entries) in &self.files {
-            match known_hosts::lookup(entries, &self.host, key_type, key) {
-                Lookup::Known => return Ok(()),
-                Lookup::Changed { expected, line } if changed.is_none() => {
-                    changed = Some((expected, format!("{}:{line}", path.display())));
-                }
-                _ => {}
-            }
-        }
-        if let Some((expected, source)) = changed {
-            return Err(self.changed(&expected, presented, source));
-        }
-        if self.strict {
-            return Err(TransportError::HostKeyUnknown {
-                address: self.address.clone(),
-                fingerprint: presented,
-            });
-        }
-        let line = known_hosts::format_entry(&self.target.0, self.target.1, key_type, key);
-        known_hosts::append_entry(&self.project_file, &line).map_err(|e| {
-            TransportError::Protocol {
-                address: self.address.clone(),
-                reason: format!(
-                    "cannot record the new host key in {}: {e}",
-                    self.project_file.display()
-                ),
-            }
-        })?;
-        *self.new_host_key.lock().unwrap() = Some(presented);
-        Ok(())
-    }
-
-    fn changed(&self, expected: &[u8], presented: String, source: String) -> TransportError {
-        TransportError::HostKeyChanged {
-            address: self.address.clone(),
-            expected: known_hosts::fingerprint(expected),
-            presented,
-            source_of_expected: source,
-        }
-    }
-}
-
-impl client::Handler for Client {
-    type Error = HandlerError;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        // We never advertise certificate host key algorithms, so a certificate is a protocol error.
-        let PublicKeyOrCertificate::PublicKey { key, .. } = server_public_key else {
-            return Err(HandlerError::HostKey(TransportError::Protocol {
-                address: self.address.clone(),
-                reason: "the server presented a host certificate we did not ask for".into(),
-            }));
-        };
-        let unreadable = || {
-            HandlerError::HostKey(TransportError::Protocol {
-                address: self.address.clone(),
-                reason: "cannot encode the server's host key".into(),
-            })
-        };
-        let openssh = key.to_openssh().map_err(|_| unreadable())?;
-        let (key_type, blob) = known_hosts::parse_public_key(&openssh).ok_or_else(unreadable)?;
-        self.verify(&key_type, &blob)
-            .map(|()| true)
-            .map_err(HandlerError::HostKey)
-    }
-
-    async fn disconnected(
-        &mut self,
-        reason: DisconnectReason<Self::Error>,
-    ) -> Result<(), Self::Error> {
-        let why = match &reason {
-            DisconnectReason::ReceivedDisconnect(info) => format!(
-                "the server disconnected ({:?}{}{})",
-                info.reason_code,
-                if info.message.is_empty() { "" } else { ": " },
-                info.message
-            ),
-            DisconnectReason::Error(HandlerError::Ssh(russh::Error::KeepaliveTimeout)) => {
-                "no answer to keepalives".to_string()
-            }
-            DisconnectReason::Error(HandlerError::Ssh(russh::Error::IO(e)))
-                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                "the server or the network closed the connection".to_string()
-            }
-            DisconnectReason::Error(e) => format!("connection error: {e}"),
-        };
-        *self.lost.lock().unwrap() = Some(why);
-        match reason {
-            DisconnectReason::ReceivedDisconnect(_) => Ok(()),
-            DisconnectReason::Error(e) => Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -874,11 +787,14 @@ mod tests {
     }
 
     #[test]
-    fn known_key_types_come_first() {
-        let prefs = host_key_preference(&["ssh-rsa".to_string()]);
-        assert!(prefs[0].clone().is_rsa());
-        let prefs = host_key_preference(&[]);
-        assert_eq!(prefs, russh::Preferred::DEFAULT.key.to_vec());
+    fn only_key_types_on_record_are_negotiated() {
+        let algs = host_key_algorithms(&["ssh-rsa".to_string()]);
+        assert!(!algs.is_empty());
+        assert!(algs.iter().all(|a| a.clone().is_rsa()), "{algs:?}");
+        let algs = host_key_algorithms(&["ssh-ed25519".to_string()]);
+        assert_eq!(algs, vec![Algorithm::Ed25519]);
+        let algs = host_key_algorithms(&[]);
+        assert_eq!(algs, russh::Preferred::DEFAULT.key.to_vec());
     }
 
     #[test]
@@ -889,53 +805,5 @@ mod tests {
             Path::new(&home).join(".ssh/id")
         );
         assert_eq!(expand_home(Path::new("/k/~/x")), Path::new("/k/~/x"));
-    }
-
-    #[test]
-    fn owner_spec_covers_owner_and_group() {
-        let attrs = |o: Option<&str>, g: Option<&str>| FileAttrs {
-            mode: None,
-            owner: o.map(String::from),
-            group: g.map(String::from),
-        };
-        assert_eq!(owner_spec(&attrs(Some("a"), Some("b"))).unwrap(), "a:b");
-        assert_eq!(owner_spec(&attrs(None, Some("b"))).unwrap(), ":b");
-        assert_eq!(owner_spec(&attrs(None, None)), None);
-    }
-
-    /// The upload script is plain sh; run it locally to check its logic without SSH.
-    fn run_upload(dir: &Path, content: &[u8], sha: &str, validate: Option<&str>) -> bool {
-        use std::io::Write;
-        let dest = dir.join("f.conf");
-        let attrs = FileAttrs {
-            mode: Some("0640".into()),
-            owner: None,
-            group: None,
-        };
-        let script = upload_script(dest.to_str().unwrap(), sha, &attrs, validate, true);
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(content).unwrap();
-        child.wait().unwrap().success()
-    }
-
-    #[test]
-    fn upload_script_refuses_a_wrong_checksum_and_cleans_up() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!run_upload(dir.path(), b"data", &"0".repeat(64), None));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        let sha = hex::encode(sha2::Sha256::digest(b"data"));
-        assert!(run_upload(
-            dir.path(),
-            b"data",
-            &sha,
-            Some("grep -q data %s")
-        ));
-        assert_eq!(std::fs::read(dir.path().join("f.conf")).unwrap(), b"data");
     }
 }

@@ -18,7 +18,7 @@ pub fn ping(g: &GlobalArgs) -> Result<i32> {
         .iter()
         .filter(|h| g.limit.as_ref().is_none_or(|l| l.contains(&h.name)))
         .collect();
-    inventory.check_key_files(hosts.iter().copied())?;
+    inventory.check_key_files(hosts.iter().copied(), false)?;
     let opts = crate::runner::default_connect_options(&inventory, g.strict_host_keys);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

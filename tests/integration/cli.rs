@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::support::{TestSshd, SUDO_USER};
+use crate::support::{user_without_sudo, TestSshd, SUDO_USER};
 
 /// A project directory (inventory, playbooks, files) pointed at a test sshd, plus a scratch
 /// directory that the playbooks change "on the host" (the same machine, through SSH).
@@ -396,6 +396,58 @@ file = { path = "{{ root }}/after", state = "directory" }
     assert_eq!(p.run("playbooks/slow.toml", &[]).summary()["changed"], 0);
 }
 
+/// Regression: a connection cut mid-step failed the host even though the host still answered;
+/// now the connection is re-established once and the step probed again (its plan is recomputed).
+#[test]
+fn a_connection_cut_mid_step_is_reestablished_and_the_step_probed_again() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    let started = p.remote("started");
+    p.write(
+        "playbooks/slow.toml",
+        r#"
+name = "slow"
+hosts = "all"
+[[steps]]
+name = "long job"
+command = { cmd = "if [ ! -e {{ root }}/started ]; then touch {{ root }}/started; sleep 60; fi; touch {{ root }}/done", creates = "{{ root }}/done" }
+[[steps]]
+name = "after"
+file = { path = "{{ root }}/after", state = "directory" }
+"#,
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .current_dir(p.dir.path())
+        .env("HOME", p.dir.path())
+        .env("BOOTSTRAP_SECRET_APP_TOKEN", SECRET)
+        .args([
+            "-i",
+            "inventory.toml",
+            "--json",
+            "run",
+            "playbooks/slow.toml",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The connection dies with what it ran; the host (sshd) still answers.
+    sshd.cut_connections(true);
+    let run = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(p.remote("done").exists() && p.remote("after").exists());
+    assert!(p.logs().contains("reconnected"), "{}", p.logs());
+    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2);
+}
+
 #[test]
 fn bad_input_exits_2_with_file_and_line_and_touches_no_host() {
     let sshd = TestSshd::start();
@@ -725,4 +777,71 @@ fn a_line_written_to_a_file_reached_the_log_base64_encoded_and_sensitive_did_not
         .events()
         .iter()
         .any(|e| e["step"] == "private line" && e["diffs"].as_array().unwrap().is_empty()));
+}
+
+/// Regression: a key readable by others was used (OpenSSH refuses it), and a key that could
+/// not be parsed was found only after connecting.
+#[test]
+fn unusable_key_files_are_bad_input_before_any_connection() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", "root")]);
+    let key = p.path("id_shared");
+    fs::copy(sshd.client_key(), &key).unwrap();
+    let inventory = fs::read_to_string(p.path("inventory.toml"))
+        .unwrap()
+        .replace(
+            &sshd.client_key().display().to_string(),
+            &key.display().to_string(),
+        );
+    // `check` wants the platform's roles; these hosts are never connected to.
+    let inventory = format!(
+        "{inventory}\n[hosts.m]\naddress = \"127.0.0.2\"\nroles = [\"master\"]\n\n[hosts.e]\naddress = \"127.0.0.3\"\nroles = [\"elk\"]\n"
+    );
+    p.write("inventory.toml", &inventory);
+    // `check` validates the project's own playbook set.
+    p.write(
+        "playbooks/site.toml",
+        "[[stages]]\nname = \"converge\"\nplaybooks = [\"converge.toml\"]\n",
+    );
+    let sane = p.bootstrap(&["check"], &[]);
+    assert_eq!(sane.code, 0, "{}", sane.all());
+    let cases: [(u32, Option<&str>, &str); 2] = [
+        (0o644, None, "chmod 600"),
+        (
+            0o600,
+            Some("-----BEGIN OPENSSH PRIVATE KEY-----\ngarbage\n"),
+            "regenerate",
+        ),
+    ];
+    for (mode, content, advice) in cases {
+        if let Some(text) = content {
+            fs::write(&key, text).unwrap();
+        }
+        fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+        for args in [&["check"][..], &["run", "playbooks/converge.toml"][..]] {
+            let run = p.bootstrap(args, &[]);
+            assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+            let text = run.all();
+            assert!(text.contains(&key.display().to_string()), "{text}");
+            assert!(text.contains(advice), "{text}");
+        }
+    }
+    // Nothing reached the host: the one connection in sshd's log is the harness's readiness probe.
+    let log = sshd.log();
+    assert_eq!(log.matches("Connection from").count(), 1, "{log}");
+}
+
+/// Regression: a login whose `sudo -n` wants a password read "the probe did not finish
+/// (connection or shell died)".
+#[test]
+fn a_login_without_passwordless_sudo_is_told_so_with_sudos_message() {
+    let sshd = TestSshd::start();
+    let p = converge_project(&sshd, &[("a", user_without_sudo())]);
+    let run = p.run("playbooks/converge.toml", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(text.contains("sudo: a password is required"), "{text}");
+    assert!(text.contains("NOPASSWD"), "{text}");
+    assert!(!text.contains("did not finish"), "{text}");
 }

@@ -8,7 +8,9 @@ use bootstrap::modules::FileAttrs;
 use bootstrap::transport::{Session, TransportError};
 use sha2::Digest;
 
-use crate::support::{keygen, wait_for_file, TestSshd, SUDO_USER};
+use crate::support::{
+    keygen, user_without_sudo, wait_for_file, BlackHoleProxy, TestSshd, SUDO_USER,
+};
 
 async fn connect_root(sshd: &TestSshd) -> Session {
     Session::connect(&sshd.target("root"), &sshd.options())
@@ -47,6 +49,115 @@ async fn stdin_reaches_the_command_and_not_its_command_line() {
     assert!(stdout.starts_with(&format!("got:{secret}\n")));
     // The process list (which includes our own shell) must not show the secret.
     assert_eq!(stdout.matches(&secret).count(), 1, "{stdout}");
+    session.close().await;
+}
+
+/// Regression: scripts travelled as one argv word, so a big probe batch failed with E2BIG.
+#[tokio::test]
+async fn script_larger_than_the_argument_limit_runs_through_sudo() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let script = format!(": '{}'\nid -u\ncat", "x".repeat(210 * 1024));
+    assert!(script.len() > 200 * 1024);
+    let out = session
+        .exec(&script, Some(b"input after the script"))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "0\ninput after the script");
+    session.close().await;
+}
+
+/// Regression: the script was the argument of the login shell and of `sudo sh -c`, so every
+/// local user saw it in `ps` and sudo logged it.
+#[tokio::test]
+async fn secret_in_a_script_is_absent_from_ps_and_argv() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let secret = format!("pssst-{}-{}", std::process::id(), rand_word());
+    let running = sshd.dir().join("running.pid");
+    let go = sshd.dir().join("go");
+    let script = format!(
+        "token='{secret}'; echo $$ > {running}; i=0\n\
+         while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; echo \"${{#token}}\"",
+        running = running.display(),
+        go = go.display()
+    );
+    let command = session.exec(&script, None);
+    let observer = async {
+        let pid = wait_for_file(&running).await.trim().to_string();
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+        let mut argvs = String::new();
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+                argvs.push_str(&String::from_utf8_lossy(&cmdline));
+                argvs.push('\n');
+            }
+        }
+        let own = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        fs::write(&go, "").unwrap();
+        (ps, argvs, String::from_utf8_lossy(&own).to_string())
+    };
+    let (out, (ps, argvs, own)) = tokio::join!(command, observer);
+    let out = out.unwrap();
+    assert_eq!(out.stdout_str().trim(), secret.len().to_string());
+    assert!(own.starts_with("sh"), "the script's shell: {own}");
+    assert!(!own.contains(&secret), "{own}");
+    assert!(!ps.contains(&secret), "ps shows the secret:\n{ps}");
+    assert!(!argvs.contains(&secret), "an argv holds the secret");
+    session.close().await;
+}
+
+fn rand_word() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(10)
+        .map(char::from)
+        .collect()
+}
+
+/// Regression: a login without passwordless sudo read "the probe did not finish (connection
+/// or shell died)".
+#[tokio::test]
+async fn sudo_that_needs_a_password_is_named_with_its_own_message() {
+    let sshd = TestSshd::start();
+    let user = user_without_sudo();
+    let target = sshd.target(user);
+    assert!(target.become_root);
+    let session = Session::connect(&target, &sshd.options())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    // Without sudo the login works.
+    let plain = session.exec_unprivileged("id -un", None).await.unwrap();
+    assert_eq!(plain.stdout_str(), format!("{user}\n"));
+    let err = session.exec("id -u", None).await.unwrap_err();
+    match &err {
+        TransportError::Sudo {
+            user: u,
+            missing,
+            message,
+            ..
+        } => {
+            assert_eq!(u, user);
+            assert!(!missing);
+            assert!(
+                message.contains("sudo: a password is required"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Sudo, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("NOPASSWD") && text.contains(user), "{text}");
     session.close().await;
 }
 
@@ -183,6 +294,119 @@ async fn changed_host_key_is_refused_before_authenticating() {
     // The check happened during the handshake: no credential was ever offered.
     let log = sshd.log();
     assert!(!log.contains("publickey"), "{log}");
+}
+
+/// Regression: known as ed25519, the host offering only ecdsa or rsa was recorded and used.
+#[tokio::test]
+async fn host_key_of_another_type_is_a_changed_key() {
+    for kind in ["ecdsa", "rsa"] {
+        let mut sshd = TestSshd::start();
+        connect_root(&sshd).await.close().await;
+        let recorded = fs::read_to_string(sshd.project_known_hosts()).unwrap();
+        let old = sshd.host_fingerprint();
+
+        sshd.restart_with_host_key_type(kind);
+        assert!(!sshd.host_public_key().starts_with("ssh-ed25519"));
+        let new = sshd.host_fingerprint();
+        let err = Session::connect(&sshd.target("root"), &sshd.options())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a {kind} key for an ed25519 host was accepted"));
+        match &err {
+            TransportError::HostKeyChanged {
+                expected,
+                presented,
+                ..
+            } => {
+                assert_eq!(expected, &old, "{kind}");
+                assert_eq!(presented, &new, "{kind}");
+            }
+            other => panic!("{kind}: expected HostKeyChanged, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains(&old) && message.contains(&new),
+            "{message}"
+        );
+        // Nothing recorded, no credential offered.
+        assert_eq!(
+            fs::read_to_string(sshd.project_known_hosts()).unwrap(),
+            recorded
+        );
+        assert!(!sshd.log().contains("publickey"), "{}", sshd.log());
+    }
+}
+
+/// The same with the key pinned in the inventory instead of recorded in a file.
+#[tokio::test]
+async fn pinned_host_key_of_another_type_is_a_changed_key() {
+    let mut sshd = TestSshd::start();
+    let pinned = sshd.host_public_key();
+    let old = sshd.host_fingerprint();
+    sshd.restart_with_host_key_type("ecdsa");
+    let mut target = sshd.target("root");
+    target.pinned_host_key = Some(pinned);
+    match Session::connect(&target, &sshd.options()).await {
+        Err(TransportError::HostKeyChanged {
+            expected,
+            presented,
+            source_of_expected,
+            ..
+        }) => {
+            assert_eq!(expected, old);
+            assert_eq!(presented, sshd.host_fingerprint());
+            assert_eq!(source_of_expected, "inventory host_key");
+        }
+        Err(other) => panic!("expected HostKeyChanged, got {other:?}"),
+        Ok(_) => panic!("an ecdsa key was accepted for a host pinned as ed25519"),
+    }
+    assert!(!sshd.project_known_hosts().exists());
+}
+
+#[tokio::test]
+async fn revoked_host_key_is_refused() {
+    let sshd = TestSshd::start();
+    fs::write(
+        sshd.user_known_hosts(),
+        format!("@revoked * {}\n", sshd.host_public_key()),
+    )
+    .unwrap();
+    match Session::connect(&sshd.target("root"), &sshd.options()).await {
+        Err(TransportError::HostKeyRevoked {
+            fingerprint,
+            location,
+            ..
+        }) => {
+            assert_eq!(fingerprint, sshd.host_fingerprint());
+            assert!(location.ends_with("user_known_hosts:1"), "{location}");
+        }
+        Err(other) => panic!("expected HostKeyRevoked, got {other:?}"),
+        Ok(_) => panic!("a revoked host key was accepted"),
+    }
+    assert!(!sshd.project_known_hosts().exists());
+}
+
+#[tokio::test]
+async fn host_known_only_through_a_cert_authority_is_refused_as_unsupported() {
+    let sshd = TestSshd::start();
+    let ca = sshd.dir().join("ca_key");
+    keygen(&ca, "ed25519", &[]);
+    let ca_pub = fs::read_to_string(ca.with_extension("pub")).unwrap();
+    fs::write(
+        sshd.user_known_hosts(),
+        format!("@cert-authority [127.0.0.1]:* {ca_pub}"),
+    )
+    .unwrap();
+    let err = Session::connect(&sshd.target("root"), &sshd.options())
+        .await
+        .err()
+        .expect("a host vouched for by a CA we cannot check must not be accepted as new");
+    assert!(
+        matches!(err, TransportError::HostKeyCertAuthority { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not supported"), "{err}");
+    assert!(!sshd.project_known_hosts().exists());
 }
 
 #[tokio::test]
@@ -407,6 +631,183 @@ async fn upload_keeps_a_backup_when_asked() {
     session.close().await;
 }
 
+/// A validate command that stops the upload half-way: it says it is running, waits for `go`
+/// (bounded), then fails.
+fn stalling_validate(dir: &std::path::Path) -> String {
+    format!(
+        "touch {d}/validating; i=0; while [ ! -e {d}/go ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; false",
+        d = dir.display()
+    )
+}
+
+/// Names of upload temp files in `dir`.
+fn upload_temp_files(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".bootstrap-upload"))
+        .collect()
+}
+
+/// Regression: with the connection cut, the upload's shell died of SIGPIPE on its next write
+/// to the connection, before its EXIT trap could remove the temp file.
+#[tokio::test]
+async fn upload_whose_connection_is_cut_removes_its_temp_file() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("big.bin");
+    let content = vec![7u8; 4 << 20];
+    let validate = stalling_validate(sshd.dir());
+    let attrs = FileAttrs::default();
+    let upload = session.upload(
+        &content,
+        dest.to_str().unwrap(),
+        &attrs,
+        Some(&validate),
+        false,
+    );
+    let cutter = async {
+        wait_for_path(&sshd.dir().join("validating")).await;
+        assert_eq!(upload_temp_files(&work).len(), 1, "the upload is under way");
+        sshd.cut_connections(false);
+        fs::write(sshd.dir().join("go"), "").unwrap();
+    };
+    let (result, ()) = tokio::join!(upload, cutter);
+    assert!(result.is_err(), "the connection was cut");
+    // The remote shell lives on and must clean up by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !upload_temp_files(&work).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "temp file left behind: {:?}",
+            upload_temp_files(&work)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!dest.exists());
+}
+
+/// A shell killed outright (crash, reboot) cleans nothing: the next upload to the file does.
+#[tokio::test]
+async fn leftover_of_a_killed_upload_is_removed_by_the_next_upload() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("big.bin");
+    let content = vec![7u8; 4 << 20];
+    let validate = stalling_validate(sshd.dir());
+    let attrs = FileAttrs::default();
+    let upload = session.upload(
+        &content,
+        dest.to_str().unwrap(),
+        &attrs,
+        Some(&validate),
+        false,
+    );
+    let cutter = async {
+        wait_for_path(&sshd.dir().join("validating")).await;
+        sshd.cut_connections(true);
+    };
+    let (result, ()) = tokio::join!(upload, cutter);
+    assert!(result.is_err(), "the connection was cut");
+    let left = upload_temp_files(&work);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed shell could not clean up: {left:?}"
+    );
+    assert_eq!(fs::metadata(work.join(&left[0])).unwrap().len(), 4 << 20);
+
+    let next = connect_root(&sshd).await;
+    next.upload(
+        b"small\n",
+        dest.to_str().unwrap(),
+        &FileAttrs::default(),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), b"small\n");
+    assert_eq!(upload_temp_files(&work), Vec::<String>::new());
+    next.close().await;
+}
+
+/// Regression: on a full disk `cp` left a truncated `.bak` beside the file.
+#[tokio::test]
+async fn backup_on_a_full_disk_leaves_no_truncated_copy() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let disk = TinyDisk::mount(&sshd.dir().join("disk"), "256k");
+    let dest = disk.path.join("data.bin");
+    let old = vec![1u8; 160 * 1024];
+    fs::write(&dest, &old).unwrap();
+    // The new content fits beside the old; a full copy of the old one does not.
+    let err = session
+        .upload(
+            &[2u8; 40 * 1024],
+            dest.to_str().unwrap(),
+            &FileAttrs::default(),
+            None,
+            true,
+        )
+        .await
+        .expect_err("the backup cannot fit");
+    assert!(format!("{err:#}").contains("No space left"), "{err:#}");
+    let names: Vec<String> = fs::read_dir(&disk.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert_eq!(names, vec!["data.bin".to_string()], "leftovers beside dest");
+    assert_eq!(fs::read(&dest).unwrap(), old);
+    session.close().await;
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct TinyDisk {
+    path: std::path::PathBuf,
+}
+
+impl TinyDisk {
+    fn mount(path: &std::path::Path, size: &str) -> TinyDisk {
+        fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs (needs root)");
+        TinyDisk {
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Polls (bounded) until `path` exists.
+async fn wait_for_path(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn read_file_returns_bytes_or_names_the_path() {
     let sshd = TestSshd::start();
@@ -575,5 +976,182 @@ async fn agent_identities_are_tried_in_turn() {
     let _ = agent.wait();
     let session = result.unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
     assert!(session.exec("true", None).await.unwrap().success());
+    session.close().await;
+}
+
+/// Regression: a black hole during an upload hung for ever (no inactivity bound, so with the
+/// send queue full no keepalive was ever sent or missed).
+#[tokio::test]
+async fn black_hole_during_an_upload_fails_within_the_dead_peer_bound() {
+    let sshd = TestSshd::start();
+    let proxy = BlackHoleProxy::start(sshd.port());
+    let mut target = sshd.target("root");
+    target.port = proxy.port();
+    let opts = bootstrap::transport::ConnectOptions {
+        keepalive_interval: Duration::from_secs(1),
+        // As on a WAN link: the buffer fills long before the SSH window is used up.
+        send_buffer: Some(16 * 1024),
+        // The one reconnection attempt after the drop meets the black hole too.
+        connect_timeout: Duration::from_secs(3),
+        ..sshd.options()
+    };
+    let bound = opts.dead_peer_timeout();
+    assert_eq!(bound, Duration::from_secs(4));
+    let session = Session::connect(&target, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd.log()));
+    assert!(session.exec("true", None).await.unwrap().success());
+
+    let content = vec![0u8; 128 << 20];
+    let work = sshd.dir().join("work");
+    fs::create_dir(&work).unwrap();
+    let dest = work.join("never.bin");
+    let attrs = FileAttrs::default();
+    let upload = session.upload(&content, dest.to_str().unwrap(), &attrs, None, false);
+    // The hole opens once data is flowing: the send queue is full of upload when it does.
+    let hole = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while upload_temp_files(&work).is_empty() {
+            assert!(Instant::now() < deadline, "the upload never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        proxy.swallow();
+        Instant::now()
+    };
+    let (result, started) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(upload, hole)
+    })
+    .await
+    .expect("the upload must fail, not hang");
+    let err = result.expect_err("nothing got through");
+    let waited = started.elapsed();
+    assert!(
+        matches!(
+            err.downcast_ref::<TransportError>(),
+            Some(TransportError::Disconnected { .. })
+        ),
+        "{err:#}"
+    );
+    assert!(
+        format!("{err:#}").contains("reconnecting failed"),
+        "{err:#}"
+    );
+    // Detection, then one bounded reconnection attempt, and a little slack.
+    let limit = bound + opts.connect_timeout + Duration::from_secs(4);
+    assert!(waited < limit, "took {waited:?}, more than {limit:?}");
+}
+
+/// Regression: no command had a deadline, so `sleep infinity` waited for ever.
+#[tokio::test]
+async fn command_past_its_deadline_is_stopped_on_the_host() {
+    let sshd = TestSshd::start();
+    let session = Session::connect(&sshd.target(SUDO_USER), &sshd.options())
+        .await
+        .unwrap();
+    let pid_file = sshd.dir().join("sleeper.pid");
+    let script = format!("sleep 3600 & echo $! > {}; wait", pid_file.display());
+    let started = Instant::now();
+    let err = session
+        .exec_with_deadline(&script, None, Some(Duration::from_secs(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Deadline { seconds: 2, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // What the command started is gone too, not left running on the host.
+    let pid = fs::read_to_string(&pid_file).unwrap().trim().to_string();
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or("");
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "sleep {pid} still runs: {state}"
+    );
+    // A command within its deadline is not affected.
+    let ok = session
+        .exec_with_deadline("echo fine", None, Some(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(ok.stdout_str(), "fine\n");
+    session.close().await;
+}
+
+/// Regression: a rebooting host got 3 tries 0.2 s and 0.4 s apart; `wait_for_host` keeps trying.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_that_comes_back_within_wait_for_host_is_reached() {
+    let mut sshd = TestSshd::start();
+    sshd.stop();
+    // The "rebooting" host: something on the port drops every connection, like a host whose
+    // sshd is not up yet.
+    // The port sshd just left may still be held for a moment (another test's connection can
+    // have it as its local port): a bounded retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", sshd.port())) {
+            Ok(l) => break l,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot take port {} back: {e}", sshd.port()),
+        }
+    };
+    let opts = bootstrap::transport::ConnectOptions {
+        connect_attempts: 3,
+        wait_for_host: Duration::from_secs(60),
+        ..sshd.options()
+    };
+    let target = sshd.target("root");
+    let connect = tokio::spawn(async move { Session::connect(&target, &opts).await });
+    let refused = tokio::task::spawn_blocking(move || {
+        // One more than the old three attempts.
+        for _ in 0..4 {
+            let (stream, _) = listener.accept().unwrap();
+            drop(stream);
+        }
+    });
+    refused.await.unwrap();
+    sshd.restart();
+    let session = tokio::time::timeout(Duration::from_secs(30), connect)
+        .await
+        .expect("bounded")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the host came back but: {e}"));
+    assert!(session.exec("true", None).await.unwrap().success());
+    session.close().await;
+}
+
+/// A dropped connection is re-established once, and the caller is told so (the command's
+/// outcome is unknown, so it probes again) instead of every later command failing.
+#[tokio::test]
+async fn dropped_connection_is_reestablished_and_reported_as_reconnected() {
+    let sshd = TestSshd::start();
+    let session = connect_root(&sshd).await;
+    let pid_file = sshd.dir().join("running.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let command = session.exec(&script, None);
+    let cutter = async {
+        wait_for_file(&pid_file).await;
+        // A crash of the connection: the command dies with it; the host still answers.
+        sshd.cut_connections(true);
+    };
+    let (result, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(command, cutter)
+    })
+    .await
+    .expect("bounded");
+    match result {
+        Err(TransportError::Reconnected { reason, .. }) => assert!(!reason.is_empty()),
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    assert_eq!(session.reconnections(), 1);
+    let again = session.exec("echo again", None).await.unwrap();
+    assert_eq!(again.stdout_str(), "again\n");
+    assert_eq!(sshd.log().matches("Accepted publickey").count(), 2);
     session.close().await;
 }

@@ -17,6 +17,38 @@ use bootstrap::transport::{ConnectOptions, SshTarget};
 /// The non-root user with NOPASSWD sudo that `become` tests log in as.
 pub const SUDO_USER: &str = "bootstrap-test";
 
+/// A non-root user with no sudo rights at all; made on first use by `user_without_sudo`.
+pub const NO_SUDO_USER: &str = "bootstrap-nosudo";
+
+/// Creates `NO_SUDO_USER` (once per test process) and returns its name. Its password field
+/// is `*` so sshd lets it in by key (a `!` would mean a locked account).
+pub fn user_without_sudo() -> &'static str {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(|| {
+        let exists = Command::new("id")
+            .arg(NO_SUDO_USER)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        if !exists {
+            let made = Command::new("useradd")
+                .args(["--create-home", "--shell", "/bin/sh", NO_SUDO_USER])
+                .status()
+                .expect("useradd");
+            assert!(made.success(), "useradd {NO_SUDO_USER} failed");
+        }
+        let unlocked = Command::new("usermod")
+            .args(["-p", "*", NO_SUDO_USER])
+            .status()
+            .expect("usermod");
+        assert!(unlocked.success());
+        let _ = fs::remove_file(format!("/etc/sudoers.d/{NO_SUDO_USER}"));
+    });
+    NO_SUDO_USER
+}
+
 const SSHD: &str = "/usr/sbin/sshd";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -26,6 +58,8 @@ pub struct TestSshd {
     child: Option<Child>,
     /// Bumped on each start so every run of sshd has its own log.
     generation: u32,
+    /// `ssh-keygen -t` of the host key: ed25519 unless a test changes it.
+    host_key_type: String,
 }
 
 impl TestSshd {
@@ -42,11 +76,12 @@ impl TestSshd {
             port: 0,
             child: None,
             generation: 0,
+            host_key_type: "ed25519".into(),
         };
         sshd.generate_host_key();
         keygen(&sshd.client_key(), "ed25519", &[]);
         let client_pub = fs::read_to_string(sshd.client_key().with_extension("pub")).unwrap();
-        for user in ["root", SUDO_USER] {
+        for user in ["root", SUDO_USER, NO_SUDO_USER] {
             sshd.authorize(user, &client_pub);
         }
         // A free port can be taken between our probe and sshd's bind; try a few.
@@ -127,6 +162,7 @@ impl TestSshd {
             known_hosts_files: vec![self.user_known_hosts()],
             project_known_hosts: self.project_known_hosts(),
             connect_attempts: 1,
+            ..ConnectOptions::default()
         }
     }
 
@@ -146,8 +182,9 @@ impl TestSshd {
             return;
         };
         // Collect the whole tree first: once the parent dies its children are re-parented.
-        let mut pids = descendants(child.id());
-        pids.push(child.id());
+        // The listener goes first, so no new connection can slip in while the rest die.
+        let mut pids = vec![child.id()];
+        pids.extend(descendants(child.id()));
         for pid in pids {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -155,6 +192,24 @@ impl TestSshd {
                 .status();
         }
         let _ = child.wait();
+    }
+
+    /// Cuts every live connection (kills sshd's per-connection processes with SIGKILL) while
+    /// the listener keeps accepting new ones. With `kill_commands` the remote commands die too
+    /// (as in a crash or a reboot); without, they live on with their connection gone.
+    pub fn cut_connections(&self, kill_commands: bool) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        for pid in descendants(child.id()) {
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if kill_commands || name.starts_with("sshd") {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 
     /// Starts sshd again on the same port with the same keys.
@@ -170,13 +225,21 @@ impl TestSshd {
         assert!(self.spawn(), "sshd would not restart:\n{}", self.log());
     }
 
+    /// Simulates a host (or a man in the middle) that now offers only a key of type `kind`.
+    pub fn restart_with_host_key_type(&mut self, kind: &str) {
+        self.stop();
+        self.host_key_type = kind.to_string();
+        self.generate_host_key();
+        assert!(self.spawn(), "sshd would not restart:\n{}", self.log());
+    }
+
     /// The log of the current (or last) run of sshd.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     fn host_key(&self) -> PathBuf {
-        self.dir().join("host_ed25519_key")
+        self.dir().join(format!("host_{}_key", self.host_key_type))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -186,7 +249,7 @@ impl TestSshd {
     fn generate_host_key(&self) {
         let _ = fs::remove_file(self.host_key());
         let _ = fs::remove_file(self.host_key().with_extension("pub"));
-        keygen(&self.host_key(), "ed25519", &[]);
+        keygen(&self.host_key(), &self.host_key_type, &[]);
     }
 
     fn write_config(&self) -> PathBuf {
@@ -325,4 +388,86 @@ fn parent_of(pid: u32) -> Option<u32> {
     // The command name may hold spaces and parentheses; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a port, which can turn into a black hole: once
+/// `swallow` is called it forwards nothing more in either direction and reads nothing more,
+/// while keeping every connection open (a peer gone without a FIN or RST, as on a WAN).
+pub struct BlackHoleProxy {
+    port: u16,
+    hole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHoleProxy {
+    pub fn start(upstream: u16) -> BlackHoleProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hole = Arc::new(AtomicBool::new(false));
+        let flag = hole.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                // A small receive buffer, as on a slow link: a stalled peer fills it at once.
+                small_receive_buffer(&client);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || forward(from, to, &flag));
+                }
+            }
+        });
+        fn forward(mut from: TcpStream, mut to: TcpStream, hole: &AtomicBool) {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if hole.load(Ordering::SeqCst) {
+                    // Swallow this chunk and read no more; keep both sockets open forever.
+                    let _keep = (from, to);
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+        BlackHoleProxy { port, hole }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on nothing gets through.
+    pub fn swallow(&self) {
+        self.hole.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn small_receive_buffer(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: a valid socket descriptor and a pointer to an int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
 }
