@@ -247,6 +247,26 @@ start_repo() {
   wait_tcp "$LAB_HOST_IP" "$LAB_REPO_PORT" 15 || die "the lab apt repository did not start (see $LAB_STATE/repo.log)"
 }
 
+# vm.max_map_count is not namespaced: a container cannot set it (its /proc/sys is read-only), so
+# the lab raises the host's to what Elasticsearch needs, as one does for Elasticsearch in any
+# container, and `down` puts the old value back. The elk playbook then finds it set and only
+# persists it.
+raise_host_max_map_count() {
+  local want=262144 have
+  have="$(cat /proc/sys/vm/max_map_count)"
+  ((have >= want)) && return 0
+  echo "$have" >"$LAB_STATE/vm.max_map_count.orig"
+  log "raising the host's vm.max_map_count from $have to $want for the lab (restored by down)"
+  echo "$want" >/proc/sys/vm/max_map_count
+}
+
+restore_host_max_map_count() {
+  local orig="$LAB_STATE/vm.max_map_count.orig"
+  [[ -f $orig ]] || return 0
+  cat "$orig" >/proc/sys/vm/max_map_count
+  rm -f "$orig"
+}
+
 lab_repo_url() { printf 'http://%s:%s/' "$LAB_HOST_IP" "$LAB_REPO_PORT"; }
 
 # ---------------------------------------------------------------- boot and wait
@@ -488,5 +508,6 @@ teardown() {
   done
   ip link del "$LAB_BRIDGE" 2>/dev/null || true
   remove_lab_cgroups
+  restore_host_max_map_count
   rm -rf "$LAB_STATE"
 }
