@@ -572,8 +572,13 @@ elk_checks_access() {
   check "elk$sfx: a wrong password gets 401" \
     status_is 401 http_status master "$(es_url /_security/_authenticate)" elastic "not-$elastic"
   check "elk$sfx: the outsider cannot reach 9200" on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $ES_PORT"
-  check "elk$sfx: the outsider cannot reach Kibana (kibana_allowed excludes it)" \
-    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $KIBANA_PORT"
+  if toml_get "$INVENTORY" vars.kibana_allowed | jq -e --arg o "$(outsider_addr)" 'index("any") or index($o)' >/dev/null; then
+    check "elk$sfx: the outsider reaches Kibana (kibana_allowed admits it)" \
+      on_outsider bash -c "$(declare -f tcp_open); tcp_open $ELK_ADDR $KIBANA_PORT"
+  else
+    check "elk$sfx: the outsider cannot reach Kibana (kibana_allowed excludes it)" \
+      on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $KIBANA_PORT"
+  fi
   check "elk$sfx: the master reaches Kibana, which reports available" \
     status_is 200 http_status master "$(kibana_url /api/status)" elastic "$elastic"
 }
