@@ -626,6 +626,11 @@ check_elk() {
   check "elk: elasticsearch and kibana are at the pinned version" elk_versions_pinned
   check "elk: keystore mode, no password in kibana.yml, no auto-configured block, sysctl, heap, holds" elk_files_ok
   elk_checks_access "$elastic" "$shipper" ""
+  check "elk drift: the package's auto-configured block appended again is removed, only that file and the restart change" \
+    elk_autoconfig_drift_is_repaired
+  if [[ $LAB_KIND == container ]]; then
+    check "elk stand-in: refuses cluster.initial_master_nodes beside single-node, like the real node" elk_standin_refuses
+  fi
   check "elk: the data view $LOG_INDEX* exists once" test "$(kibana_data_view_titles "$elastic" | grep -cxF "$LOG_INDEX*")" = 1
 
   wrong="lab-elastic-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
@@ -661,4 +666,28 @@ not_leaked_any() {
   shift
   local v
   for v in "$@"; do not_leaked "$v" "${paths[@]}" || return 1; done
+}
+
+ELK_STEP_ES_YML="elasticsearch.yml: single node, security on, HTTP without TLS"
+
+# What the package's security auto-configuration appends (on a reinstall, say), appended again.
+elk_autoconfig_drift_is_repaired() {
+  on_host elk "printf '%s\n' '#--- BEGIN SECURITY AUTO CONFIGURATION (lab drift)' 'cluster.initial_master_nodes: [\"elk\"]' 'http.host: 0.0.0.0' |
+    sudo tee -a /etc/elasticsearch/elasticsearch.yml >/dev/null" || return 1
+  bootstrap_json elk-drift elk || return 1
+  changed_steps_are elk-drift "$(printf 'elk\t%s\nelk\thandler: restart elasticsearch' "$ELK_STEP_ES_YML")" || return 1
+  on_host elk "! sudo grep -q 'lab drift' /etc/elasticsearch/elasticsearch.yml && systemctl is-active --quiet elasticsearch"
+}
+
+# The stand-in node, on a copy of the converged configuration plus the setting the package's
+# auto-configuration writes, exits 78 with the real node's message, before binding anything.
+elk_standin_refuses() {
+  on_host elk 'set -e
+    d=$(sudo mktemp -d); trap "sudo rm -rf $d" EXIT
+    sudo cp -a /etc/elasticsearch/. "$d/"
+    echo "cluster.initial_master_nodes: [\"elk\"]" | sudo tee -a "$d/elasticsearch.yml" >/dev/null
+    rc=0; out=$(sudo ES_PATH_CONF="$d" /usr/share/elasticsearch/bin/elasticsearch 2>&1) || rc=$?
+    echo "exit $rc: $out"
+    test "$rc" = 78
+    echo "$out" | grep -qF "setting [cluster.initial_master_nodes] is not allowed when [discovery.type] is set to [single-node]"'
 }
