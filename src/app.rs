@@ -917,7 +917,7 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
-        for name in ["worker.toml", "manifests.toml"] {
+        for name in ["worker.toml", "elk.toml", "manifests.toml"] {
             let playbook = Playbook::load(&root.join("playbooks").join(name)).unwrap();
             let checked = validate(&inventory, &secrets, &[&playbook], None).unwrap();
             assert_eq!(
@@ -926,5 +926,48 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    fn render_for_shipped_elk(src: &str, facts: &[(&str, &str)]) -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let elk = inventory.host("elk").unwrap();
+        let facts: BTreeMap<String, String> = facts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let vars = runner::context::host_context(&inventory, elk, &secrets, &facts);
+        Renderer::new(&root.join("files"))
+            .render_file(src, &vars)
+            .unwrap()
+    }
+
+    #[test]
+    fn elasticsearch_yml_is_single_node_with_security_and_no_auto_configured_block() {
+        let yml = render_for_shipped_elk("elk/elasticsearch.yml.j2", &[]);
+        let elk = "91.107.185.11";
+        assert!(yml.contains(&format!("network.host: [\"{elk}\", \"127.0.0.1\"]")));
+        assert!(yml.contains("discovery.type: single-node"));
+        assert!(yml.contains("xpack.security.enabled: true"));
+        assert!(yml.contains("xpack.security.http.ssl:\n  enabled: false"));
+        assert!(yml.contains("xpack.security.transport.ssl:\n  enabled: true"));
+        // Refused beside single-node, and what the package's auto-configuration appends.
+        for absent in ["initial_master_nodes", "http.host", "AUTO CONFIGURATION"] {
+            assert!(!yml.contains(absent), "{absent} in:\n{yml}");
+        }
+    }
+
+    #[test]
+    fn jvm_heap_comes_from_the_fact_unless_the_inventory_names_one() {
+        let heap = render_for_shipped_elk("elk/heap.options.j2", &[("heap_default_mb", "1024")]);
+        assert!(heap.contains("-Xms1024m\n-Xmx1024m"), "{heap}");
+    }
+
+    #[test]
+    fn kibana_yml_names_kibana_system_and_holds_no_password() {
+        let yml = render_for_shipped_elk("elk/kibana.yml.j2", &[]);
+        assert!(yml.contains("elasticsearch.username: \"kibana_system\""));
+        assert!(!yml.contains("password:"), "{yml}");
     }
 }

@@ -8,7 +8,10 @@
 //!   command is skipped.
 //! - `chdir`: directory to run `cmd` (and `unless`) in.
 //! - `stdin`: text fed to the command's standard input. Use it for secrets: it never appears
-//!   on a command line.
+//!   on a command line. The `unless` guard reads the same text on its stdin (sent beside the
+//!   probe script, not in it), so a guard can authenticate with the secret, e.g.
+//!   `unless = "curl -fsS -K - http://127.0.0.1:9200/_security/_authenticate"`; without
+//!   `stdin` the guard's stdin is empty.
 //!
 //! ```toml
 //! [[steps]]
@@ -109,15 +112,27 @@ impl Module for Command {
             ));
         }
         if let Some(unless) = &self.unless {
-            // Its output is not ours to parse; stdin closed so it cannot eat the probe script.
+            // Its output is not ours to parse. Its stdin is the step's `stdin`, which the runner
+            // hands to this probe alone (see `probe_stdin`); otherwise it is closed.
+            let input = if self.stdin.is_some() {
+                ""
+            } else {
+                " </dev/null"
+            };
             s.push_str(&format!(
-                "if ({}sh -c {}) </dev/null >/dev/null 2>&1; then echo unless=ok; else echo unless=failed; fi\n",
+                "if ({}sh -c {}){input} >/dev/null 2>&1; then echo unless=ok; else echo unless=failed; fi\n",
                 self.cd_prefix(),
                 quote(unless)
             ));
         }
         s.push_str(")\n");
         s
+    }
+
+    fn probe_stdin(&self) -> Option<&[u8]> {
+        // Only a guard reads it; `creates` alone needs no input.
+        self.unless.as_ref()?;
+        self.stdin.as_deref().map(str::as_bytes)
     }
 
     fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
@@ -222,6 +237,49 @@ stdin = "secret""#,
             }
         );
         assert!(!changes[0].summary.contains("secret"));
+    }
+
+    #[test]
+    fn unless_reads_the_step_stdin_so_a_guard_can_check_a_secret() {
+        let c = command(
+            r#"cmd = "true"
+unless = "grep -qx right"
+stdin = "right""#,
+        )
+        .unwrap();
+        assert_eq!(c.probe_stdin(), Some(&b"right"[..]));
+        let script = c.probe(ProbeOptions::default());
+        assert!(!script.contains("right\n") && !script.contains("'right'"));
+        let run = |input: &[u8]| {
+            let mut b = crate::runner::batch::Batch::new();
+            b.push_with_input(&script, input);
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(b.script())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b.input()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let (status, stdout) = b.parse(&String::from_utf8(out.stdout).unwrap())[0]
+                .clone()
+                .unwrap();
+            c.plan(&ProbeOutput {
+                exit_status: status,
+                stdout,
+            })
+            .unwrap()
+            .len()
+        };
+        assert_eq!(run(b"right"), 0, "the guard saw the right secret");
+        assert_eq!(run(b"wrong"), 1, "a changed secret runs the command");
+        let no_stdin = command("cmd = \"true\"\nunless = \"true\"").unwrap();
+        assert_eq!(no_stdin.probe_stdin(), None);
+        assert!(no_stdin
+            .probe(ProbeOptions::default())
+            .contains("</dev/null"));
     }
 
     #[test]

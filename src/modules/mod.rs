@@ -100,6 +100,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     fn expected_duration(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Bytes the probe reads on its stdin (a secret a guard authenticates with): sent beside
+    /// the probe script, never inside it, so they reach no command line and no log.
+    fn probe_stdin(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// One thing that would change on a host, with the sentence shown in check mode.

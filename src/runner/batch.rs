@@ -10,6 +10,8 @@ pub struct Batch {
     script: String,
     /// Identical probes (ten `line` steps on one file) run once and share their output.
     seen: std::collections::HashMap<String, usize>,
+    /// What parts pushed with input read, in order: the batch's stdin.
+    input: Vec<u8>,
 }
 
 impl Batch {
@@ -24,6 +26,7 @@ impl Batch {
             count: 0,
             script: String::new(),
             seen: std::collections::HashMap::new(),
+            input: Vec::new(),
         }
     }
 
@@ -42,6 +45,26 @@ impl Batch {
             n = self.nonce
         ));
         i
+    }
+
+    /// Adds a part that reads `input` on its stdin (a secret a guard checks, say): the bytes
+    /// travel in the batch's stdin, never in the script, and the part takes exactly its own
+    /// share (`dd bs=1` never reads ahead), so later parts are not affected. Never shared.
+    pub fn push_with_input(&mut self, script: &str, input: &[u8]) -> usize {
+        let i = self.count;
+        self.count += 1;
+        self.input.extend_from_slice(input);
+        self.script.push_str(&format!(
+            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\ndd bs=1 count={len} 2>/dev/null | ( {script}\n)\nprintf '\\n%s %s\\n' '__BS{n}_END_{i}' \"$?\"\n",
+            n = self.nonce,
+            len = input.len()
+        ));
+        i
+    }
+
+    /// The bytes to send as the batch's stdin (empty when no part reads input).
+    pub fn input(&self) -> &[u8] {
+        &self.input
     }
 
     pub fn is_empty(&self) -> bool {
@@ -100,6 +123,35 @@ mod tests {
         assert_eq!(parsed[1], Some((3, "no newline".to_string())));
         assert_eq!(parsed[2], Some((0, "after-cat\n".to_string())));
         assert_eq!(parsed[3], Some((0, String::new())));
+    }
+
+    #[test]
+    fn parts_with_input_read_exactly_their_own_share() {
+        let mut b = Batch::new();
+        b.push("cat; echo plain");
+        b.push_with_input("cat", b"first secret");
+        b.push("echo between");
+        b.push_with_input("read -r line; echo \"got $line\"", b"second\n");
+        assert_eq!(b.input(), b"first secretsecond\n");
+        assert!(
+            !b.script().contains("secret"),
+            "input stays out of the script"
+        );
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(b.script())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b.input()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let parsed = b.parse(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(parsed[0], Some((0, "plain\n".to_string())));
+        assert_eq!(parsed[1], Some((0, "first secret".to_string())));
+        assert_eq!(parsed[2], Some((0, "between\n".to_string())));
+        assert_eq!(parsed[3], Some((0, "got second\n".to_string())));
     }
 
     #[test]

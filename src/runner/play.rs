@@ -457,7 +457,10 @@ async fn probe_all(
                 if script.trim().is_empty() {
                     parts.push(None);
                 } else {
-                    let part = batch.push(&script);
+                    let part = match module.probe_stdin() {
+                        Some(input) => batch.push_with_input(&script, input),
+                        None => batch.push(&script),
+                    };
                     // Indexed by batch part: identical probes share one part.
                     if sensitive.len() <= part {
                         sensitive.resize(part + 1, false);
@@ -480,7 +483,8 @@ async fn probe_all(
         return Ok(parts.iter().map(|_| Some(ProbeOutput::default())).collect());
     }
     ctx.log.write("probe", &logged_script);
-    let out = ctx.session.exec(batch.script(), None).await?;
+    let input = Some(batch.input()).filter(|i| !i.is_empty());
+    let out = ctx.session.exec(batch.script(), input).await?;
     let stdout = out.stdout_str();
     let parsed = batch.parse(&stdout);
     for (i, part) in parsed.iter().enumerate() {

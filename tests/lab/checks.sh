@@ -531,3 +531,186 @@ check_firewall_rollback_left_behind() {
   check "rollback that fired: told once" exit_code_is 0 bootstrap_json fired-quiet worker
   check "rollback that fired: ... no note the second time" bash -c "! jq -r 'select(.type == \"note\") | .message' '$LAB_LOGS/fired-quiet.jsonl' | grep -q 'a firewall rollback fired'"
 }
+
+# ---------------------------------------------------------------- elk: Elasticsearch, Kibana, firewall
+
+ELK_STEP_ELASTIC_PW="elastic's password is the secret (set through elasticsearch-reset-password)"
+
+load_elk_vars() {
+  ELK_ADDR="$(host_addr elk)"
+  ES_PORT="$(toml_get "$INVENTORY" vars.elasticsearch_port)"
+  KIBANA_PORT="$(toml_get "$INVENTORY" vars.kibana_port)"
+  LOG_INDEX="$(toml_get "$INVENTORY" vars.log_index)"
+  SHIPPER="$(toml_get "$INVENTORY" vars.log_shipper_user)"
+}
+
+# from_position NAME CMD...: CMD from NAME's network position (its namespace in the container
+# lab, over ssh on NAME in the Vagrant lab); stdin is passed on.
+from_position() {
+  if at_position "$1" true >/dev/null 2>&1; then
+    at_position "$@"
+  else
+    on_host "$1" "$(printf '%q ' "${@:2}")"
+  fi
+}
+
+# http_status POSITION URL_PATH USER PASSWORD [METHOD [BODY]]: the HTTP status of a call from
+# POSITION. Credentials reach curl as a config on stdin (-K -), never on a command line.
+http_status() {
+  local pos="$1" url="$2" user="$3" pw="$4" method="${5:-GET}" body="${6:-}"
+  local -a data=()
+  [[ -n $body ]] && data=(-H 'Content-Type: application/json' --data-binary "$body")
+  { if [[ -n $user ]]; then printf 'user = "%s:%s"\n' "$user" "$pw"; fi; } |
+    from_position "$pos" curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -K - -X "$method" "${data[@]}" "$url"
+}
+
+# status_is WANT CMD...: CMD prints an HTTP status equal to WANT.
+status_is() {
+  local want="$1" got
+  shift
+  got="$("$@")" || true
+  [[ $got == "$want" ]] || { echo "HTTP status $got, expected $want"; return 1; }
+}
+
+es_url() { printf 'http://%s:%s%s' "$ELK_ADDR" "$ES_PORT" "$1"; }
+kibana_url() { printf 'http://%s:%s%s' "$ELK_ADDR" "$KIBANA_PORT" "$1"; }
+
+# The data views Kibana lists, as JSON, read with elastic's password.
+kibana_data_view_titles() {
+  printf 'user = "elastic:%s"\n' "$1" |
+    from_position master curl -fsS --max-time 10 -K - "$(kibana_url /api/data_views)" | jq -r '.data_view[].title'
+}
+
+elk_checks_access() {
+  local elastic="$1" shipper="$2" sfx="$3" doc='{"message":"lab check","@timestamp":"2026-01-01T00:00:00Z"}'
+  check "elk$sfx: the shipper writes to $LOG_INDEX-test from the master" \
+    status_is 201 http_status master "$(es_url "/$LOG_INDEX-test/_doc")" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: the shipper writes to $LOG_INDEX-test from the worker" \
+    status_is 201 http_status worker "$(es_url "/$LOG_INDEX-test/_doc")" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: the shipper is refused on another index (403)" \
+    status_is 403 http_status master "$(es_url /other-index/_doc)" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: elastic logs in with its secret" \
+    status_is 200 http_status master "$(es_url /_security/_authenticate)" elastic "$elastic"
+  check "elk$sfx: an unauthenticated request gets 401" status_is 401 http_status master "$(es_url /)" "" ""
+  check "elk$sfx: a wrong password gets 401" \
+    status_is 401 http_status master "$(es_url /_security/_authenticate)" elastic "not-$elastic"
+  check "elk$sfx: the outsider cannot reach 9200" on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $ES_PORT"
+  if toml_get "$INVENTORY" vars.kibana_allowed | jq -e --arg o "$(outsider_addr)" 'index("any") or index($o)' >/dev/null; then
+    check "elk$sfx: the outsider reaches Kibana (kibana_allowed admits it)" \
+      on_outsider bash -c "$(declare -f tcp_open); tcp_open $ELK_ADDR $KIBANA_PORT"
+  else
+    check "elk$sfx: the outsider cannot reach Kibana (kibana_allowed excludes it)" \
+      on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $KIBANA_PORT"
+  fi
+  check "elk$sfx: the master reaches Kibana, which reports available" \
+    status_is 200 http_status master "$(kibana_url /api/status)" elastic "$elastic"
+}
+
+elk_files_ok() {
+  on_host elk 'set -e
+    test "$(sudo stat -c "%a %U:%G" /etc/kibana/kibana.keystore)" = "660 root:kibana"
+    ! sudo grep -q "elasticsearch.password" /etc/kibana/kibana.yml
+    ! sudo grep -qE "AUTO CONFIGURATION|initial_master_nodes|http.host" /etc/elasticsearch/elasticsearch.yml
+    test "$(cat /proc/sys/vm/max_map_count)" = 262144
+    sudo grep -qxE -- "-Xms[0-9]+m" /etc/elasticsearch/jvm.options.d/heap.options
+    test "$(sudo sed -n "s/^-Xms//p" /etc/elasticsearch/jvm.options.d/heap.options)" = "$(sudo sed -n "s/^-Xmx//p" /etc/elasticsearch/jvm.options.d/heap.options)"
+    apt-mark showhold | grep -qx elasticsearch
+    apt-mark showhold | grep -qx kibana'
+}
+
+elk_versions_pinned() {
+  local want got
+  want="$(toml_get "$INVENTORY" vars.elastic_version)"
+  got="$(on_host elk "dpkg-query -W -f '\${Version} ' elasticsearch kibana")"
+  [[ $got == "$want $want " ]] || { echo "installed: '$got', pinned: $want"; return 1; }
+}
+
+# with_elastic_password VALUE CMD...: CMD with the elastic password overridden from the environment.
+with_elastic_password() {
+  BOOTSTRAP_SECRET_ELASTIC_PASSWORD="$1" "${@:2}"
+}
+
+# None of the values appears in any file on the ELK host outside Kibana's keystore; the values
+# reach grep on its stdin.
+elk_host_clean() {
+  local hits
+  hits="$(printf '%s\n' "$@" | on_host elk "sudo grep -rlF -f - /etc /var /root /home /tmp /run /usr/share/elasticsearch /usr/share/kibana 2>/dev/null | grep -vx /etc/kibana/kibana.keystore")" || return 0
+  printf 'found in:\n%s\n' "$hits"
+  return 1
+}
+
+check_elk() {
+  local elastic kibana shipper wrong
+  load_elk_vars
+  elastic="$(secret_value elastic_password)"
+  kibana="$(secret_value kibana_system_password)"
+  shipper="$(secret_value log_shipper_password)"
+  check_converges elk elk
+  check "elk: elasticsearch and kibana are at the pinned version" elk_versions_pinned
+  check "elk: keystore mode, no password in kibana.yml, no auto-configured block, sysctl, heap, holds" elk_files_ok
+  elk_checks_access "$elastic" "$shipper" ""
+  check "elk drift: the package's auto-configured block appended again is removed, only that file and the restart change" \
+    elk_autoconfig_drift_is_repaired
+  if [[ $LAB_KIND == container ]]; then
+    check "elk stand-in: refuses cluster.initial_master_nodes beside single-node, like the real node" elk_standin_refuses
+  fi
+  check "elk: the data view $LOG_INDEX* exists once" test "$(kibana_data_view_titles "$elastic" | grep -cxF "$LOG_INDEX*")" = 1
+
+  wrong="lab-elastic-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+  check "elk rotation: a changed elastic_password run exits 0" \
+    exit_code_is 0 with_elastic_password "$wrong" bootstrap_json elk-rotate elk
+  check "elk rotation: only elastic's password step changed" \
+    changed_steps_are elk-rotate "$(printf 'elk\t%s' "$ELK_STEP_ELASTIC_PW")"
+  check "elk rotation: the new password logs in" \
+    status_is 200 http_status master "$(es_url /_security/_authenticate)" elastic "$wrong"
+  check "elk rotation: the old one is refused" \
+    status_is 401 http_status master "$(es_url /_security/_authenticate)" elastic "$elastic"
+  check "elk rotation: back to the secret, only that step changed" \
+    changed_steps_are_after elk-rotate-back "$(printf 'elk\t%s' "$ELK_STEP_ELASTIC_PW")" elk
+  elk_checks_access "$elastic" "$shipper" " (after rotation)"
+  check "elk: no password in any output, --json event or log" \
+    not_leaked_any "$LAB_LOGS" "$(state_logs)" -- "$elastic" "$kibana" "$shipper" "$wrong"
+  check "elk: no password in any file on the ELK host (Kibana's keystore aside)" \
+    elk_host_clean "$elastic" "$kibana" "$shipper" "$wrong"
+}
+
+# changed_steps_are_after LABEL EXPECTED ARGS...: runs bootstrap ARGS, then compares the changes.
+changed_steps_are_after() {
+  local label="$1" want="$2"
+  shift 2
+  bootstrap_json "$label" "$@" || return 1
+  changed_steps_are "$label" "$want"
+}
+
+# not_leaked_any PATH... -- VALUE...: none of the values occurs in the files.
+not_leaked_any() {
+  local -a paths=()
+  while (($#)) && [[ $1 != -- ]]; do paths+=("$1"); shift; done
+  shift
+  local v
+  for v in "$@"; do not_leaked "$v" "${paths[@]}" || return 1; done
+}
+
+ELK_STEP_ES_YML="elasticsearch.yml: single node, security on, HTTP without TLS"
+
+# What the package's security auto-configuration appends (on a reinstall, say), appended again.
+elk_autoconfig_drift_is_repaired() {
+  on_host elk "printf '%s\n' '#--- BEGIN SECURITY AUTO CONFIGURATION (lab drift)' 'cluster.initial_master_nodes: [\"elk\"]' 'http.host: 0.0.0.0' |
+    sudo tee -a /etc/elasticsearch/elasticsearch.yml >/dev/null" || return 1
+  bootstrap_json elk-drift elk || return 1
+  changed_steps_are elk-drift "$(printf 'elk\t%s\nelk\thandler: restart elasticsearch' "$ELK_STEP_ES_YML")" || return 1
+  on_host elk "! sudo grep -q 'lab drift' /etc/elasticsearch/elasticsearch.yml && systemctl is-active --quiet elasticsearch"
+}
+
+# The stand-in node, on a copy of the converged configuration plus the setting the package's
+# auto-configuration writes, exits 78 with the real node's message, before binding anything.
+elk_standin_refuses() {
+  on_host elk 'set -e
+    d=$(sudo mktemp -d); trap "sudo rm -rf $d" EXIT
+    sudo cp -a /etc/elasticsearch/. "$d/"
+    echo "cluster.initial_master_nodes: [\"elk\"]" | sudo tee -a "$d/elasticsearch.yml" >/dev/null
+    rc=0; out=$(sudo ES_PATH_CONF="$d" /usr/share/elasticsearch/bin/elasticsearch 2>&1) || rc=$?
+    echo "exit $rc: $out"
+    test "$rc" = 78
+    echo "$out" | grep -qF "setting [cluster.initial_master_nodes] is not allowed when [discovery.type] is set to [single-node]"'
+}

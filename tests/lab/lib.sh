@@ -14,7 +14,8 @@ LAB_STATE="${BOOTSTRAP_LAB_STATE:-/var/lib/bootstrap-lab}"
 
 SUITE="bookworm"
 MIRROR="http://deb.debian.org/debian"
-INCLUDE_PKGS="systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,ca-certificates,netcat-openbsd,curl,procps,kmod,iptables"
+# python3 and python3-yaml: the Elastic stand-ins are Python programs (Depends of their packages).
+INCLUDE_PKGS="systemd,systemd-sysv,dbus,openssh-server,sudo,iproute2,ca-certificates,netcat-openbsd,curl,procps,kmod,iptables,python3,python3-yaml"
 
 # 10.213.7.0/24: unlikely to collide with home, cloud or Docker defaults.
 LAB_NET_PREFIX="10.213.7"
@@ -38,7 +39,7 @@ need_root() { [[ $EUID -eq 0 ]] || die "the lab needs root (namespaces, mounts, 
 ensure_host_tools() {
   local -A want=([debootstrap]=debootstrap [systemd-nspawn]=systemd-container [tinyproxy]=tinyproxy
     [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [ssh]=openssh-client
-    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3)
+    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3 [gpg]=gpg)
   local tool missing=()
   for tool in "${!want[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
@@ -59,7 +60,7 @@ rootfs_dir() {
 }
 
 # Bump when prepare_rootfs changes what it writes.
-rootfs_recipe_version() { echo 2; }
+rootfs_recipe_version() { echo 3; }
 
 ensure_rootfs() {
   local dest tmp
@@ -222,6 +223,22 @@ build_repo() {
   cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
+  sign_repo "$repo"
+}
+
+# Signed with a throwaway key made for this lab session, so playbooks use the same `apt_repo`
+# (key pinned by sha256, signed-by) as with the real repositories; the key's sha256 goes into
+# the lab inventory (lab_repo_key_sha256).
+sign_repo() {
+  local repo="$1" home="$LAB_STATE/gnupg"
+  install -d -m 0700 "$home"
+  gpg --homedir "$home" --batch --quiet --pinentry-mode loopback --passphrase '' \
+    --quick-gen-key "bootstrap lab repository (stand-ins) <lab@bootstrap.invalid>" ed25519 sign never
+  gpg --homedir "$home" --batch --armor --export >"$repo/lab-repo-key.asc"
+  gpg --homedir "$home" --batch --yes --clearsign -o "$repo/InRelease" "$repo/Release"
+  gpg --homedir "$home" --batch --yes --armor --detach-sign -o "$repo/Release.gpg" "$repo/Release"
+  # The agent gpg started would outlive the lab otherwise.
+  gpgconf --homedir "$home" --kill gpg-agent 2>/dev/null || true
 }
 
 start_repo() {
@@ -231,6 +248,26 @@ start_repo() {
   spawn_bg "$LAB_STATE/repo.pid" "$LAB_STATE/repo.log" \
     "$py" -m http.server --bind "$LAB_HOST_IP" --directory "$LAB_STATE/repo" "$LAB_REPO_PORT"
   wait_tcp "$LAB_HOST_IP" "$LAB_REPO_PORT" 15 || die "the lab apt repository did not start (see $LAB_STATE/repo.log)"
+}
+
+# vm.max_map_count is not namespaced: a container cannot set it (its /proc/sys is read-only), so
+# the lab raises the host's to what Elasticsearch needs, as one does for Elasticsearch in any
+# container, and `down` puts the old value back. The elk playbook then finds it set and only
+# persists it.
+raise_host_max_map_count() {
+  local want=262144 have
+  have="$(cat /proc/sys/vm/max_map_count)"
+  ((have >= want)) && return 0
+  echo "$have" >"$LAB_STATE/vm.max_map_count.orig"
+  log "raising the host's vm.max_map_count from $have to $want for the lab (restored by down)"
+  echo "$want" >/proc/sys/vm/max_map_count
+}
+
+restore_host_max_map_count() {
+  local orig="$LAB_STATE/vm.max_map_count.orig"
+  [[ -f $orig ]] || return 0
+  cat "$orig" >/proc/sys/vm/max_map_count
+  rm -f "$orig"
 }
 
 lab_repo_url() { printf 'http://%s:%s/' "$LAB_HOST_IP" "$LAB_REPO_PORT"; }
@@ -358,6 +395,16 @@ lab_vars() {
   echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
   echo "lab_repo_url = \"$(lab_repo_url)\""
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
+  echo "lab_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
+  echo "lab_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  # The ELK host: the Elastic stand-ins from the lab repository (a flat one, signed by the lab).
+  echo "elastic_repo_url = \"$(lab_repo_url)\""
+  echo 'elastic_repo_suite = "./"'
+  echo 'elastic_repo_components = []'
+  echo "elastic_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
+  echo "elastic_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  # Kibana for the admin machine and the cluster nodes only, so the outsider is refused.
+  echo "kibana_allowed = [\"$LAB_HOST_IP\", \"${MACHINE_IP[master]}\", \"${MACHINE_IP[worker]}\"]"
 }
 
 random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | cut -c1-24; }
@@ -464,5 +511,6 @@ teardown() {
   done
   ip link del "$LAB_BRIDGE" 2>/dev/null || true
   remove_lab_cgroups
+  restore_host_max_map_count
   rm -rf "$LAB_STATE"
 }

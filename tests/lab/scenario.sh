@@ -62,6 +62,7 @@ check_secrets_init
 check_smoke "$LAB_DIR/playbooks/smoke.toml"
 # Role issues append their checks here (see checks.sh).
 check_worker
+check_elk
 check_firewall_lockout_guard "$LAB_DIR/playbooks/lockout.toml"
 check_firewall_rollback_left_behind
 check_all_converged
