@@ -60,6 +60,8 @@ mkdir -p "$work/playbooks" "$work/files"
   done
 } > "$work/playbooks/bench.toml"
 
+# The five inventory hosts are one machine: each keeps its run lock and state apart.
+export BOOTSTRAP_HOST_STATE_DIR="$work/state-{host}"
 run() { "$bin" -i "$work/inventory.toml" --json run "$work/playbooks/bench.toml"; }
 # Converge once (records the host key), then every run must change nothing.
 run >/dev/null

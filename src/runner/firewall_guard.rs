@@ -108,14 +108,7 @@ impl Guard<'_> {
             bail!("after the firewall change a new SSH login failed ({e}); {undone}");
         }
 
-        let disarm = format!(
-            "{vars}if mkdir \"$snap/decided\" 2>/dev/null; then\n\
-             state=$(systemctl is-active {FW_UNIT})\n\
-             systemctl stop {FW_UNIT}\n\
-             rm -f \"$d/fw/armed\"; rm -rf \"$snap\"\n\
-             echo \"disarmed (watchdog was $state)\"\n\
-             else echo fired; cat \"$d/fw/fired\" 2>/dev/null; exit 4; fi\n"
-        );
+        let disarm = disarm_script(&vars);
         self.log.write("disarm firewall rollback", &disarm);
         let out = self.session.exec(&disarm, None).await?;
         self.log_output(&out);
@@ -133,19 +126,7 @@ impl Guard<'_> {
     /// then arm a fresh one.
     fn arm_script(&self, vars: &str, snapshot: &str, rollback: &str) -> String {
         let cap = self.limit.as_secs() + 10 + ROLLBACK_AFTER_SECS;
-        let watchdog = format!(
-            "{vars}cap=$(( $(date +%s) + {cap} ))\n\
-             while :; do\n\
-             now=$(date +%s)\n\
-             dl=$(cat \"$snap/deadline\" 2>/dev/null || echo \"$cap\")\n\
-             [ \"$now\" -ge \"$dl\" ] && break\n\
-             sleep 1\n\
-             done\n\
-             mkdir \"$snap/decided\" 2>/dev/null || exit 0\n\
-             result=$( (\n{rollback}\n) 2>&1 | tail -n 1)\n\
-             printf 'run=%s at=%s result=%s\\n' {run} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$result\" > \"$d/fw/fired\"\n",
-            run = quote(self.run_id),
-        );
+        let watchdog = watchdog_script(vars, cap, rollback, self.run_id);
         format!(
             "{vars}umask 077\n\
              mkdir -p \"$d/fw\" && chmod 700 \"$d\" && rm -rf \"$snap\" && mkdir \"$snap\" || exit 4\n\
@@ -203,5 +184,128 @@ impl Guard<'_> {
             &format!("exit {}", out.exit_status),
             &format!("{}{}", out.stdout_str(), out.stderr_str()),
         );
+    }
+}
+
+/// Waits for the deadline written at the end of the change (else the hard cap `cap` seconds
+/// from arming), then rolls back unless the run decided first.
+fn watchdog_script(vars: &str, cap: u64, rollback: &str, run_id: &str) -> String {
+    format!(
+        "{vars}cap=$(( $(date +%s) + {cap} ))\n\
+         while :; do\n\
+         now=$(date +%s)\n\
+         dl=$(cat \"$snap/deadline\" 2>/dev/null || echo \"$cap\")\n\
+         [ \"$now\" -ge \"$dl\" ] && break\n\
+         sleep 1\n\
+         done\n\
+         mkdir \"$snap/decided\" 2>/dev/null || exit 0\n\
+         result=$( (\n{rollback}\n) 2>&1 | tail -n 1)\n\
+         printf 'run=%s at=%s result=%s\\n' {run} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$result\" > \"$d/fw/fired\"\n",
+        run = quote(run_id),
+    )
+}
+
+/// Disarms only if the watchdog has not decided yet (exit 4 and its verdict otherwise).
+fn disarm_script(vars: &str) -> String {
+    format!(
+        "{vars}if mkdir \"$snap/decided\" 2>/dev/null; then\n\
+         state=$(systemctl is-active {FW_UNIT})\n\
+         systemctl stop {FW_UNIT}\n\
+         rm -f \"$d/fw/armed\"; rm -rf \"$snap\"\n\
+         echo \"disarmed (watchdog was $state)\"\n\
+         else echo fired; cat \"$d/fw/fired\" 2>/dev/null; exit 4; fi\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> (i32, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn vars(d: &std::path::Path) -> String {
+        let snap = d.join("fw/run-0");
+        std::fs::create_dir_all(&snap).unwrap();
+        format!(
+            "d={}; snap={}; export snap\n",
+            quote(d.to_str().unwrap()),
+            quote(snap.to_str().unwrap())
+        )
+    }
+
+    /// The watchdog and the disarm race for one `mkdir`: a disarm after the rollback fired
+    /// says so, and a watchdog after a disarm does nothing.
+    #[test]
+    fn a_disarm_proves_the_rollback_had_not_fired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = vars(tmp.path());
+        let snap = tmp.path().join("fw/run-0");
+        let rollback = format!(
+            "touch {}/rolled-back; echo RESTORED",
+            quote(tmp.path().to_str().unwrap())
+        );
+        // The change ended long ago: the deadline has passed.
+        std::fs::write(snap.join("deadline"), "0\n").unwrap();
+        let (code, _) = sh(&watchdog_script(&v, 3600, &rollback, "run-0"));
+        assert_eq!(code, 0);
+        assert!(tmp.path().join("rolled-back").exists());
+        let fired = std::fs::read_to_string(tmp.path().join("fw/fired")).unwrap();
+        assert!(
+            fired.contains("run=run-0") && fired.contains("result=RESTORED"),
+            "{fired}"
+        );
+        let (code, out) = sh(&disarm_script(&v));
+        assert_eq!(
+            code, 4,
+            "a fired rollback is never reported as disarmed: {out}"
+        );
+        assert!(out.starts_with("fired"), "{out}");
+
+        // Disarmed first: the watchdog, when its time comes, leaves the firewall alone.
+        let tmp = tempfile::tempdir().unwrap();
+        let v = vars(tmp.path());
+        std::fs::write(tmp.path().join("fw/run-0/deadline"), "0\n").unwrap();
+        let (code, out) = sh(&disarm_script(&v));
+        assert_eq!(code, 0, "{out}");
+        std::fs::create_dir_all(tmp.path().join("fw/run-0")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("fw/run-0/decided")).unwrap();
+        std::fs::write(tmp.path().join("fw/run-0/deadline"), "0\n").unwrap();
+        let rollback = format!("touch {}/rolled-back", quote(tmp.path().to_str().unwrap()));
+        sh(&watchdog_script(&v, 3600, &rollback, "run-0"));
+        assert!(!tmp.path().join("rolled-back").exists());
+    }
+
+    /// The deadline counts from the end of the change: before it is written, only the hard
+    /// cap (from arming) applies.
+    #[test]
+    fn the_watchdog_waits_for_the_end_of_the_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let v = vars(tmp.path());
+        let rollback = format!("touch {}/rolled-back", quote(tmp.path().to_str().unwrap()));
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(watchdog_script(&v, 3600, &rollback, "run-0"))
+            .spawn()
+            .unwrap();
+        // No deadline yet (the change is still running): the watchdog keeps waiting.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "fired before the change ended"
+        );
+        std::fs::write(tmp.path().join("fw/run-0/deadline"), "0\n").unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success());
+        assert!(tmp.path().join("rolled-back").exists());
     }
 }

@@ -2,10 +2,10 @@
 //! `BOOTSTRAP_HOST_STATE_DIR` says otherwise): the run lock, the handlers still owed, and the
 //! firewall guard's snapshots and verdicts.
 //!
-//! The lock is an `flock` held by a keeper process started over the run's own SSH connection:
-//! it prints `.` every few seconds, so once the connection is gone its next write kills it
-//! (SIGPIPE) and the kernel releases the lock. A holder that is gone therefore never blocks
-//! anyone; its `lock.info` stays behind and is reported as a stale lock taken over.
+//! The lock is an `flock` held by a keeper process started over the run's own SSH connection,
+//! reading its stdin: the run ends it by sending `unlock` (its `lock.info` is then removed);
+//! when the connection is gone its stdin ends, it exits and the kernel releases the lock, but
+//! `lock.info` stays behind and the next run reports it as a stale lock taken over.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -112,7 +112,9 @@ fn lock_script(d: &str, who: &RunInfo) -> String {
          echo \"keeper $$\"\n\
          {report}\
          echo ready\n\
-         while :; do sleep 5 9>&-; echo . || exit 0; done\n",
+         IFS= read -r word || true\n\
+         [ \"$word\" = unlock ] && rm -f \"$d/lock.info\"\n\
+         exit 0\n",
         d = quote(d),
         run = quote(&who.run_id),
         admin = quote(&who.admin),
@@ -163,8 +165,6 @@ fn parse(text: &str) -> Found {
 /// The lock a run holds on one host.
 pub struct HostLock {
     held: Held,
-    keeper_pid: Option<String>,
-    run_id: String,
 }
 
 /// Takes the host's lock for this run (`take`), or only looks (check mode). `Ok((None, found))`
@@ -184,14 +184,10 @@ pub async fn lock(
         Ok((text, held)) => {
             let found = parse(&text);
             if !take {
-                held.release().await;
+                held.release(b"").await;
                 return Ok((None, found));
             }
-            let lock = HostLock {
-                held,
-                keeper_pid: found.keeper_pid.clone(),
-                run_id: who.run_id.clone(),
-            };
+            let lock = HostLock { held };
             Ok((Some(lock), found))
         }
         Err(out) if out.exit_status == 75 => Ok((None, parse(&out.stdout_str()))),
@@ -209,21 +205,9 @@ pub async fn lock(
 }
 
 impl HostLock {
-    /// Gives the lock back: our `lock.info` removed, the keeper ended.
-    pub async fn unlock(self, session: &Session, dir: &str) {
-        let kill = match &self.keeper_pid {
-            Some(pid) if pid.chars().all(|c| c.is_ascii_digit()) => {
-                format!("kill {pid} 2>/dev/null\n")
-            }
-            _ => String::new(),
-        };
-        let script = format!(
-            "d={}\nif grep -qxF -- {} \"$d/lock.info\" 2>/dev/null; then rm -f \"$d/lock.info\"; fi\n{kill}true\n",
-            quote(dir),
-            quote(&format!("run={}", self.run_id)),
-        );
-        let _ = session.exec(&script, None).await;
-        self.held.release().await;
+    /// Gives the lock back: the keeper removes our `lock.info` and exits.
+    pub async fn unlock(self) {
+        self.held.release(b"unlock\n").await;
     }
 }
 

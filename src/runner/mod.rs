@@ -247,7 +247,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         if let Some(Ok(conn)) = cell.into_inner() {
             if let Ok(conn) = Arc::try_unwrap(conn) {
                 if let Some(lock) = conn.lock.into_inner() {
-                    lock.unlock(&conn.session, &conn.state_dir).await;
+                    lock.unlock().await;
                     logs[&name].write("unlock", "run lock given back");
                 }
                 conn.session.close().await;
@@ -351,6 +351,11 @@ async fn open_host(
             ));
         }
         if let Some(armed) = &found.fw_pending {
+            let armed = if armed.is_empty() {
+                "armed by an unknown run"
+            } else {
+                armed
+            };
             let message = format!(
                 "a firewall rollback is still armed on this host ({armed}): the run that armed \
                  it never confirmed access, and it will restore that run's earlier firewall; wait \
@@ -361,7 +366,7 @@ async fn open_host(
             if take {
                 refuse(message);
                 if let Some(lock) = lock {
-                    lock.unlock(&session, remote_state).await;
+                    lock.unlock().await;
                 }
                 session.close().await;
                 return Err(HostRefusal::Refused);

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use russh::client;
-use russh::Sig;
 
 use super::shell;
 use super::ssh::Link;
@@ -76,12 +75,19 @@ pub struct Held {
     pub(super) drain: tokio::task::JoinHandle<()>,
 }
 
+/// How long `Held::release` waits for the command to end after its input did.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 impl Held {
-    /// Ends the command: end of input, TERM, then the channel is closed.
-    pub async fn release(mut self) {
+    /// Sends `last_words` and the end of input, then waits (bounded) for the command to end,
+    /// so whatever it does on the way out is done when this returns.
+    pub async fn release(mut self, last_words: &[u8]) {
         if let Some(w) = self.writer.take() {
+            if !last_words.is_empty() {
+                let _ = w.data(last_words).await;
+            }
             let _ = w.eof().await;
-            let _ = w.signal(Sig::TERM).await;
+            let _ = tokio::time::timeout(RELEASE_WAIT, &mut self.drain).await;
             let _ = w.close().await;
         }
         self.drain.abort();
