@@ -456,7 +456,7 @@ check_worker() {
     "$(worker_steps "$WORKER_STEP_HBA" "$WORKER_HANDLER_RELOAD")" "! sudo grep -q 'lab drift' /etc/postgresql/*/main/pg_hba.conf"
   # Debian's `postgresql` wrapper stays "active" when its cluster is down: the run must see the
   # cluster unit itself and start it.
-  check_worker_drift "cluster stopped" "sudo systemctl stop 'postgresql@*-main'" \
+  check_worker_drift "cluster stopped" "sudo systemctl stop 'postgresql@*-main.service'" \
     "$(worker_steps "$WORKER_STEP_RUNNING")" "pg_lsclusters --no-header | awk '\$2 == \"main\" { print \$4 }' | grep -qx online"
   check_worker_access "$pw" " (at the end)"
   check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
