@@ -263,6 +263,7 @@ check_secrets_init() {
 WORKER_STEP_HBA="pg_hba.conf admits the master, the ELK box, localhost and the pod CIDR"
 WORKER_STEP_FIREWALL="firewall: 5432 only from the cluster nodes, the ELK box, localhost and pods"
 WORKER_STEP_ROLE="the app's PostgreSQL role (db_user) with the secret password"
+WORKER_STEP_RUNNING="PostgreSQL running and enabled"
 WORKER_HANDLER_RELOAD="handler: reload postgresql"
 
 # worker_steps STEP...: the changed_steps lines expected from these steps of the worker.
@@ -453,6 +454,10 @@ check_worker() {
     "$(worker_steps "$WORKER_STEP_FIREWALL")" "sudo ufw status | grep -q 'bootstrap: nodeports'"
   check_worker_drift "pg_hba drift" "echo '# lab drift' | sudo tee -a /etc/postgresql/*/main/pg_hba.conf" \
     "$(worker_steps "$WORKER_STEP_HBA" "$WORKER_HANDLER_RELOAD")" "! sudo grep -q 'lab drift' /etc/postgresql/*/main/pg_hba.conf"
+  # Debian's `postgresql` wrapper stays "active" when its cluster is down: the run must see the
+  # cluster unit itself and start it.
+  check_worker_drift "cluster stopped" "sudo systemctl stop 'postgresql@*-main.service'" \
+    "$(worker_steps "$WORKER_STEP_RUNNING")" "pg_lsclusters --no-header | awk '\$2 == \"main\" { print \$4 }' | grep -qx online"
   check_worker_access "$pw" " (at the end)"
   check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
 }
