@@ -194,6 +194,11 @@ def make_handler(api):
     class Handler(BaseHTTPRequestHandler):
         server_version = "bootstrap-lab-standin-apiserver"
 
+        def log_request(self, code="-", size="-"):
+            # Heartbeats every 2 s would drown the journal: only refusals and errors are logged.
+            if isinstance(code, int) and code >= 400:
+                super().log_request(code, size)
+
         def log_message(self, fmt, *args):
             sys.stderr.write("stand-in apiserver: " + (fmt % args) + "\n")
 

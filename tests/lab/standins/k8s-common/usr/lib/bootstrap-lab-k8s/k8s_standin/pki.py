@@ -7,6 +7,11 @@ import tempfile
 from .common import Fail, openssl
 
 
+def slurp(p):
+    with open(p) as f:
+        return f.read()
+
+
 def new_ca(cn="kubernetes"):
     """Returns (cert_pem, key_pem) of a self-signed CA valid 10 years."""
     with tempfile.TemporaryDirectory(prefix="standin-pki-") as d:
@@ -14,14 +19,14 @@ def new_ca(cn="kubernetes"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "3650",
                 "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
                 "-addext", "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign")
-        return open(crt).read(), open(key).read()
+        return slurp(crt), slurp(key)
 
 
 def new_key_and_csr(subject):
     with tempfile.TemporaryDirectory(prefix="standin-pki-") as d:
         key, csr = os.path.join(d, "x.key"), os.path.join(d, "x.csr")
         openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", subject)
-        return open(key).read(), open(csr).read()
+        return slurp(key), slurp(csr)
 
 
 def sign_csr(csr_pem, ca_pem, ca_key_pem, client=True, sans=(), days=365):
@@ -44,7 +49,7 @@ def sign_csr(csr_pem, ca_pem, ca_key_pem, client=True, sans=(), days=365):
         serial = "0x" + os.urandom(8).hex()
         openssl("x509", "-req", "-in", files["x.csr"], "-CA", files["ca.crt"], "-CAkey", files["ca.key"],
                 "-set_serial", serial, "-days", str(days), "-extfile", ext, "-out", out)
-        return open(out).read()
+        return slurp(out)
 
 
 def new_signed(subject, ca_pem, ca_key_pem, client=True, sans=()):
