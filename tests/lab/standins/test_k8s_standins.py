@@ -22,7 +22,7 @@ os.environ["BOOTSTRAP_STANDIN_ROOT"] = os.path.join(FAKE, "root")
 os.environ["BOOTSTRAP_STANDIN_VERSION"] = "1.33.0"
 sys.path.insert(0, os.path.join(HERE, "k8s-common/usr/lib/bootstrap-lab-k8s"))
 
-from k8s_standin import apiserver, kubectl, pki, preflight  # noqa: E402
+from k8s_standin import apiserver, kubectl, kubelet, pki, preflight  # noqa: E402
 from k8s_standin.common import ca_cert_hash, kubeconfig_text, runtime_answers  # noqa: E402
 from k8s_standin.model import Model, jws_verify  # noqa: E402
 
@@ -223,7 +223,8 @@ class ReadinessTest(unittest.TestCase):
             for doc in yaml.safe_load_all(f):
                 m.apply(doc)
         m.state["nodes"]["master"] = {"metadata": {"name": "master", "labels": {},
-                                                   "annotations": {"standin.bootstrap-lab/runtime-ready": "true"}},
+                                                   "annotations": {"standin.bootstrap-lab/runtime-ready": "true",
+                                                                   "projectcalico.org/IPv4Address": "10.213.7.11/24"}},
                                       "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
                                       "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
         return m
@@ -253,6 +254,78 @@ class ReadinessTest(unittest.TestCase):
         m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crypto-exchange"}})
         m.apply(json.loads(json.dumps(DEPLOY)))
         self.assertEqual(m.rollout("Deployment", "crypto-exchange", "django-app")[:2], (2, 0))
+
+
+class SetEnvTest(unittest.TestCase):
+    def test_set_env_changes_the_live_object_and_a_reapply_stays_unchanged(self):
+        m = Model()
+        import yaml
+
+        with open(os.path.join(HERE, "calico.yaml")) as f:
+            docs = list(yaml.safe_load_all(f))
+        for d in json.loads(json.dumps(docs)):
+            m.apply(d)
+        self.assertTrue(m.set_env("apps", "DaemonSet", "kube-system", "calico-node", None,
+                                  {"IP_AUTODETECTION_METHOD": "cidr=10.213.7.0/24"}))
+        self.assertFalse(m.set_env("apps", "DaemonSet", "kube-system", "calico-node", None,
+                                   {"IP_AUTODETECTION_METHOD": "cidr=10.213.7.0/24"}))
+        results = [m.apply(d)[1] for d in json.loads(json.dumps(docs))]
+        self.assertEqual(set(results), {"unchanged"})
+        ds = m.get_object("apps", "DaemonSet", "kube-system", "calico-node")
+        env = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+        self.assertIn({"name": "IP_AUTODETECTION_METHOD", "value": "cidr=10.213.7.0/24"}, env)
+        self.assertEqual(ds["metadata"]["generation"], 2)
+
+
+class NodeLifecycleTest(unittest.TestCase):
+    def test_node_without_heartbeats_for_40s_is_ready_unknown(self):
+        clock = Clock()
+        m = Model(now=clock)
+        m.state["nodes"]["w"] = {"metadata": {"name": "w", "annotations": {}}, "status": {}}
+        m.heartbeat("w", {"conditions": [{"type": "Ready", "status": "True"}]}, {})
+        self.assertTrue(m.node_ready(m.nodes()[0]))
+        clock.t += 41
+        self.assertEqual(m.nodes()[0]["status"]["conditions"][0]["status"], "Unknown")
+
+
+class KubeletTest(unittest.TestCase):
+    ADDRS = [("lo", "127.0.0.1/8"), ("eth0", "10.0.2.15/24"), ("eth1", "192.168.56.10/24")]
+
+    def test_autodetection_methods(self):
+        self.assertEqual(kubelet.autodetect("first-found", "192.168.56.10", self.ADDRS), "10.0.2.15/24")
+        self.assertEqual(kubelet.autodetect("cidr=192.168.56.0/24", "x", self.ADDRS), "192.168.56.10/24")
+        self.assertEqual(kubelet.autodetect("interface=eth1", "x", self.ADDRS), "192.168.56.10/24")
+        self.assertEqual(kubelet.autodetect("kubernetes-internal-ip", "192.168.56.10", self.ADDRS), "192.168.56.10/24")
+        self.assertIsNone(kubelet.autodetect("cidr=10.213.7.0/24", "x", self.ADDRS))
+
+    def test_kubelet_refuses_to_run_with_swap_on(self):
+        set_proc(swap=True)
+        os.makedirs(f"{ROOT}/var/lib/kubelet", exist_ok=True)
+        with open(f"{ROOT}/var/lib/kubelet/config.yaml", "w") as f:
+            f.write("kind: KubeletConfiguration\n")
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = kubelet.main(["--config=/var/lib/kubelet/config.yaml"])
+        set_proc()
+        self.assertEqual(code, 1)
+        self.assertIn("running with swap on is not supported", err.getvalue())
+
+    def test_kubelet_without_config_exits_1_so_systemd_restarts_it(self):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = kubelet.main(["--config=/var/lib/kubelet/nosuch.yaml"])
+        self.assertEqual(code, 1)
+        self.assertIn("failed to load kubelet config file", err.getvalue())
+
+
+class JsonpathTest(unittest.TestCase):
+    def test_filters_and_escaped_dots(self):
+        node = {"metadata": {"annotations": {"projectcalico.org/IPv4Address": "10.0.0.1/24"}},
+                "status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}}
+        self.assertEqual(kubectl.jsonpath(node, '{.status.conditions[?(@.type=="Ready")].status}'), "True")
+        self.assertEqual(kubectl.jsonpath(node, "{.metadata.annotations.projectcalico\\.org/IPv4Address}"), "10.0.0.1/24")
+        self.assertEqual(kubectl.jsonpath({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]},
+                                          "{.items[*].metadata.name}"), "a b")
 
 
 def free_port():

@@ -90,6 +90,13 @@ class Api:
                 return status({"NotFound": 404, "NoMatch": 404}.get(e.reason, 422), e.reason, str(e))
             self.save()
             return 200, {"name": name, "result": result, "generation": gen}
+        if p == "/standin/v1/set-env" and method == "POST":
+            changed = m.set_env(body.get("group", ""), body["kind"], body.get("namespace"), body["name"],
+                                body.get("container"), body["env"])
+            if changed is None:
+                return status(404, "NotFound", f'{body["kind"].lower()} "{body["name"]}" not found')
+            self.save()
+            return 200, {"changed": changed}
         if p == "/standin/v1/objects" and method == "DELETE":
             if not m.delete_object(q.get("group", ""), q["kind"], q.get("namespace") or None, q["name"]):
                 return status(404, "NotFound", f'{q["kind"].lower()} "{q["name"]}" not found')
@@ -117,7 +124,7 @@ class Api:
         own = identity["kind"] == "node"
         if not rest:
             if method == "GET":
-                return 200, {"kind": "NodeList", "apiVersion": "v1", "items": list(nodes.values())}
+                return 200, {"kind": "NodeList", "apiVersion": "v1", "items": m.nodes()}
             if method == "POST":
                 name = body["metadata"]["name"]
                 if own and identity["user"] != "system:node:" + name:
@@ -126,13 +133,14 @@ class Api:
                     return status(409, "AlreadyExists", f'nodes "{name}" already exists')
                 body.setdefault("metadata", {})["creationTimestamp"] = time.time()
                 nodes[name] = body
+                m.heartbeat(name, body.get("status", {}), {})
                 self.save()
                 return 201, body
         name = rest[0]
         if name not in nodes:
             return status(404, "NotFound", f'nodes "{name}" not found')
         if len(rest) == 1 and method == "GET":
-            return 200, nodes[name]
+            return 200, m.node_view(nodes[name])
         if len(rest) == 1 and method == "DELETE" and identity["kind"] == "admin":
             del nodes[name]
             self.save()
@@ -140,9 +148,7 @@ class Api:
         if rest[1:] == ["status"] and method == "PUT":
             if own and identity["user"] != "system:node:" + name:
                 return status(403, "Forbidden", "a node may only update its own status")
-            node = nodes[name]
-            node["status"] = body["status"]
-            node["metadata"].setdefault("annotations", {}).update(body.get("metadata", {}).get("annotations", {}))
+            node = m.heartbeat(name, body["status"], body.get("metadata", {}).get("annotations", {}))
             self.save()
             return 200, node
         if rest[1:] == ["control-plane"] and method == "POST" and identity["kind"] == "admin":

@@ -45,7 +45,7 @@ def kind_of(word):
 def parse(argv):
     flags, pos, i = {}, [], 0
     with_value = {"kubeconfig", "n", "namespace", "f", "filename", "k", "kustomize", "o", "output", "for", "timeout",
-                  "raw", "request-timeout", "l", "selector"}
+                  "raw", "request-timeout", "l", "selector", "c", "containers"}
     files = []
     while i < len(argv):
         a = argv[i]
@@ -236,6 +236,26 @@ class Ctl:
               else f'deployment "{name}" successfully rolled out')
         return 0
 
+    def set_env(self, pos):
+        """`kubectl set env KIND/NAME [-c CONTAINER] NAME=VALUE...` on a Deployment or DaemonSet."""
+        if len(pos) < 3 or pos[0] != "env" or "/" not in pos[1]:
+            raise Fail("error: stand-in kubectl supports only `set env KIND/NAME [-c CONTAINER] NAME=VALUE...`")
+        kind_word, _, name = pos[1].partition("/")
+        group, kind = kind_of(kind_word)
+        pairs = {}
+        for a in pos[2:]:
+            k, eq, v = a.partition("=")
+            if not eq or not k:
+                raise Fail(f'error: invalid env: "{a}"')
+            pairs[k] = v
+        ns = self.namespace or "default"
+        r = self.call("POST", "/standin/v1/set-env", {"group": group, "kind": kind, "namespace": ns, "name": name,
+                                                      "container": self.flags.get("c") or self.flags.get("containers"),
+                                                      "env": pairs})
+        if r["changed"]:
+            print(f"{display_kind(group, kind)}/{name} env updated")
+        return 0
+
     def delete(self, pos):
         if not pos:
             raise Fail("error: You must provide one or more resources by argument or filename.")
@@ -339,7 +359,7 @@ def jsonpath(obj, template):
         for step in steps:
             nxt = []
             for v in values:
-                m = re.fullmatch(r"([\w-]*)(?:\[(.*)\])?", step)
+                m = re.fullmatch(r"([^\[]*)(?:\[(.*)\])?", step, re.S)
                 if not m:
                     continue
                 key, idx = m.groups()
@@ -359,9 +379,27 @@ def jsonpath(obj, template):
             values = nxt
         return values
 
+    def split_steps(expr):
+        # On dots outside brackets; "\." is a literal dot (annotation keys such as projectcalico.org/x).
+        steps, cur, depth, i = [], "", 0, 0
+        while i < len(expr):
+            ch = expr[i]
+            if ch == "\\" and i + 1 < len(expr) and expr[i + 1] == ".":
+                cur += "."
+                i += 2
+                continue
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "." and depth == 0:
+                steps.append(cur)
+                cur = ""
+            else:
+                cur += ch
+            i += 1
+        return [x for x in steps + [cur] if x]
+
     def render(expr):
-        steps = re.findall(r"[\w-]*(?:\[[^\]]*\])?", expr.strip().lstrip("."))
-        steps = [s for s in steps if s]
+        steps = split_steps(expr.strip().lstrip("."))
         vals = walk([obj], steps)
         return " ".join(v if isinstance(v, str) else json.dumps(v) for v in vals)
 
@@ -374,7 +412,7 @@ def main(argv):
         if flags.get("version") == "true":
             pos = ["version"]
         else:
-            print(f"kubectl ({STANDIN_NOTE}): get, apply, wait, rollout status, delete, version")
+            print(f"kubectl ({STANDIN_NOTE}): get, apply, wait, rollout status, set env, delete, version")
             return 0 if flags.get("help") or flags.get("h") else 1
     cmd, rest = pos[0], pos[1:]
     if cmd == "version":
@@ -395,8 +433,10 @@ def main(argv):
         return ctl.rollout(rest)
     if cmd == "delete":
         return ctl.delete(rest)
+    if cmd == "set":
+        return ctl.set_env(rest)
     raise Fail(f'error: unknown command "{cmd}" for "kubectl" (stand-in: get, apply, wait, rollout status, delete, '
-               "version)")
+               "set env, version)")
 
 
 def entry():

@@ -6,7 +6,9 @@ stand-in Calico) targets this node, as Calico's install-cni would.
 """
 
 import hashlib
+import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,6 +107,56 @@ class StaticPods:
                 proc.kill()
 
 
+# Interfaces Calico's first-found skips (container and tunnel devices).
+SKIPPED_INTERFACES = re.compile(r"^(lo|docker.*|cbr.*|dummy.*|virbr.*|lxcbr.*|veth.*|cali.*|tunl.*|flannel.*|"
+                                r"kube-ipvs.*|cni.*|vxlan.*|wireguard.*|nodelocaldns.*)$")
+
+
+def local_addresses():
+    """[(interface, "ip/prefix")] of the node's IPv4 addresses, from iproute2."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    addrs = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 4 and f[2] == "inet":
+            addrs.append((f[1], f[3]))
+    return addrs
+
+
+def autodetect(method, node_ip, addrs=None):
+    """The address Calico's IP_AUTODETECTION_METHOD would pick, as "ip/prefix", or None."""
+    addrs = local_addresses() if addrs is None else addrs
+    candidates = [(i, a) for i, a in addrs if not SKIPPED_INTERFACES.match(i)]
+    kind, _, arg = method.partition("=")
+    if kind == "first-found":
+        picked = candidates
+    elif kind == "cidr":
+        nets = [ipaddress.ip_network(c.strip(), strict=False) for c in arg.split(",") if c.strip()]
+        picked = [(i, a) for i, a in addrs if any(ipaddress.ip_interface(a).ip in n for n in nets)]
+    elif kind == "interface":
+        picked = [(i, a) for i, a in addrs if any(re.fullmatch(r, i) for r in arg.split(","))]
+    elif kind == "skip-interface":
+        picked = [(i, a) for i, a in candidates if not any(re.fullmatch(r, i) for r in arg.split(","))]
+    elif kind == "kubernetes-internal-ip":
+        picked = [(i, a) for i, a in addrs if str(ipaddress.ip_interface(a).ip) == node_ip]
+    elif kind == "can-reach":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((arg, 1))
+            src = s.getsockname()[0]
+        except OSError:
+            return None
+        finally:
+            s.close()
+        picked = [(i, a) for i, a in addrs if str(ipaddress.ip_interface(a).ip) == src]
+    else:
+        return None
+    return picked[0][1] if picked else None
+
+
 def default_ip():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -184,13 +236,22 @@ class Kubelet:
             dss = self.client.get("/standin/v1/objects?kind=DaemonSet&group=apps")["items"]
             calico = self.client.get("/standin/v1/calico")
         except (ApiError, ConnectionRefused, OSError):
-            return None
+            return None, {}
         model = Model({"nodes": {self.node_name: node}})
-        message = None
+        message, annotations = None, {}
         for ds in dss:
             pod_spec = ds.get("spec", {}).get("template", {}).get("spec", {})
             if not model.eligible_nodes(pod_spec):
                 continue
+            if ds.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}).get("k8s-app") == "calico-node":
+                method = next((e.get("value") for c in pod_spec.get("containers") or [] for e in c.get("env") or []
+                               if e.get("name") == "IP_AUTODETECTION_METHOD"), None) or "first-found"
+                address = autodetect(method, self.node_ip)
+                if address is None:
+                    message = (f"stand-in calico-node: IP autodetection {method!r} found no IPv4 address on "
+                               f"{self.node_name}")
+                    continue
+                annotations["projectcalico.org/IPv4Address"] = address
             for c in pod_spec.get("initContainers") or []:
                 env = {e["name"]: self.env_value(e, ds) for e in c.get("env") or []}
                 if "CNI_NETWORK_CONFIG" not in env:
@@ -205,7 +266,7 @@ class Kubelet:
                 if not os.path.exists(path(target)) or open(path(target)).read() != conf:
                     write_file(target, conf)
                     log(f"install-cni of {ds['metadata']['name']}: wrote {target}")
-        return message
+        return message, annotations
 
     def env_value(self, env, ds):
         if "value" in env:
@@ -227,7 +288,7 @@ class Kubelet:
         try:
             if not self.registered:
                 self.register()
-            calico_message = self.run_daemonsets()
+            calico_message, calico_annotations = self.run_daemonsets()
             runtime_ok, why = runtime_answers(self.cri)
             cni = [f for f in os.listdir(path(CNI_DIR)) if f.endswith((".conf", ".conflist"))] \
                 if os.path.isdir(path(CNI_DIR)) else []
@@ -239,7 +300,9 @@ class Kubelet:
                                          "cni plugin not initialized" + (f" ({calico_message})" if calico_message else ""))
             else:
                 ready, message = True, f"kubelet is posting ready status ({STANDIN_NOTE})"
-            self.client.put(f"/api/v1/nodes/{self.node_name}/status", self.status(runtime_ok, ready, message))
+            st = self.status(runtime_ok, ready, message)
+            st["metadata"]["annotations"].update(calico_annotations)
+            self.client.put(f"/api/v1/nodes/{self.node_name}/status", st)
         except ApiError as e:
             log(f"API answered {e.status}: {e.body.get('message') if isinstance(e.body, dict) else e.body}")
         except (ConnectionRefused, OSError) as e:

@@ -20,6 +20,10 @@ from .common import b64
 
 NAMESPACES_AT_START = ("default", "kube-system", "kube-public", "kube-node-lease")
 CALICO_DEFAULT_POOL = "192.168.0.0/16"
+# As the node lifecycle controller: a node whose kubelet stopped posting status for this long
+# is shown with Ready=Unknown (the real default node-monitor-grace-period is 40 s).
+NODE_GRACE_SECONDS = 40
+HEARTBEAT = "standin.bootstrap-lab/last-heartbeat"
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 
 # (group, Kind) the API knows without a CustomResourceDefinition, with their scope.
@@ -132,22 +136,42 @@ class Model:
             meta.pop("namespace", None)
         key = object_key(group, kind, meta.get("namespace"), name)
         old = self.state["objects"].get(key)
+        # Like kubectl's last-applied-configuration: a rerun is compared with what was applied
+        # last, so changes made by `kubectl set env` are neither reported nor undone by it.
         if old is None:
             result, generation = "created", 1
-        elif comparable(old["object"]) == comparable(obj):
+        elif comparable(old.get("applied", old["object"])) == comparable(obj):
             result, generation = "unchanged", old["generation"]
         else:
             result, generation = "configured", old["generation"] + 1
         if result != "unchanged":
-            stored = copy.deepcopy(obj)
-            stored["metadata"]["generation"] = generation
-            self.state["objects"][key] = {"object": stored, "generation": generation,
-                                          "created": old["created"] if old else self.now()}
+            overrides = old.get("env_overrides", {}) if old else {}
+            live = copy.deepcopy(obj)
+            set_env(live, overrides)
+            live["metadata"]["generation"] = generation
+            self.state["objects"][key] = {"object": live, "applied": copy.deepcopy(obj), "generation": generation,
+                                          "env_overrides": overrides, "created": old["created"] if old else self.now()}
         if record:
             self.state["applied"].append({"seq": len(self.state["applied"]) + 1, "time": self.now(), "group": group,
                                           "kind": kind, "namespace": meta.get("namespace"), "name": name,
                                           "result": result, "generation": generation})
         return f"{display_kind(group, kind)}/{name}", result, generation
+
+    def set_env(self, group, kind, namespace, name, container, pairs):
+        """`kubectl set env`: returns True when the live object changed (its generation then grows)."""
+        entry = self.state["objects"].get(object_key(group, kind, namespace, name))
+        if entry is None:
+            return None
+        overrides = entry.setdefault("env_overrides", {})
+        wanted = {container or "*": dict(pairs)}
+        before = json.dumps(entry["object"], sort_keys=True)
+        set_env(entry["object"], wanted)
+        if json.dumps(entry["object"], sort_keys=True) == before:
+            return False
+        overrides.setdefault(container or "*", {}).update(pairs)
+        entry["generation"] += 1
+        entry["object"]["metadata"]["generation"] = entry["generation"]
+        return True
 
     def get_object(self, group, kind, namespace, name):
         entry = self.state["objects"].get(object_key(group, kind, namespace, name))
@@ -207,6 +231,28 @@ class Model:
 
     # ------------------------------------------------------------ nodes and readiness
 
+    def node_view(self, node):
+        """The node as the API shows it: Ready=Unknown once its heartbeats stopped."""
+        beat = node.get("metadata", {}).get("annotations", {}).get(HEARTBEAT)
+        if beat is None or self.now() - float(beat) <= NODE_GRACE_SECONDS:
+            return node
+        view = copy.deepcopy(node)
+        view["metadata"]["annotations"]["standin.bootstrap-lab/runtime-ready"] = "unknown"
+        view["status"]["conditions"] = [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+                                         "message": "Kubelet stopped posting node status."}]
+        return view
+
+    def nodes(self):
+        return [self.node_view(n) for n in self.state["nodes"].values()]
+
+    def heartbeat(self, name, status, annotations):
+        node = self.state["nodes"][name]
+        node["status"] = status
+        ann = node["metadata"].setdefault("annotations", {})
+        ann.update(annotations)
+        ann[HEARTBEAT] = str(self.now())
+        return node
+
     def node_ready(self, node):
         return condition(node, "Ready") == "True"
 
@@ -216,7 +262,7 @@ class Model:
     def eligible_nodes(self, pod_spec):
         selector = pod_spec.get("nodeSelector") or {}
         out = []
-        for node in self.state["nodes"].values():
+        for node in self.nodes():
             labels = node["metadata"].get("labels", {})
             if any(labels.get(k) != v for k, v in selector.items()):
                 continue
@@ -233,7 +279,7 @@ class Model:
         else:
             ok = self.node_ready(node)
         if ok and labels.get("k8s-app") == "calico-node":
-            ok = self.calico_pool()["ok"]
+            ok = self.calico_pool()["ok"] and "projectcalico.org/IPv4Address" in node["metadata"].get("annotations", {})
         return ok
 
     def rollout(self, kind, namespace, name):
@@ -289,6 +335,22 @@ class Model:
                    "(kubeadm-config networking.podSubnet): pods would get addresses the cluster does not route")
         return {"cidr": cidr, "source": source, "podCIDR": pod_cidr, "ok": ok,
                 "message": "stand-in calico-node: " + message}
+
+
+def set_env(obj, overrides):
+    """Sets env variables on the pod template's containers: {container name or "*": {NAME: value}}."""
+    for c in obj.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []:
+        for target, pairs in overrides.items():
+            if target not in ("*", c.get("name")):
+                continue
+            env = c.setdefault("env", [])
+            for k, v in pairs.items():
+                existing = next((e for e in env if e.get("name") == k), None)
+                if existing is None:
+                    env.append({"name": k, "value": v})
+                else:
+                    existing.pop("valueFrom", None)
+                    existing["value"] = v
 
 
 def same_network(a, b):
