@@ -88,9 +88,23 @@ check "node master is NotReady without a CNI config (wait times out, exit 1)" fa
 check "second init fails: already initialised, ports in use" fails_with 1 "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]" master "kubeadm init --config /etc/kubernetes/kubeadm-config.yaml"
 check "apply the stand-in Calico manifest" has master "daemonset.apps/calico-node created" "curl -fsS ${REPO}calico.yaml | $K apply -f -"
 check "re-apply: every object unchanged" on master "! curl -fsS ${REPO}calico.yaml | $K apply -f - | grep -v unchanged"
+check "set env IP_AUTODETECTION_METHOD on calico-node" has master "daemonset.apps/calico-node env updated" \
+  "$K -n kube-system set env daemonset/calico-node IP_AUTODETECTION_METHOD=cidr=10.213.7.0/24"
+check "re-apply after set env: still unchanged" on master "! curl -fsS ${REPO}calico.yaml | $K apply -f - | grep -v unchanged"
 check "master Ready once Calico wrote the CNI config" on master "$K wait --for=condition=Ready node/master --timeout=60s && test -s /etc/cni/net.d/10-calico.conflist"
 check "rollout status daemonset/calico-node" on master "$K -n kube-system rollout status daemonset/calico-node --timeout=30s"
 check "rollout status deployment/calico-kube-controllers" on master "$K -n kube-system rollout status deployment/calico-kube-controllers --timeout=30s"
+check "calico-node autodetected the master's lab address" has master "10.213.7.11/24" \
+  "$K get node master -o jsonpath='{.metadata.annotations.projectcalico\\.org/IPv4Address}'"
+check "kubectl version says stand-in" has master "stand-in" "$K version"
+kdir="mkdir -p /tmp/k/app && cd /tmp/k && printf 'resources: [app, ns.yaml]\nnamespace: crypto-exchange\n' >kustomization.yaml && printf 'apiVersion: v1\nkind: Namespace\nmetadata: {name: crypto-exchange}\n' >ns.yaml && printf 'resources: [d.yaml]\n' >app/kustomization.yaml && printf 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: django-app}\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers: [{name: app, image: x}]\n' >app/d.yaml"
+on master "$kdir"
+check "apply -k: namespace first, then the deployment in it" on master \
+  "test \"\$($K apply -k /tmp/k)\" = \"\$(printf 'namespace/crypto-exchange created\\ndeployment.apps/django-app created')\""
+check "apply -k again: unchanged" on master "test \"\$($K apply -k /tmp/k | sort -u)\" = \"\$(printf 'deployment.apps/django-app unchanged\\nnamespace/crypto-exchange unchanged')\""
+check "the API's apply log keeps the order and the reruns" has master '"result": "unchanged"' "$K get --raw /standin/v1/applied"
+check "django-app not ready while only the tainted master exists" fails_with 1 "timed out" master \
+  "$K -n crypto-exchange rollout status deployment/django-app --timeout=3s"
 check "get node nosuch: NotFound, exit 1" fails_with 1 'Error from server (NotFound): nodes "nosuch" not found' master "$K get node nosuch"
 
 join="$(on master "kubeadm token create --print-join-command --ttl 10m")"
@@ -114,9 +128,22 @@ check "worker Ready (seen from the master)" on master "$K wait --for=condition=R
 check "calico-node rolled out on both nodes" has master "successfully rolled out" "$K -n kube-system rollout status daemonset/calico-node --timeout=30s"
 check "second join fails: already joined" fails_with 1 "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" worker \
   "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$token" "$hash")")"
+check "django-app rolled out once the worker is Ready" on master "$K -n crypto-exchange rollout status deployment/django-app --timeout=30s"
 check "reset -f on the worker removes what join wrote" on worker "kubeadm reset -f >/dev/null && test ! -e /etc/kubernetes/kubelet.conf && test ! -e /var/lib/kubelet/config.yaml"
 check "delete node worker" has master 'node "worker" deleted' "$K delete node worker"
-check "get nodes -o name lists only the master" has master "node/master" "$K get nodes -o name"
+check "get nodes -o name lists only the master" test "$(on master "$K get nodes -o name")" = "node/master"
+
+short="$(on master "kubeadm token create --print-join-command --ttl 2s")"
+stoken="$(sed -E 's/.*--token ([^ ]+).*/\1/' <<<"$short")"
+check "the 2s token expires (token list no longer shows it)" on master \
+  "for i in \$(seq 50); do kubeadm token list | grep -q '^${stoken%%.*}\.' || exit 0; sleep 0.2; done; exit 1"
+check "join with the expired token fails (its signature is gone), exit 1" fails_with 1 "could not find a JWS signature in the cluster-info ConfigMap for token ID \"${stoken%%.*}\"" worker \
+  "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$stoken" "$hash")")"
+fresh="$(on master "kubeadm token create --print-join-command --ttl 10m")"
+ftoken="$(sed -E 's/.*--token ([^ ]+).*/\1/' <<<"$fresh")"
+check "after reset the worker rejoins with a fresh token" on worker \
+  "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$ftoken" "$hash")")"
+check "rejoined worker Ready" on master "$K wait --for=condition=Ready node/worker --timeout=60s"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
