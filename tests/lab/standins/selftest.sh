@@ -94,6 +94,9 @@ check "re-apply after set env: still unchanged" on master "! curl -fsS ${REPO}ca
 check "master Ready once Calico wrote the CNI config" on master "$K wait --for=condition=Ready node/master --timeout=60s && test -s /etc/cni/net.d/10-calico.conflist"
 check "rollout status daemonset/calico-node" on master "$K -n kube-system rollout status daemonset/calico-node --timeout=30s"
 check "rollout status deployment/calico-kube-controllers" on master "$K -n kube-system rollout status deployment/calico-kube-controllers --timeout=30s"
+check "wait for the calico-node pods (label selector)" has master "condition met" \
+  "$K -n kube-system wait --for=condition=Ready pod -l k8s-app=calico-node --timeout=30s"
+check "get pods shows calico-node Running on master" has master "Running" "$K -n kube-system get pods -l k8s-app=calico-node"
 check "calico-node autodetected the master's lab address" has master "10.213.7.11/24" \
   "$K get node master -o jsonpath='{.metadata.annotations.projectcalico\\.org/IPv4Address}'"
 check "kubectl version says stand-in" has master "stand-in" "$K version"
@@ -128,6 +131,8 @@ check "worker Ready (seen from the master)" on master "$K wait --for=condition=R
 check "calico-node rolled out on both nodes" has master "successfully rolled out" "$K -n kube-system rollout status daemonset/calico-node --timeout=30s"
 check "second join fails: already joined" fails_with 1 "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" worker \
   "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$token" "$hash")")"
+check "wait deployment Available" has master "deployment.apps/django-app condition met" \
+  "$K -n crypto-exchange wait --for=condition=Available deployment/django-app --timeout=30s"
 check "django-app rolled out once the worker is Ready" on master "$K -n crypto-exchange rollout status deployment/django-app --timeout=30s"
 check "reset -f on the worker removes what join wrote" on worker "kubeadm reset -f >/dev/null && test ! -e /etc/kubernetes/kubelet.conf && test ! -e /var/lib/kubelet/config.yaml"
 check "delete node worker" has master 'node "worker" deleted' "$K delete node worker"

@@ -248,6 +248,15 @@ class ReadinessTest(unittest.TestCase):
         self.assertIn("10.244.0.0/16", pool["message"])
         self.assertEqual(m.rollout("DaemonSet", "kube-system", "calico-node")[:2], (1, 0))
 
+    def test_pods_follow_the_readiness_model(self):
+        m = self.model()
+        pods = {p["metadata"]["labels"]["k8s-app"]: p for p in m.pods("kube-system")}
+        self.assertEqual(pods["calico-node"]["status"]["phase"], "Running")
+        self.assertEqual(pods["calico-node"]["spec"]["nodeName"], "master")
+        self.assertEqual(pods["calico-kube-controllers"]["status"]["phase"], "Pending")
+        self.assertTrue(kubectl.matches(pods["calico-node"], "k8s-app=calico-node"))
+        self.assertFalse(kubectl.matches(pods["calico-node"], "k8s-app=other"))
+
     def test_app_deployment_does_not_land_on_a_tainted_master(self):
         m = self.model()
         m.state["nodes"]["master"]["status"]["conditions"][0]["status"] = "True"

@@ -78,6 +78,8 @@ class Api:
             if r is None:
                 return status(404, "NotFound", f'{q["kind"].lower()}s.apps "{q["name"]}" not found')
             return 200, {"desired": r[0], "ready": r[1], "generation": r[2]}
+        if p == "/standin/v1/pods" and method == "GET":
+            return 200, {"kind": "PodList", "apiVersion": "v1", "items": m.pods(q.get("namespace"))}
         if p == "/standin/v1/calico" and method == "GET":
             return 200, m.calico_pool()
         if not admin:

@@ -23,6 +23,7 @@ KINDS = {
     "ing": ("networking.k8s.io", "Ingress"), "persistentvolumeclaim": ("", "PersistentVolumeClaim"),
     "pvc": ("", "PersistentVolumeClaim"), "customresourcedefinition": ("apiextensions.k8s.io", "CustomResourceDefinition"),
     "crd": ("apiextensions.k8s.io", "CustomResourceDefinition"), "ippool": ("crd.projectcalico.org", "IPPool"),
+    "pod": ("", "Pod"), "po": ("", "Pod"),
 }
 # kustomize's legacy order for `apply -k`: these kinds first in this order, webhooks last, the rest between.
 ORDER_FIRST = ["Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",
@@ -105,20 +106,31 @@ class Ctl:
         return 0
 
     def fetch(self, group, kind, name):
+        if kind == "Pod":
+            ns = None if self.all_namespaces() else (self.namespace or "default")
+            pods = self.call("GET", "/standin/v1/pods" + (f"?namespace={ns}" if ns else ""))["items"]
+            pods = [p for p in pods if matches(p, self.flags.get("l") or self.flags.get("selector"))]
+            if name:
+                pods = [p for p in pods if p["metadata"]["name"] == name]
+                if not pods:
+                    raise Fail(f'Error from server (NotFound): pods "{name}" not found')
+            return pods
         if kind == "Node":
             if name:
                 return [self.call("GET", f"/api/v1/nodes/{name}")]
             return self.call("GET", "/api/v1/nodes")["items"]
         q = {"kind": kind, "group": group}
-        ns = self.namespace or "default"
-        if self.flags.get("A") != "true" and self.flags.get("all-namespaces") != "true":
-            q["namespace"] = ns
+        if not self.all_namespaces():
+            q["namespace"] = self.namespace or "default"
         if name:
             q["name"] = name
         items = self.call("GET", "/standin/v1/objects?" + urllib.parse.urlencode(q))["items"]
         if name and not items:
             raise Fail(f'Error from server (NotFound): {resource(group, kind)} "{name}" not found')
         return items
+
+    def all_namespaces(self):
+        return self.flags.get("A") == "true" or self.flags.get("all-namespaces") == "true"
 
     def print_objects(self, kind, group, objs, single):
         fmt = self.flags.get("o") or self.flags.get("output") or ""
@@ -144,6 +156,12 @@ class Ctl:
                 st = "Ready" if condition(n, "Ready") == "True" else "NotReady"
                 ip = next((a["address"] for a in n.get("status", {}).get("addresses", []) if a["type"] == "InternalIP"), "")
                 print(f"{n['metadata']['name']:<16} {st:<10} {roles:<15} v{VERSION:<9} {ip}")
+        elif kind == "Pod":
+            print(f"{'NAME':<40} {'READY':<6} {'STATUS':<9} NODE")
+            for p in objs:
+                ready = condition(p, "Ready") == "True"
+                print(f"{p['metadata']['name']:<40} {'1/1' if ready else '0/1':<6} {p['status']['phase']:<9} "
+                      f"{p['spec']['nodeName'] or '<none>'}")
         else:
             print("NAME")
             for o in objs:
@@ -187,11 +205,20 @@ class Ctl:
         cname, _, want = cond.split("=", 1)[1].partition("=")
         want = want or "True"
         timeout = parse_duration(self.flags.get("timeout", "30s"))
+        if pos and "/" not in pos[0]:
+            group, kind = kind_of(pos[0])
+            if kind != "Pod" or not (self.flags.get("l") or self.flags.get("selector")):
+                raise Fail("error: stand-in kubectl wait: use KIND/NAME, or `pod -l SELECTOR`")
+            return self.wait_pods(cname, want, timeout)
         for target in pos:
             kind_word, _, name = target.partition("/")
             group, kind = kind_of(kind_word)
+            if kind == "Deployment" and cname == "Available":
+                self.wait_deployment(name, want, timeout)
+                continue
             if kind != "Node":
-                raise Fail("error: stand-in kubectl wait supports only nodes")
+                raise Fail("error: stand-in kubectl wait supports nodes (Ready), deployments (Available) and "
+                           "pods -l SELECTOR (Ready)")
             self.call("GET", f"/api/v1/nodes/{name}")  # NotFound fails at once, like kubectl
 
             def met():
@@ -204,6 +231,35 @@ class Ctl:
                 raise Fail(f"error: timed out waiting for the condition on nodes/{name}")
             print(f"node/{name} condition met")
         return 0
+
+    def wait_pods(self, cname, want, timeout):
+        if not self.fetch("", "Pod", None):
+            raise Fail("error: no matching resources found")
+
+        def met():
+            pods = self.fetch("", "Pod", None)
+            return pods if pods and all(condition(p, cname) == want for p in pods) else None
+
+        pods = wait_until(timeout, met, 1)
+        if not pods:
+            names = ", ".join("pods/" + p["metadata"]["name"] for p in self.fetch("", "Pod", None)
+                              if condition(p, cname) != want)
+            raise Fail(f"error: timed out waiting for the condition on {names}")
+        for p in pods:
+            print(f"pod/{p['metadata']['name']} condition met")
+        return 0
+
+    def wait_deployment(self, name, want, timeout):
+        q = urllib.parse.urlencode({"kind": "Deployment", "namespace": self.namespace or "default", "name": name})
+        self.call("GET", "/standin/v1/rollout?" + q)
+
+        def met():
+            r = self.call("GET", "/standin/v1/rollout?" + q)
+            return (r["ready"] >= r["desired"]) == (want == "True")
+
+        if not wait_until(timeout, met, 1):
+            raise Fail(f"error: timed out waiting for the condition on deployments/{name}")
+        print(f"deployment.apps/{name} condition met")
 
     def rollout(self, pos):
         if len(pos) < 2 or pos[0] != "status":
@@ -274,6 +330,25 @@ class Ctl:
                     raise Fail(f'Error from server (NotFound): {resource(group, kind)} "{name}" not found') from None
             print(f'{display_kind(group, kind)} "{name}" deleted')
         return 0
+
+
+def matches(obj, selector):
+    """Equality label selectors: k=v,k2=v2 (and k!=v)."""
+    if not selector:
+        return True
+    labels = obj["metadata"].get("labels", {})
+    for term in selector.split(","):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.strip() not in labels:
+            return False
+    return True
 
 
 def resource(group, kind):

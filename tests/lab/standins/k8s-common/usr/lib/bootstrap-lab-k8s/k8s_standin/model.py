@@ -298,6 +298,34 @@ class Model:
             ready = desired if any(self.pod_ready_on(n, pod_spec, labels) for n in nodes) else 0
         return desired, ready, obj["metadata"].get("generation", 1)
 
+    def pods(self, namespace=None):
+        """Pods as the stand-in would run them (none really runs): one per eligible node for a
+        DaemonSet, `replicas` for a Deployment, on the first eligible node where they would be ready."""
+        out = []
+        for kind in ("DaemonSet", "Deployment"):
+            for obj in self.list_objects(kind=kind, group="apps", namespace=namespace):
+                meta = obj["metadata"]
+                template = obj.get("spec", {}).get("template", {})
+                pod_spec, labels = template.get("spec", {}), template.get("metadata", {}).get("labels", {})
+                nodes = self.eligible_nodes(pod_spec)
+                if kind == "DaemonSet":
+                    placed = [(n, self.pod_ready_on(n, pod_spec, labels)) for n in nodes]
+                else:
+                    ready_nodes = [n for n in nodes if self.pod_ready_on(n, pod_spec, labels)]
+                    node = ready_nodes[0] if ready_nodes else None
+                    placed = [(node, node is not None)] * obj.get("spec", {}).get("replicas", 1)
+                for i, (node, ready) in enumerate(placed):
+                    node_name = node["metadata"]["name"] if node else None
+                    suffix = hashlib.sha256(f"{meta['name']}/{node_name}/{i}".encode()).hexdigest()[:5]
+                    out.append({"apiVersion": "v1", "kind": "Pod",
+                                "metadata": {"name": f"{meta['name']}-{suffix}", "namespace": meta.get("namespace"),
+                                             "labels": labels, "ownerReferences": [{"kind": kind, "name": meta["name"]}],
+                                             "annotations": {"bootstrap-lab/stand-in": "no container runs"}},
+                                "spec": {"nodeName": node_name},
+                                "status": {"phase": "Running" if ready else "Pending",
+                                           "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
+        return out
+
     def pod_cidr(self):
         """The cluster's pod CIDR, from the kubeadm-config ConfigMap kubeadm init uploaded."""
         cm = self.get_object("", "ConfigMap", "kube-system", "kubeadm-config")
