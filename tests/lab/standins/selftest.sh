@@ -87,7 +87,8 @@ check "kubelet registered node master with InternalIP 10.213.7.11" has master "1
 check "node master is NotReady without a CNI config (wait times out, exit 1)" fails_with 1 "timed out" master "$K wait --for=condition=Ready node/master --timeout=5s"
 check "second init fails: already initialised, ports in use" fails_with 1 "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]" master "kubeadm init --config /etc/kubernetes/kubeadm-config.yaml"
 check "apply the stand-in Calico manifest" has master "daemonset.apps/calico-node created" "curl -fsS ${REPO}calico.yaml | $K apply -f -"
-check "re-apply: every object unchanged" on master "! curl -fsS ${REPO}calico.yaml | $K apply -f - | grep -v unchanged"
+check "re-apply from the URL: every object unchanged" on master "! $K apply -f ${REPO}calico.yaml | grep -v unchanged"
+check "the API (a static pod) survives a kubelet restart" on master "systemctl restart kubelet && $K get --raw /readyz"
 check "set env IP_AUTODETECTION_METHOD on calico-node" has master "daemonset.apps/calico-node env updated" \
   "$K -n kube-system set env daemonset/calico-node IP_AUTODETECTION_METHOD=cidr=10.213.7.0/24"
 check "re-apply after set env: still unchanged" on master "! curl -fsS ${REPO}calico.yaml | $K apply -f - | grep -v unchanged"
@@ -149,6 +150,10 @@ ftoken="$(sed -E 's/.*--token ([^ ]+).*/\1/' <<<"$fresh")"
 check "after reset the worker rejoins with a fresh token" on worker \
   "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$ftoken" "$hash")")"
 check "rejoined worker Ready" on master "$K wait --for=condition=Ready node/worker --timeout=60s"
+
+check "reset -f on the master stops the API and removes its state" on master \
+  "kubeadm reset -f >/dev/null && ! $K get --raw /readyz 2>/dev/null && test ! -e /var/lib/etcd/bootstrap-lab-standin-apiserver.json"
+check "init again after reset" on master "kubeadm init --config /etc/kubernetes/kubeadm-config.yaml >/dev/null && $K get --raw /readyz"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

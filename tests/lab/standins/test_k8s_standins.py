@@ -112,6 +112,22 @@ class PreflightTest(unittest.TestCase):
         self.assertIn(f"Port-{port}", names)
         self.assertIn("FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml", names)
 
+    def test_port_with_only_time_wait_connections_is_free(self):
+        # Regression: `kubeadm init` right after `kubeadm reset` saw 6443 "in use" (TIME_WAIT).
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", port))
+        conn, _ = srv.accept()
+        conn.close()  # the server side closes first: its end goes to TIME_WAIT
+        c.close()
+        srv.close()
+        from k8s_standin.common import port_in_use
+
+        self.assertFalse(port_in_use(port))
+
     def test_report_prints_kubeadms_lines_and_honours_ignore(self):
         err = io.StringIO()
         ok = preflight.report([("Swap", "w")], [("CRI", "down"), ("Port-6443", "Port 6443 is in use")], {"cri"},

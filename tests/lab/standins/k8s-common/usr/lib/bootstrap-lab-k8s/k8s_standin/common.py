@@ -164,8 +164,10 @@ def proc_value(rel):
 
 
 def port_in_use(port):
-    """Like kubeadm's port check: try to listen on the port on all addresses."""
+    """Like kubeadm's port check: try to listen on the port on all addresses. SO_REUSEADDR as Go's
+    listeners have, so connections of a stopped server in TIME_WAIT do not count as "in use"."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("", port))
         return False

@@ -499,6 +499,8 @@ def cmd_reset(flags):
     out("[preflight] Running pre-flight checks")
     out("[reset] Stopping the kubelet service")
     systemctl("stop", "kubelet")
+    out("[reset] Stopping the static pods (stand-in: their systemd units)")
+    systemctl("stop", "standin-static-pod-*.service")
     out(f"[reset] Deleting contents of directories: [{MANIFESTS_DIR} {KUBELET_DIR} {PKI_DIR} {ETCD_DIR}]")
     for d in (MANIFESTS_DIR, KUBELET_DIR, PKI_DIR, ETCD_DIR):
         empty_dir(path(d))

@@ -365,6 +365,15 @@ def read_manifests(source):
     if source == "-":
         text = sys.stdin.read()
         return [(source, o) for o in expand(load_yaml_docs(text))]
+    if source.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(source, timeout=30) as r:
+                text = r.read().decode()
+        except OSError as e:
+            raise Fail(f'error: unable to read URL "{source}": {e}') from None
+        return [(source, o) for o in expand(load_yaml_docs(text))]
     if os.path.isdir(source):
         out = []
         for f in sorted(os.listdir(source)):

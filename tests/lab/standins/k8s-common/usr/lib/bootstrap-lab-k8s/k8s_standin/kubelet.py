@@ -60,14 +60,26 @@ def serve(port, host, text):
     return srv
 
 
+STATIC_POD_UNIT = "standin-static-pod-{}.service"
+
+
+def unit_state(unit):
+    r = subprocess.run(["systemctl", "show", "-p", "ActiveState", "-p", "Description", unit], capture_output=True,
+                       text=True)
+    fields = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    return fields.get("ActiveState", "inactive"), fields.get("Description", "")
+
+
 class StaticPods:
-    """Runs the static pods the stand-ins can run (kube-apiserver); the others are only recorded."""
+    """Runs the static pods the stand-ins can run (kube-apiserver, as the stand-in API) as transient
+    systemd units, so that, like containers under containerd, they outlive a kubelet restart; the
+    other manifests are only read. The manifest's hash is in the unit's description, so a changed
+    manifest restarts the pod."""
 
     def __init__(self, manifest_dir):
         self.dir = manifest_dir
-        self.procs = {}  # name -> (content hash, Popen)
 
-    def sync(self):
+    def wanted(self):
         wanted = {}
         if os.path.isdir(path(self.dir)):
             for f in sorted(os.listdir(path(self.dir))):
@@ -78,33 +90,29 @@ class StaticPods:
                     containers = pod.get("spec", {}).get("containers") or [{}]
                     cmd = containers[0].get("command") or []
                     if cmd and cmd[0] == "kube-apiserver":
-                        wanted["kube-apiserver"] = (hashlib.sha256(text.encode()).hexdigest(), cmd[1:])
-        for name in list(self.procs):
-            digest, proc = self.procs[name]
-            if name not in wanted or wanted[name][0] != digest or proc.poll() is not None:
-                if proc.poll() is None:
-                    log(f"stopping static pod {name}")
-                    proc.terminate()
-                    proc.wait(10)
-                else:
-                    log(f"static pod {name} exited with {proc.returncode}; restarting")
-                del self.procs[name]
-        for name, (digest, args) in wanted.items():
-            if name not in self.procs:
-                log(f"starting static pod {name} (stand-in API server)")
-                env = dict(os.environ, PYTHONPATH=LIB_DIR)
-                proc = subprocess.Popen([sys.executable, "-m", "k8s_standin.apiserver", *args], env=env)
-                self.procs[name] = (digest, proc)
+                        wanted["kube-apiserver"] = (hashlib.sha256(text.encode()).hexdigest()[:16], cmd[1:])
+        return wanted
 
-    def stop(self):
-        for _, proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    def sync(self):
+        wanted = self.wanted()
+        for name in ("kube-apiserver",):
+            unit = STATIC_POD_UNIT.format(name)
+            state, description = unit_state(unit)
+            running = state in ("active", "activating")
+            if name in wanted and running and description.endswith(wanted[name][0]):
+                continue
+            if running or state == "failed":
+                if running:
+                    log(f"stopping static pod {name} (manifest changed or removed)")
+                subprocess.run(["systemctl", "stop", unit], capture_output=True)
+                subprocess.run(["systemctl", "reset-failed", unit], capture_output=True)
+            if name in wanted:
+                digest, args = wanted[name]
+                log(f"starting static pod {name} (stand-in API server) as {unit}")
+                subprocess.run(["systemd-run", "--quiet", f"--unit={unit}",
+                                f"--description=bootstrap lab stand-in static pod {name} {digest}",
+                                f"--setenv=PYTHONPATH={LIB_DIR}", sys.executable, "-m", "k8s_standin.apiserver", *args],
+                               check=False)
 
 
 # Interfaces Calico's first-found skips (container and tunnel devices).
@@ -336,10 +344,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log(f"started (node {kubelet.node_name}, node IP {kubelet.node_ip}, runtime {kubelet.cri})")
-    try:
-        while not stop.is_set():
-            kubelet.tick()
-            stop.wait(2)
-    finally:
-        kubelet.static.stop()
+    while not stop.is_set():
+        kubelet.tick()
+        stop.wait(2)
     return 0
