@@ -136,6 +136,9 @@ check "wait deployment Available" has master "deployment.apps/django-app conditi
   "$K -n crypto-exchange wait --for=condition=Available deployment/django-app --timeout=30s"
 check "django-app rolled out once the worker is Ready" on master "$K -n crypto-exchange rollout status deployment/django-app --timeout=30s"
 check "reset -f on the worker removes what join wrote" on worker "kubeadm reset -f >/dev/null && test ! -e /etc/kubernetes/kubelet.conf && test ! -e /var/lib/kubelet/config.yaml"
+taken="$(on master "kubeadm token create --print-join-command --ttl 10m")"
+check "join while node worker is still Ready in the API fails: name taken" fails_with 1 'a Node with name "worker" and status "Ready" already exists' worker \
+  "$(printf 'kubeadm join --config /dev/stdin <<"EOF"\n%s\nEOF' "$(join_cfg "$(sed -E 's/.*--token ([^ ]+).*/\1/' <<<"$taken")" "$hash")")"
 check "delete node worker" has master 'node "worker" deleted' "$K delete node worker"
 check "get nodes -o name lists only the master" test "$(on master "$K get nodes -o name")" = "node/master"
 

@@ -416,6 +416,14 @@ class ApiOverTlsTest(unittest.TestCase):
         self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[:2], (0, "namespace/tls-ns created\nconfigmap/c created\n"))
         self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[:2], (0, "namespace/tls-ns unchanged\nconfigmap/c unchanged\n"))
 
+    def test_get_kind_slash_name_like_kind_space_name(self):
+        self.kubectl("apply", "-f", "-", stdin="apiVersion: v1\nkind: Namespace\nmetadata: {name: slash}\n")
+        self.assertEqual(self.kubectl("get", "namespace/slash", "-o", "name")[:2], (0, "namespace/slash\n"))
+        self.assertEqual(self.kubectl("get", "namespace", "slash", "-o", "name")[:2], (0, "namespace/slash\n"))
+        code, _, err = self.kubectl("-n", "kube-system", "get", "daemonset/nosuch")
+        self.assertEqual((code, err.strip().splitlines()[-1]),
+                         (1, 'Error from server (NotFound): daemonsets.apps "nosuch" not found'))
+
     def test_unknown_node_is_notfound_exit_1(self):
         code, _, err = self.kubectl("get", "node", "nosuch")
         self.assertEqual((code, err.strip().splitlines()[-1]), (1, 'Error from server (NotFound): nodes "nosuch" not found'))

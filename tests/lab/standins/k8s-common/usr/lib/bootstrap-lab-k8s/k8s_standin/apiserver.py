@@ -63,6 +63,10 @@ class Api:
                 and parts[-1] in ("kubeadm-config", "kubelet-config"):
             cm = m.get_object("", "ConfigMap", "kube-system", parts[-1])
             return (200, cm) if cm else status(404, "NotFound", f'configmaps "{parts[-1]}" not found')
+        if kind == "token" and method == "GET" and parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
+            # kubeadm:get-nodes: a joining node may look up whether its name is taken.
+            node = m.state["nodes"].get(parts[3])
+            return (200, m.node_view(node)) if node else status(404, "NotFound", f'nodes "{parts[3]}" not found')
         if kind == "token":
             return status(403, "Forbidden", f'forbidden: bootstrap tokens cannot {method.lower()} "{p}"')
         # From here: client certificates (admins and nodes).

@@ -426,6 +426,18 @@ def cmd_join(flags, pos):
     except ApiError as e:
         raise Fail(f"error execution phase preflight: unable to fetch the kubeadm-config ConfigMap: "
                    f"{e.body.get('message')}") from None
+    node_name = (node_reg.get("name") or socket.gethostname()).lower()
+    try:
+        existing = client.get(f"/api/v1/nodes/{node_name}")
+        ready = next((c["status"] for c in existing.get("status", {}).get("conditions", []) if c["type"] == "Ready"),
+                     "Unknown")
+        if ready == "True":
+            raise Fail(f'error execution phase kubelet-start: a Node with name "{node_name}" and status "Ready" already '
+                       "exists in the cluster. You must delete the existing Node or change the name of this new joining "
+                       "Node\nTo see the stack trace of this error execute with --v=5 or higher")
+    except ApiError as e:
+        if e.status != 404:
+            raise Fail(f"error execution phase kubelet-start: cannot get Node {node_name!r}: {e}") from None
     write_file(f"{PKI_DIR}/ca.crt", ca)
     write_file(f"{K8S_DIR}/bootstrap-kubelet.conf",
                kubeconfig_text("kubernetes", server, ca, "tls-bootstrap-token-user", token=token), 0o600)

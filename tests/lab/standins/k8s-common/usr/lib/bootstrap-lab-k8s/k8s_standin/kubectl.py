@@ -100,6 +100,8 @@ class Ctl:
             return 0
         if not pos:
             raise Fail("You must specify the type of resource to get.")
+        if "/" in pos[0]:  # `get daemonset/calico-node` as well as `get daemonset calico-node`
+            pos = pos[0].split("/", 1) + pos[1:]
         group, kind = kind_of(pos[0])
         objs = self.fetch(group, kind, pos[1] if len(pos) > 1 else None)
         self.print_objects(kind, group, objs, single=len(pos) > 1)
