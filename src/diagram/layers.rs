@@ -83,7 +83,7 @@ fn host_lines(h: &HostInfo, p: &Platform) -> Vec<String> {
                 };
                 lines.push(format!("open {}{what}", open.port));
                 for chunk in wrap(&from, 40) {
-                    lines.push(format!("  from {chunk}"));
+                    lines.push(format!("· from {chunk}"));
                 }
             }
             for port in &fw.denied {
@@ -307,12 +307,8 @@ fn reference_edges(
                 );
             }
             Target::Host(h, None) => {
-                d.connect(
-                    from,
-                    &host_to(h),
-                    h.address.clone(),
-                    flow_between(tone, tone),
-                );
+                let label = format!("to {} {}", h.name, h.address);
+                d.connect(from, &host_to(h), label, flow_between(tone, tone));
             }
         }
     }
@@ -420,7 +416,23 @@ fn upstream_id(svc: &Object) -> String {
 fn namespace_groups(d: &mut Diagram, p: &Platform, column: usize, detail: bool) {
     for ns in namespaces(p) {
         let mut nodes = Vec::new();
-        for o in p.objects.iter().filter(|o| o.namespace == ns) {
+        let mut objects: Vec<&Object> = p.objects.iter().filter(|o| o.namespace == ns).collect();
+        // In the order a request travels.
+        objects.sort_by_key(|o| {
+            [
+                "Ingress",
+                "Service",
+                "Deployment",
+                "StatefulSet",
+                "DaemonSet",
+                "CronJob",
+                "Job",
+            ]
+            .iter()
+            .position(|k| *k == o.kind)
+            .unwrap_or(9)
+        });
+        for o in objects {
             match o.kind.as_str() {
                 "Ingress" => {
                     let mut lines = vec![format!("Ingress {}", o.name)];
@@ -629,8 +641,23 @@ pub fn layer3(p: &Platform) -> Diagram {
         let mut nodes = Vec::new();
         for o in p.objects.iter().filter(|o| o.namespace == ns) {
             let lines = match o.kind.as_str() {
-                "ConfigMap" => vec![format!("ConfigMap {}", o.name)],
-                "Secret" => vec![format!("Secret {}", o.name), "(values not shown)".into()],
+                "ConfigMap" => {
+                    let mut lines = vec![format!("ConfigMap {}", o.name)];
+                    lines.extend(wrap(&o.keys, 44).into_iter().map(|l| format!("· {l}")));
+                    lines
+                }
+                "Secret" => {
+                    let mut lines = vec![
+                        format!("Secret {}", o.name),
+                        if o.keys.is_empty() {
+                            "(no keys)".into()
+                        } else {
+                            "keys, values not shown:".into()
+                        },
+                    ];
+                    lines.extend(wrap(&o.keys, 44).into_iter().map(|l| format!("· {l}")));
+                    lines
+                }
                 "PersistentVolumeClaim" => vec![format!("PVC {}", o.name)],
                 "ServiceAccount" => {
                     let mut lines = vec![format!("ServiceAccount {}", o.name)];

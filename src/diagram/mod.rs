@@ -107,3 +107,6 @@ pub fn destinations(
     )
     .hint("pass --layer N to write one page to this file"))
 }
+
+#[cfg(test)]
+mod tests;

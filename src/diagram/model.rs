@@ -85,6 +85,8 @@ pub struct Object {
     pub role_ref: Option<String>,
     /// A CronJob's schedule.
     pub schedule: Option<String>,
+    /// ConfigMap and Secret: the keys of `data`/`stringData` (names, never a Secret's values).
+    pub keys: Vec<String>,
     /// ConfigMaps only: the data values (never a Secret's), searched for addresses.
     pub text: String,
 }
@@ -380,7 +382,13 @@ fn object_of(kind: String, v: &serde_yaml::Value) -> Object {
                 }
             }
         }
+        "Secret" => {
+            for field in ["data", "stringData"] {
+                o.keys.extend(string_map(&v[field]).into_keys());
+            }
+        }
         "ConfigMap" => {
+            o.keys.extend(string_map(&v["data"]).into_keys());
             // Values only: the searchable text of what the workloads read.
             for (_, value) in string_map(&v["data"]) {
                 o.text.push_str(&value);

@@ -16,7 +16,7 @@ pub fn render(d: &Diagram, l: &Layout) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="{FONT_PX}">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" xml:space="preserve" style="white-space:pre" width="{w:.0}" height="{h:.0}" viewBox="0 0 {w:.0} {h:.0}" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="{FONT_PX}">"#,
         w = l.width,
         h = l.height
     );
@@ -92,7 +92,7 @@ pub fn render(d: &Diagram, l: &Layout) -> String {
             s,
             r#"<g class="edge"><path d="{} {}" fill="none" stroke="{c}" stroke-width="1.8" marker-end="url(#arrow-{id})"/></g>"#,
             bend(pe.start, (near, ly)),
-            bend((far, ly), pe.end).replacen('M', "M", 1),
+            bend((far, ly), pe.end),
             id = e.flow as u8
         );
     }
