@@ -309,3 +309,13 @@ fn all_layers_need_a_directory_or_a_pattern() {
         vec![(2, None)]
     );
 }
+
+#[test]
+fn the_committed_layer1_picture_is_what_the_binary_draws() {
+    let committed = std::fs::read_to_string(repo().join("docs/architecture-layer1.svg")).unwrap();
+    let drawn = render(&build(&shipped(), 1), Format::Svg);
+    assert!(
+        committed == drawn,
+        "docs/architecture-layer1.svg is stale: bootstrap diagram --layer 1 -o docs/architecture-layer1.svg"
+    );
+}
