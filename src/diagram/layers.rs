@@ -277,8 +277,17 @@ fn reference_edges(
     for t in targets(p, w) {
         match t {
             Target::Service(svc, port) => {
-                let port = port.or(svc.service_ports.first().map(|s| s.port));
-                let label = port.map_or(String::new(), |n| format!(":{n}"));
+                let sp = match port {
+                    Some(n) => svc.service_ports.iter().find(|s| s.port == n),
+                    None => svc.service_ports.first(),
+                };
+                // The port's name says the protocol (`http`, `metrics`, `web`).
+                let label = match (sp, port) {
+                    (Some(sp), _) if !sp.name.is_empty() => format!("{} :{}", sp.name, sp.port),
+                    (Some(sp), _) => format!(":{}", sp.port),
+                    (None, Some(n)) => format!(":{n}"),
+                    (None, None) => String::new(),
+                };
                 d.connect(
                     from,
                     &service_to(svc),

@@ -152,6 +152,12 @@ fn references_become_coloured_flows() {
     );
     assert_eq!(flow("user", "ingress_nginx"), Some(Flow::User));
     assert_eq!(flow("actions", "api_server"), Some(Flow::CiCd));
+    let scrape = d
+        .edges
+        .iter()
+        .find(|e| e.from.contains("prometheus") && e.to.contains("django_service"))
+        .unwrap();
+    assert_eq!(scrape.label, format!("metrics :{}", var("metrics_port")));
 }
 
 #[test]
