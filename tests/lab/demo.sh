@@ -3,6 +3,9 @@
 # `bootstrap all` against it (whatever `all` covers in this checkout's playbooks/site.toml),
 # draws the lab's diagram beside its inventory, then says where each service answers, how to
 # reach the machines and how to take the lab down. The lab stays up until `lab down`.
+# Arguments go to `bootstrap all`, e.g. `lab demo --skip-tags manifests` (as the scenario does
+# while the lab has no Kubernetes stand-ins; the manifests also download the pinned ingress-nginx
+# release, which needs the internet).
 set -euo pipefail
 # shellcheck source=tests/lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,7 +20,7 @@ bs() { "$BOOTSTRAP_BIN" -i "$inv" --playbooks "$REPO_ROOT/playbooks" "$@"; }
 
 bs secrets init >/dev/null
 rc=0
-bs all || rc=$?
+bs all "$@" || rc=$?
 diagrams="$LAB_STATE/diagram"
 mkdir -p "$diagrams"
 bs diagram -o "$diagrams/" >/dev/null
