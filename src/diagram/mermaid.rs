@@ -18,7 +18,9 @@ fn text(lines: &[String]) -> String {
 
 pub fn render(d: &Diagram) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "---\ntitle: {}\n---\nflowchart LR", d.title);
+    // Quoted: a title holds `: `, which YAML front matter would read as a mapping.
+    let title = d.title.replace('"', "'");
+    let _ = writeln!(s, "---\ntitle: \"{title}\"\n---\nflowchart LR");
     for t in d.tones_used() {
         let (fill, stroke) = t.colours();
         let _ = writeln!(s, "  classDef {t:?} fill:{fill},stroke:{stroke},color:#000");
