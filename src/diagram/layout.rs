@@ -56,9 +56,9 @@ pub struct PlacedNode {
 #[derive(Debug, Clone)]
 pub struct PlacedEdge {
     pub edge: usize,
-    /// Start, label anchor (left and right ends of the label box), end.
-    pub start: (f64, f64),
-    pub end: (f64, f64),
+    /// The path: from the source box, through both ends of the label box, across the columns
+    /// in between at a height where they have no group, to the target box.
+    pub points: Vec<(f64, f64)>,
     pub label: Rect,
 }
 
@@ -232,10 +232,50 @@ pub fn layout(d: &Diagram) -> Layout {
             rect.y = hit.bottom() + LABEL_GAP + 0.5;
         }
         taken[g].push(rect);
+        let ly = rect.y + rect.h / 2.0;
+        // A column between the ends is crossed where it has no group (a gap, or below them).
+        let lane = |c: usize, want: f64| {
+            let mut rects: Vec<&Rect> = d
+                .groups
+                .iter()
+                .zip(&groups)
+                .filter(|(g, _)| g.column == c)
+                .map(|(_, r)| r)
+                .collect();
+            rects.sort_by(|a, b| a.y.total_cmp(&b.y));
+            let mut lanes: Vec<f64> = rects
+                .windows(2)
+                .map(|w| (w[0].bottom() + w[1].y) / 2.0)
+                .collect();
+            lanes.push(rects.last().map_or(want, |r| r.bottom() + GROUP_GAP / 2.0));
+            lanes
+                .into_iter()
+                .min_by(|a, b| (a - want).abs().total_cmp(&(b - want).abs()))
+                .unwrap_or(want)
+        };
+        let crossing = |c: usize, rightwards: bool| {
+            let y = lane(c, (start.1 + end.1) / 2.0);
+            let (l, r) = (col_x[c] - 6.0, col_x[c] + col_w[c] + 6.0);
+            if rightwards {
+                [(l, y), (r, y)]
+            } else {
+                [(r, y), (l, y)]
+            }
+        };
+        let mut points = vec![start];
+        if ca < cb {
+            points.extend([(rect.x, ly), (rect.right(), ly)]);
+            points.extend((ca + 1..cb).flat_map(|c| crossing(c, true)));
+        } else if ca > cb {
+            points.extend((cb + 1..ca).rev().flat_map(|c| crossing(c, false)));
+            points.extend([(rect.right(), ly), (rect.x, ly)]);
+        } else {
+            points.push((rect.x, ly));
+        }
+        points.push(end);
         edges.push(PlacedEdge {
             edge: ei,
-            start,
-            end,
+            points,
             label: rect,
         });
     }

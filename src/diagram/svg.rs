@@ -57,22 +57,6 @@ pub fn render(d: &Diagram, l: &Layout) -> String {
     for pe in &l.edges {
         let e = &d.edges[pe.edge];
         let c = e.flow.colour();
-        let (lx1, lx2, ly) = (
-            pe.label.x,
-            pe.label.x + pe.label.w,
-            pe.label.y + pe.label.h / 2.0,
-        );
-        // Enter the label on the side facing the start, leave on the side facing the end.
-        let (near, far) = if pe.start.0 <= lx1 {
-            (lx1, lx2)
-        } else {
-            (lx2, lx1)
-        };
-        let far = if (pe.end.0 - far).abs() < (pe.end.0 - near).abs() {
-            far
-        } else {
-            near
-        };
         let bend = |a: (f64, f64), b: (f64, f64)| {
             let dx = ((b.0 - a.0) / 2.0).abs().max(30.0);
             let s1 = if b.0 >= a.0 { dx } else { -dx };
@@ -90,9 +74,12 @@ pub fn render(d: &Diagram, l: &Layout) -> String {
         };
         let _ = writeln!(
             s,
-            r#"<g class="edge"><path d="{} {}" fill="none" stroke="{c}" stroke-width="1.8" marker-end="url(#arrow-{id})"/></g>"#,
-            bend(pe.start, (near, ly)),
-            bend((far, ly), pe.end),
+            r#"<g class="edge"><path d="{}" fill="none" stroke="{c}" stroke-width="1.8" marker-end="url(#arrow-{id})"/></g>"#,
+            pe.points
+                .windows(2)
+                .map(|w| bend(w[0], w[1]))
+                .collect::<Vec<_>>()
+                .join(" "),
             id = e.flow as u8
         );
     }
