@@ -166,7 +166,8 @@ fn references_become_coloured_flows() {
         Some(Flow::Metrics)
     );
     assert_eq!(
-        flow("daemonset_logging_fluent_bit", "host_elk"),
+        // The elk host, or its Elasticsearch port once a playbook opens it in the firewall.
+        flow("daemonset_logging_fluent_bit", "_elk"),
         Some(Flow::Logs)
     );
     assert_eq!(flow("user", "ingress_nginx"), Some(Flow::User));
