@@ -26,6 +26,11 @@ pub fn main(cli: Cli) -> Result<i32> {
             command: SecretsCommand::Init,
         } => secrets_init(g),
         Command::Check => check(g),
+        Command::Diagram {
+            layer,
+            format,
+            output,
+        } => diagram(g, *layer, *format, output.as_deref()),
         Command::Ping => crate::ui::ping::ping(g),
         Command::Run { playbook } => {
             let pb = Playbook::load(playbook)?;
@@ -69,6 +74,35 @@ pub fn main(cli: Cli) -> Result<i32> {
             run_part(g, Some("manifests"))
         }
     }
+}
+
+/// `bootstrap diagram`: the playbooks of `all` and the manifests rendered in memory with
+/// placeholder secrets; nothing is written but the pages, nothing connects.
+fn diagram(
+    g: &GlobalArgs,
+    layer: Option<u8>,
+    format: crate::diagram::Format,
+    output: Option<&std::path::Path>,
+) -> Result<i32> {
+    let inventory = Inventory::load(&g.inventory)?;
+    let pages = crate::diagram::destinations(layer, format, output)?;
+    let site = site(g)?;
+    let playbooks = site.all_playbooks()?;
+    let secrets = Secrets::placeholders(inventory.secret_names.keys());
+    let rendered = manifests::render_for_master(&inventory, &secrets, &files_dir(g)?)?;
+    let platform = crate::diagram::model::extract(&inventory, &playbooks, &rendered.files)?;
+    for (n, dest) in pages {
+        let text = crate::diagram::render(&crate::diagram::build(&platform, n), format);
+        match dest {
+            Some(path) => {
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("layer {n}: {}", path.display());
+            }
+            None => print!("{text}"),
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// `all` or one part of the platform, from the playbook set the run says it uses.

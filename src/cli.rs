@@ -92,6 +92,19 @@ pub enum Command {
         #[arg(long, requires = "render_only")]
         offline: bool,
     },
+    /// Draw the platform this inventory and these playbooks produce (connects to nothing):
+    /// layer 1 servers and ports, 2 namespaces and services, 3 pods and configuration.
+    Diagram {
+        /// One page (default: all three, which needs -o DIR or a name with {layer}).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+        layer: Option<u8>,
+        /// svg (drawn by bootstrap itself), mermaid or dot (text).
+        #[arg(long, value_enum, default_value = "svg")]
+        format: crate::diagram::Format,
+        /// File (one layer), directory or `name-{layer}.svg` (all layers); default stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Run any playbook against the inventory hosts.
     Run {
         /// Path of the playbook (.toml).

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod builtin;
 pub mod cli;
+pub mod diagram;
 pub mod error;
 pub mod inventory;
 pub mod manifests;
