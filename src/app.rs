@@ -1,7 +1,7 @@
 //! Turns parsed flags into work: load and validate everything first (exit 2 on bad input,
 //! before any host is touched), then hand a `RunRequest` to the runner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -192,7 +192,37 @@ pub fn validate(
     limit: Option<&[String]>,
 ) -> Result<usize, InputError> {
     let mut checked = 0;
+    // Values `register` steps keep exist only during a run: check with stand-ins for them, for
+    // every host (a delegated step registers under its play's host).
+    let names: BTreeSet<&str> = playbooks
+        .iter()
+        .flat_map(|p| p.steps.iter().chain(&p.handlers))
+        .filter_map(|s| s.register.as_deref())
+        .collect();
+    let registered: runner::context::RegisteredValues = inventory
+        .hosts
+        .iter()
+        .map(|h| {
+            let values = names
+                .iter()
+                .map(|n| (n.to_string(), format!("<registered {n}>")))
+                .collect();
+            (h.name.clone(), values)
+        })
+        .collect();
     for playbook in playbooks {
+        for step in playbook.steps.iter().chain(&playbook.handlers) {
+            if let Some(target) = &step.delegate_to {
+                runner::context::resolve_delegate(inventory, target).map_err(|e| {
+                    InputError::new(
+                        &playbook.path,
+                        Some(step.line),
+                        format!("step `{}`: {e}", step.name),
+                    )
+                    .hint("name a host of the inventory, or a role that has exactly one host")
+                })?;
+            }
+        }
         let renderer = Renderer::new(&playbook.files_dir());
         let mut facts: BTreeMap<String, String> = runner::play::OS_FACT_NAMES
             .iter()
@@ -206,7 +236,8 @@ pub fn validate(
             .hosts_with_role(&playbook.hosts)
             .filter(|h| limit.is_none_or(|l| l.contains(&h.name)));
         for host in hosts {
-            let vars = runner::context::host_context(inventory, host, secrets, &facts);
+            let vars =
+                runner::context::host_context_with(inventory, host, secrets, &facts, &registered);
             for step in playbook.steps.iter().chain(&playbook.handlers) {
                 match runner::play::build_step(playbook, &renderer, step, &vars, &facts, &local_dir)
                 {

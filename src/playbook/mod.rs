@@ -37,7 +37,23 @@ pub struct Step {
     pub when: Option<String>,
     pub notify: Vec<String>,
     pub tags: Vec<String>,
+    /// `register = "NAME"`: the step's output (a `read_only` command's stdout, or the stdout
+    /// of the command it ran), trimmed, becomes `registered.<play host>.NAME` for later steps.
+    pub register: Option<String>,
+    /// `register_secret = true`: the registered value is masked like a secret everywhere it
+    /// would be shown, and refused on a command line.
+    pub register_secret: bool,
+    /// `delegate_to = "master"`: a host name, or a role with exactly one host; the step is
+    /// probed and applied there, with the play host's variables, and reported under the play
+    /// host.
+    pub delegate_to: Option<String>,
+    /// `retries = N`: a failed step is tried again up to N more times, `delay` apart.
+    pub retries: u32,
+    pub delay: std::time::Duration,
 }
+
+/// Upper bound of `retries`, so a typo cannot make a run wait for days.
+pub const MAX_RETRIES: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +207,59 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
     };
     let notify = string_list(table.remove("notify"), "notify")?;
     let tags = string_list(table.remove("tags"), "tags")?;
+    let register =
+        match table.remove("register") {
+            None => None,
+            Some(toml::Value::String(s)) if is_identifier(&s) => Some(s),
+            Some(_) => return Err(err(format!(
+                "step `{name}`: `register` must be a name (letters, digits, _)"
+            ))
+            .hint(
+                "e.g. register = \"join_command\"; later steps read registered.<host>.join_command",
+            )),
+        };
+    let register_secret = match table.remove("register_secret") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `register_secret` must be true or false"
+            )))
+        }
+    };
+    if register_secret && register.is_none() {
+        return Err(err(format!(
+            "step `{name}`: `register_secret` without `register`"
+        ))
+        .hint("add register = \"NAME\" or remove register_secret"));
+    }
+    let delegate_to = match table.remove("delegate_to") {
+        None => None,
+        Some(toml::Value::String(s)) if !s.trim().is_empty() && !s.contains("{{") => Some(s),
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `delegate_to` must be a host name or a role with one host"
+            ))
+            .hint("e.g. delegate_to = \"master\" (a literal, not a template)"))
+        }
+    };
+    let retries = match table.remove("retries") {
+        None => 0,
+        Some(toml::Value::Integer(n)) if (0..=MAX_RETRIES as i64).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `retries` must be a whole number from 0 to {MAX_RETRIES}"
+            )))
+        }
+    };
+    let delay = match table.remove("delay") {
+        None => std::time::Duration::from_secs(5),
+        Some(v) => parse_duration(&v).ok_or_else(|| {
+            err(format!(
+                "step `{name}`: `delay` must be a duration such as \"5s\", \"2m\" or a number of seconds"
+            ))
+        })?,
+    };
 
     let mut modules: Vec<(String, toml::Value)> = table.into_iter().collect();
     if modules.len() != 1 {
@@ -209,7 +278,7 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
     if !MODULE_NAMES.contains(&module.as_str()) {
         return Err(
             err(format!("step `{name}`: unknown module or key `{module}`")).hint(format!(
-                "modules: {}; step keys: name, when, notify, tags",
+                "modules: {}; step keys: name, when, notify, tags, register, register_secret, delegate_to, retries, delay",
                 MODULE_NAMES.join(", ")
             )),
         );
@@ -227,7 +296,40 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
         when,
         notify,
         tags,
+        register,
+        register_secret,
+        delegate_to,
+        retries,
+        delay,
     })
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `"5s"`, `"2m"`, `"1h"` or a whole number of seconds.
+pub fn parse_duration(v: &toml::Value) -> Option<std::time::Duration> {
+    let secs = match v {
+        toml::Value::Integer(n) if *n >= 0 => *n as u64,
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: u64 = num.parse().ok()?;
+            match unit {
+                "" | "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -315,6 +417,44 @@ service = { name = "x", state = "restarted" }
         // A template that cannot be read here might read facts: gather them.
         let templated = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntemplate = { src = \"missing.j2\", dest = \"/a\" }\n").unwrap();
         assert!(templated.uses_facts);
+    }
+
+    #[test]
+    fn register_delegate_and_retries_are_parsed() {
+        let pb = parse(
+            "name = \"x\"\nhosts = \"worker\"\n[[steps]]\nname = \"s\"\ncommand = { cmd = \"true\" }\nregister = \"join_command\"\nregister_secret = true\ndelegate_to = \"master\"\nretries = 30\ndelay = \"2m\"\n",
+        )
+        .unwrap();
+        let s = &pb.steps[0];
+        assert_eq!(s.register.as_deref(), Some("join_command"));
+        assert!(s.register_secret);
+        assert_eq!(s.delegate_to.as_deref(), Some("master"));
+        assert_eq!(s.retries, 30);
+        assert_eq!(s.delay, std::time::Duration::from_secs(120));
+        let plain = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ncommand = { cmd = \"true\" }\n").unwrap();
+        assert_eq!(
+            (plain.steps[0].retries, plain.steps[0].register.as_ref()),
+            (0, None)
+        );
+    }
+
+    #[test]
+    fn bad_register_delegate_and_retries_are_refused_with_the_line() {
+        for (extra, needle) in [
+            ("register = \"join-command\"", "register"),
+            ("register_secret = true", "without `register`"),
+            ("delegate_to = \"{{ master }}\"", "delegate_to"),
+            ("retries = -1", "retries"),
+            ("retries = 5000", "retries"),
+            ("retries = 3\ndelay = \"soon\"", "delay"),
+        ] {
+            let err = parse(&format!(
+                "name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ncommand = {{ cmd = \"true\" }}\n{extra}\n"
+            ))
+            .unwrap_err();
+            assert!(err.message.contains(needle), "{extra}: {err}");
+            assert_eq!(err.line, Some(3), "{extra}");
+        }
     }
 
     #[test]

@@ -21,32 +21,55 @@ pub struct Mode {
 /// Seconds after which an armed firewall rollback fires unless disarmed.
 const ROLLBACK_AFTER_SECS: u32 = 90;
 
+/// Applies one change; returns what a shell change printed on stdout (for `register`).
+/// `sensitive`: the output may hold a secret not known yet (a value about to be registered as
+/// secret), so it is neither logged nor quoted in an error.
 pub async fn apply(
     session: &Session,
     change: &Change,
     mode: Mode,
     log: &HostLog,
     cache_dir: &Path,
-) -> Result<()> {
+    sensitive: bool,
+) -> Result<Option<String>> {
     if mode.check {
         log.write("would change", &change.summary);
-        return Ok(());
+        return Ok(None);
     }
     log.write("change", &change.summary);
     match &change.action {
         Action::Shell { script, stdin } => {
+            // argv is visible to every user of the host (`ps`): secrets travel on stdin.
+            if log.redactor().contains_secret(script) {
+                bail!(
+                    "{}: refused, a secret would be on the command line; pass it with `stdin`",
+                    change.summary
+                );
+            }
             log.write("run", script);
             let out = session.exec(script, stdin.as_deref()).await?;
-            log_output(log, &out);
+            if sensitive {
+                log.write(
+                    &format!("exit {}", out.exit_status),
+                    "(sensitive output not logged)",
+                );
+            } else {
+                log_output(log, &out);
+            }
             if !out.success() {
+                let said = if sensitive {
+                    out.stderr_str().to_string()
+                } else {
+                    last_lines(&out.stderr_str(), &out.stdout_str())
+                };
                 bail!(
                     "{} failed (exit {}): {}",
                     change.summary,
                     out.exit_status,
-                    log.redactor()
-                        .redact(last_lines(&out.stderr_str(), &out.stdout_str()).trim())
+                    log.redactor().redact(said.trim())
                 );
             }
+            return Ok(Some(out.stdout_str()));
         }
         Action::Upload {
             dest,
@@ -91,7 +114,7 @@ pub async fn apply(
             guarded_firewall_change(session, script, rollback, log).await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Applies a firewall change that could cut us off: arm a rollback on the host, make the change,
