@@ -77,6 +77,13 @@ pub enum Command {
     Elk,
     /// Render the cluster manifests and apply them through the master.
     Manifests,
+    /// Undo the Kubernetes part of the --limit hosts (kubeadm reset, CNI state, their
+    /// iptables rules, the node in the API) so they can join again. PostgreSQL is not touched.
+    Reset {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run any playbook against the inventory hosts.
     Run {
         /// Path of the playbook (.toml).

@@ -41,8 +41,10 @@ pub struct Host {
 }
 
 impl Host {
+    /// `role` may list several, comma-separated (a playbook's `hosts = ["master", "worker"]`).
     pub fn has_role(&self, role: &str) -> bool {
-        role == "all" || self.roles.iter().any(|r| r == role)
+        role.split(',')
+            .any(|role| role == "all" || self.roles.iter().any(|r| r == role))
     }
 }
 

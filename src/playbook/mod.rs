@@ -16,7 +16,7 @@ use crate::modules::MODULE_NAMES;
 pub struct Playbook {
     pub path: PathBuf,
     pub name: String,
-    /// A role name, or "all".
+    /// A role name, roles joined by commas (`hosts = ["master", "worker"]`), or "all".
     pub hosts: String,
     /// Facts gathered on each host before the steps: name -> read-only shell command whose
     /// trimmed stdout becomes `facts.NAME` (absent when it fails or prints nothing).
@@ -59,7 +59,7 @@ pub const MAX_RETRIES: u32 = 1000;
 #[serde(deny_unknown_fields)]
 struct RawPlaybook {
     name: String,
-    hosts: Spanned<String>,
+    hosts: Spanned<toml::Value>,
     #[serde(default)]
     facts: toml::Table,
     #[serde(default)]
@@ -79,18 +79,35 @@ impl Playbook {
         let raw: RawPlaybook =
             toml::from_str(text).map_err(|e| crate::inventory::toml_error(path, text, &e))?;
         let hosts_line = InputError::line_of(text, raw.hosts.span().start);
-        let hosts = raw.hosts.into_inner();
-        if hosts != "all" && !crate::inventory::ROLES.contains(&hosts.as_str()) {
+        let roles: Vec<String> = match raw.hosts.into_inner() {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+                .collect(),
+            _ => vec![String::new()],
+        };
+        for role in &roles {
+            if role != "all" && !crate::inventory::ROLES.contains(&role.as_str()) {
+                return Err(InputError::new(
+                    path,
+                    Some(hosts_line),
+                    format!("`hosts`: \"{role}\" is not a role"),
+                )
+                .hint(format!(
+                    "use all, one of {}, or a list of them",
+                    crate::inventory::ROLES.join(", ")
+                )));
+            }
+        }
+        if roles.is_empty() {
             return Err(InputError::new(
                 path,
                 Some(hosts_line),
-                format!("`hosts = \"{hosts}\"` is not a role"),
-            )
-            .hint(format!(
-                "use all or one of: {}",
-                crate::inventory::ROLES.join(", ")
-            )));
+                "`hosts` lists no role",
+            ));
         }
+        let hosts = roles.join(",");
         let mut facts = Vec::new();
         for (name, cmd) in raw.facts {
             match cmd {
@@ -403,6 +420,15 @@ service = { name = "x", state = "restarted" }
     fn unknown_role_in_hosts_is_refused() {
         let err = parse("name = \"x\"\nhosts = \"db\"\n").unwrap_err();
         assert_eq!(err.line, Some(2));
+        let err = parse("name = \"x\"\nhosts = [\"master\", \"db\"]\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("db"), "{err}");
+    }
+
+    #[test]
+    fn hosts_may_list_several_roles() {
+        let pb = parse("name = \"x\"\nhosts = [\"master\", \"worker\"]\n").unwrap();
+        assert_eq!(pb.hosts, "master,worker");
     }
 
     #[test]

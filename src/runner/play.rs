@@ -329,7 +329,12 @@ fn keep_registered(ctx: &PlayCtx<'_>, step: &Step, status: Status, value: Option
         _ => return false,
     };
     if step.register_secret {
-        ctx.log.redactor().add(&value);
+        // Whole and piece by piece: `TOKEN HASH` shown apart still shows neither.
+        let redactor = ctx.log.redactor();
+        redactor.add(&value);
+        for piece in value.lines().chain(value.split_whitespace()) {
+            redactor.add(piece.trim());
+        }
     }
     ctx.log.write(
         "registered",
