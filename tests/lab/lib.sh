@@ -35,7 +35,7 @@ need_root() { [[ $EUID -eq 0 ]] || die "the lab needs root (namespaces, mounts, 
 ensure_host_tools() {
   local -A want=([debootstrap]=debootstrap [systemd-nspawn]=systemd-container [tinyproxy]=tinyproxy
     [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [ssh]=openssh-client
-    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3)
+    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3 [gpg]=gnupg [gpgconf]=gnupg)
   local tool missing=()
   for tool in "${!want[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
@@ -208,17 +208,51 @@ EOF
   wait_tcp "$LAB_HOST_IP" "$LAB_PROXY_PORT" 15 || die "tinyproxy did not start (see $LAB_STATE/tinyproxy.out)"
 }
 
-# A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README).
+# Used for the stand-in packages' version when the repository's inventory.toml has neither
+# kubernetes_version nor kubernetes_minor in [vars].
+LAB_K8S_VERSION_DEFAULT="1.33.0"
+
+# The Kubernetes version the stand-ins are built as: [vars] kubernetes_version of the repository's
+# inventory.toml, else "<kubernetes_minor>.0", else LAB_K8S_VERSION_DEFAULT.
+lab_kubernetes_version() {
+  python3 -c 'import sys, tomllib
+v = tomllib.load(open(sys.argv[1], "rb")).get("vars", {})
+print(v.get("kubernetes_version") or (v["kubernetes_minor"] + ".0" if v.get("kubernetes_minor") else sys.argv[2]))' \
+    "$REPO_ROOT/inventory.toml" "$LAB_K8S_VERSION_DEFAULT"
+}
+
+# A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README), signed
+# with a throwaway key made here (Release.key, like pkgs.k8s.io's), plus the stand-in Calico manifest.
 build_repo() {
-  local repo="$LAB_STATE/repo" pkg
+  local repo="$LAB_STATE/repo" pkg stage version
   mkdir -p "$repo/pool"
+  version="$(lab_kubernetes_version)" || die "cannot read the Kubernetes version from $REPO_ROOT/inventory.toml"
+  stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
   for pkg in "$LAB_DIR"/standins/*/; do
     [[ -f "$pkg/DEBIAN/control" ]] || continue
-    dpkg-deb --root-owner-group --build "$pkg" "$repo/pool/" >/dev/null
+    # Packages are built from a copy: @KUBERNETES_VERSION@ becomes the inventory's version.
+    cp -a "$pkg" "$stage/"
+    grep -rlF '@KUBERNETES_VERSION@' "$stage/$(basename "$pkg")" | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
+    find "$stage/$(basename "$pkg")" -name __pycache__ -prune -exec rm -rf {} +
+    dpkg-deb --root-owner-group --build "$stage/$(basename "$pkg")" "$repo/pool/" >/dev/null
   done
+  rm -rf "$stage"
   cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
+  cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
+  sign_repo "$repo"
+}
+
+# A key that lives as long as the lab state: apt checks the signature like on a real repository.
+sign_repo() {
+  local repo="$1" gnupg="$LAB_STATE/gnupg"
+  install -d -m 0700 "$gnupg"
+  GNUPGHOME="$gnupg" gpg --batch --quiet --passphrase '' --quick-gen-key "bootstrap lab repository (stand-ins)" ed25519 sign never 2>/dev/null
+  GNUPGHOME="$gnupg" gpg --batch --quiet --armor --export >"$repo/Release.key"
+  GNUPGHOME="$gnupg" gpg --batch --quiet --yes --clearsign -o "$repo/InRelease" "$repo/Release"
+  GNUPGHOME="$gnupg" gpg --batch --quiet --yes -abs -o "$repo/Release.gpg" "$repo/Release"
+  gpgconf --homedir "$gnupg" --kill gpg-agent 2>/dev/null || true
 }
 
 start_repo() {
@@ -354,6 +388,12 @@ lab_vars() {
   echo 'pod_cidr = "10.244.0.0/16"'
   echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
   echo "lab_repo_url = \"$(lab_repo_url)\""
+  # The Kubernetes stand-ins (tests/lab/standins/README.md): a flat, signed repository.
+  echo "k8s_repo_url = \"$(lab_repo_url)\""
+  echo "k8s_repo_key_url = \"$(lab_repo_url)Release.key\""
+  echo "k8s_repo_key_sha256 = \"$(sha256sum <"$LAB_STATE/repo/Release.key" | cut -d' ' -f1)\""
+  echo "calico_manifest_url = \"$(lab_repo_url)calico.yaml\""
+  echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/calico.yaml" | cut -d' ' -f1)\""
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
 }
 

@@ -1,0 +1,418 @@
+"""Host unit tests of the Kubernetes stand-ins (run: python3 -m unittest tests/lab/standins/test_k8s_standins.py).
+
+They need python3-yaml and openssl; no root, no systemd. A fake /proc and a temporary root are
+given through BOOTSTRAP_STANDIN_PROC / BOOTSTRAP_STANDIN_ROOT before the modules are imported.
+"""
+
+import io
+import json
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import unittest
+from contextlib import redirect_stderr, redirect_stdout
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = tempfile.mkdtemp(prefix="standin-test-")
+os.environ["BOOTSTRAP_STANDIN_PROC"] = os.path.join(FAKE, "proc")
+os.environ["BOOTSTRAP_STANDIN_ROOT"] = os.path.join(FAKE, "root")
+os.environ["BOOTSTRAP_STANDIN_VERSION"] = "1.33.0"
+sys.path.insert(0, os.path.join(HERE, "k8s-common/usr/lib/bootstrap-lab-k8s"))
+
+from k8s_standin import apiserver, kubectl, kubelet, pki, preflight  # noqa: E402
+from k8s_standin.common import ca_cert_hash, kubeconfig_text, runtime_answers  # noqa: E402
+from k8s_standin.model import Model, jws_verify  # noqa: E402
+
+PROC = os.environ["BOOTSTRAP_STANDIN_PROC"]
+ROOT = os.environ["BOOTSTRAP_STANDIN_ROOT"]
+
+
+def set_proc(swap=False, ip_forward="1", bridge="1"):
+    os.makedirs(f"{PROC}/sys/net/ipv4", exist_ok=True)
+    os.makedirs(f"{PROC}/sys/net/bridge", exist_ok=True)
+    with open(f"{PROC}/swaps", "w") as f:
+        f.write("Filename Type Size Used Priority\n" + ("/swapfile file 1024 0 -2\n" if swap else ""))
+    with open(f"{PROC}/sys/net/ipv4/ip_forward", "w") as f:
+        f.write(ip_forward + "\n")
+    bridge_file = f"{PROC}/sys/net/bridge/bridge-nf-call-iptables"
+    if bridge is None:
+        if os.path.exists(bridge_file):
+            os.unlink(bridge_file)
+    else:
+        with open(bridge_file, "w") as f:
+            f.write(bridge + "\n")
+
+
+class FakeRuntime:
+    """A unix socket that answers an HTTP/2 preface with a SETTINGS frame, as containerd's gRPC does."""
+
+    def __init__(self, sock_path):
+        os.makedirs(os.path.dirname(sock_path), exist_ok=True)
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.bind(sock_path)
+        self.s.listen(4)
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        while True:
+            try:
+                c, _ = self.s.accept()
+            except OSError:
+                return
+            c.recv(64)
+            c.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            c.close()
+
+
+class PreflightTest(unittest.TestCase):
+    def checks(self, **proc):
+        set_proc(**proc)
+        return preflight.run_checks("init", "unix:///nonexistent/containerd.sock", api_port=free_port())
+
+    def test_ip_forward_off_is_an_error_with_kubeadms_name(self):
+        _, errors = self.checks(ip_forward="0")
+        self.assertIn(("FileContent--proc-sys-net-ipv4-ip_forward", "/proc/sys/net/ipv4/ip_forward contents are not set to 1"),
+                      errors)
+
+    def test_missing_bridge_sysctl_says_it_does_not_exist(self):
+        _, errors = self.checks(bridge=None)
+        self.assertIn(("FileContent--proc-sys-net-bridge-bridge-nf-call-iptables",
+                       "/proc/sys/net/bridge/bridge-nf-call-iptables does not exist"), errors)
+
+    def test_swap_on_is_a_warning_as_since_kubeadm_1_28(self):
+        warnings, errors = self.checks(swap=True)
+        self.assertEqual([w[0] for w in warnings], ["Swap"])
+        self.assertNotIn("Swap", [e[0] for e in errors])
+
+    def test_runtime_socket_that_does_not_answer_is_a_cri_error(self):
+        _, errors = self.checks()
+        self.assertIn("CRI", [e[0] for e in errors])
+
+    def test_runtime_socket_that_answers_passes(self):
+        FakeRuntime(ROOT + "/run/containerd/containerd.sock")
+        self.assertEqual(runtime_answers("unix:///run/containerd/containerd.sock"), (True, ""))
+
+    def test_port_in_use_and_existing_manifest_are_errors(self):
+        busy = socket.socket()
+        busy.bind(("", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        os.makedirs(f"{ROOT}/etc/kubernetes/manifests", exist_ok=True)
+        open(f"{ROOT}/etc/kubernetes/manifests/kube-apiserver.yaml", "w").close()
+        try:
+            set_proc()
+            _, errors = preflight.run_checks("init", "unix:///nonexistent", api_port=port)
+        finally:
+            os.unlink(f"{ROOT}/etc/kubernetes/manifests/kube-apiserver.yaml")
+            busy.close()
+        names = [e[0] for e in errors]
+        self.assertIn(f"Port-{port}", names)
+        self.assertIn("FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml", names)
+
+    def test_report_prints_kubeadms_lines_and_honours_ignore(self):
+        err = io.StringIO()
+        ok = preflight.report([("Swap", "w")], [("CRI", "down"), ("Port-6443", "Port 6443 is in use")], {"cri"},
+                              io.StringIO(), err)
+        self.assertFalse(ok)
+        lines = err.getvalue().splitlines()
+        self.assertEqual(lines[0], "\t[WARNING Swap]: w")
+        self.assertEqual(lines[1], "\t[WARNING CRI]: down")
+        self.assertEqual(lines[2], "error execution phase preflight: [preflight] Some fatal errors occurred:")
+        self.assertEqual(lines[3], "\t[ERROR Port-6443]: Port 6443 is in use")
+        self.assertTrue(preflight.report([], [("CRI", "down")], {"all"}, io.StringIO(), io.StringIO()))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+class TokenTest(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.m = Model(now=self.clock)
+        self.m.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+                      "data": {"kubeconfig": "ca-kubeconfig"}}, record=False)
+
+    def test_token_valid_until_its_ttl_then_gone_with_its_signature(self):
+        self.m.add_token("abcdef.0123456789abcdef", 600)
+        self.assertTrue(self.m.token_valid("abcdef.0123456789abcdef"))
+        sig = self.m.cluster_info()["data"]["jws-kubeconfig-abcdef"]
+        self.assertTrue(jws_verify(sig, "ca-kubeconfig", "0123456789abcdef"))
+        self.clock.t += 601
+        self.assertFalse(self.m.token_valid("abcdef.0123456789abcdef"))
+        self.assertNotIn("jws-kubeconfig-abcdef", self.m.cluster_info()["data"])
+
+    def test_wrong_secret_is_refused_and_does_not_verify_the_signature(self):
+        self.m.add_token("abcdef.0123456789abcdef", 600)
+        self.assertFalse(self.m.token_valid("abcdef.ffffffffffffffff"))
+        sig = self.m.cluster_info()["data"]["jws-kubeconfig-abcdef"]
+        self.assertFalse(jws_verify(sig, "ca-kubeconfig", "ffffffffffffffff"))
+        self.assertFalse(jws_verify(sig, "other-kubeconfig", "0123456789abcdef"))
+
+    def test_ttl_zero_never_expires(self):
+        self.m.add_token("zzzzzz.0123456789abcdef", 0)
+        self.clock.t += 10 ** 8
+        self.assertTrue(self.m.token_valid("zzzzzz.0123456789abcdef"))
+
+
+DEPLOY = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "django-app", "namespace": "crypto-exchange"},
+          "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "a"}]}}}}
+
+
+class ApplyTest(unittest.TestCase):
+    def test_created_unchanged_configured_with_generations_in_order(self):
+        m = Model()
+        ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crypto-exchange"}}
+        self.assertEqual(m.apply(json.loads(json.dumps(ns))), ("namespace/crypto-exchange", "created", 1))
+        self.assertEqual(m.apply(json.loads(json.dumps(DEPLOY))), ("deployment.apps/django-app", "created", 1))
+        self.assertEqual(m.apply(json.loads(json.dumps(DEPLOY)))[1:], ("unchanged", 1))
+        changed = json.loads(json.dumps(DEPLOY))
+        changed["spec"]["replicas"] = 3
+        self.assertEqual(m.apply(changed)[1:], ("configured", 2))
+        self.assertEqual([(a["kind"], a["result"]) for a in m.state["applied"]],
+                         [("Namespace", "created"), ("Deployment", "created"), ("Deployment", "unchanged"),
+                          ("Deployment", "configured")])
+
+    def test_namespaced_object_before_its_namespace_is_not_found(self):
+        with self.assertRaisesRegex(Exception, 'namespaces "crypto-exchange" not found'):
+            Model().apply(json.loads(json.dumps(DEPLOY)))
+
+    def test_custom_kind_needs_its_crd_first(self):
+        m = Model()
+        pool = {"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": "p"}, "spec": {"cidr": "10.244.0.0/16"}}
+        with self.assertRaisesRegex(Exception, "no matches for kind"):
+            m.apply(dict(pool))
+        m.apply({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                 "metadata": {"name": "ippools.crd.projectcalico.org"},
+                 "spec": {"group": "crd.projectcalico.org", "scope": "Cluster", "names": {"kind": "IPPool"}}})
+        self.assertEqual(m.apply(dict(pool))[1], "created")
+
+    def test_kustomize_orders_namespace_first_and_sets_the_namespace(self):
+        d = tempfile.mkdtemp(dir=FAKE)
+        os.makedirs(f"{d}/app")
+        with open(f"{d}/kustomization.yaml", "w") as f:
+            f.write("resources: [app, ns.yaml]\nnamespace: crypto-exchange\n")
+        with open(f"{d}/ns.yaml", "w") as f:
+            f.write("apiVersion: v1\nkind: Namespace\nmetadata: {name: crypto-exchange}\n")
+        with open(f"{d}/app/kustomization.yaml", "w") as f:
+            f.write("resources: [deploy.yaml]\n")
+        with open(f"{d}/app/deploy.yaml", "w") as f:
+            f.write("apiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: x}\n"
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {name: s}\n")
+        objs = [o for _, o in kubectl.kustomize(d)]
+        self.assertEqual([o["kind"] for o in objs], ["Namespace", "Service", "Deployment"])
+        self.assertEqual(objs[2]["metadata"]["namespace"], "crypto-exchange")
+        self.assertNotIn("namespace", objs[0]["metadata"])
+
+
+class ReadinessTest(unittest.TestCase):
+    def model(self, pod_cidr="10.244.0.0/16"):
+        m = Model()
+        m.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                 "data": {"ClusterConfiguration": f"networking:\n  podSubnet: {pod_cidr}\n"}}, record=False)
+        with open(os.path.join(HERE, "calico.yaml")) as f:
+            import yaml
+
+            for doc in yaml.safe_load_all(f):
+                m.apply(doc)
+        m.state["nodes"]["master"] = {"metadata": {"name": "master", "labels": {},
+                                                   "annotations": {"standin.bootstrap-lab/runtime-ready": "true",
+                                                                   "projectcalico.org/IPv4Address": "10.213.7.11/24"}},
+                                      "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]},
+                                      "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+        return m
+
+    def test_calico_pool_follows_kubeadms_pod_subnet(self):
+        m = self.model()
+        self.assertTrue(m.calico_pool()["ok"])
+        self.assertEqual(m.rollout("DaemonSet", "kube-system", "calico-node")[:2], (1, 1))
+        # calico-kube-controllers needs a Ready node (it is not host-network).
+        self.assertEqual(m.rollout("Deployment", "kube-system", "calico-kube-controllers")[:2], (1, 0))
+        m.state["nodes"]["master"]["status"]["conditions"][0]["status"] = "True"
+        self.assertEqual(m.rollout("Deployment", "kube-system", "calico-kube-controllers")[:2], (1, 1))
+
+    def test_pool_other_than_the_pod_cidr_is_reported_and_calico_not_ready(self):
+        m = self.model()
+        ds = m.get_object("apps", "DaemonSet", "kube-system", "calico-node")
+        ds["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "CALICO_IPV4POOL_CIDR", "value": "192.168.0.0/16"})
+        pool = m.calico_pool()
+        self.assertFalse(pool["ok"])
+        self.assertIn("192.168.0.0/16", pool["message"])
+        self.assertIn("10.244.0.0/16", pool["message"])
+        self.assertEqual(m.rollout("DaemonSet", "kube-system", "calico-node")[:2], (1, 0))
+
+    def test_app_deployment_does_not_land_on_a_tainted_master(self):
+        m = self.model()
+        m.state["nodes"]["master"]["status"]["conditions"][0]["status"] = "True"
+        m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crypto-exchange"}})
+        m.apply(json.loads(json.dumps(DEPLOY)))
+        self.assertEqual(m.rollout("Deployment", "crypto-exchange", "django-app")[:2], (2, 0))
+
+
+class SetEnvTest(unittest.TestCase):
+    def test_set_env_changes_the_live_object_and_a_reapply_stays_unchanged(self):
+        m = Model()
+        import yaml
+
+        with open(os.path.join(HERE, "calico.yaml")) as f:
+            docs = list(yaml.safe_load_all(f))
+        for d in json.loads(json.dumps(docs)):
+            m.apply(d)
+        self.assertTrue(m.set_env("apps", "DaemonSet", "kube-system", "calico-node", None,
+                                  {"IP_AUTODETECTION_METHOD": "cidr=10.213.7.0/24"}))
+        self.assertFalse(m.set_env("apps", "DaemonSet", "kube-system", "calico-node", None,
+                                   {"IP_AUTODETECTION_METHOD": "cidr=10.213.7.0/24"}))
+        results = [m.apply(d)[1] for d in json.loads(json.dumps(docs))]
+        self.assertEqual(set(results), {"unchanged"})
+        ds = m.get_object("apps", "DaemonSet", "kube-system", "calico-node")
+        env = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+        self.assertIn({"name": "IP_AUTODETECTION_METHOD", "value": "cidr=10.213.7.0/24"}, env)
+        self.assertEqual(ds["metadata"]["generation"], 2)
+
+
+class NodeLifecycleTest(unittest.TestCase):
+    def test_node_without_heartbeats_for_40s_is_ready_unknown(self):
+        clock = Clock()
+        m = Model(now=clock)
+        m.state["nodes"]["w"] = {"metadata": {"name": "w", "annotations": {}}, "status": {}}
+        m.heartbeat("w", {"conditions": [{"type": "Ready", "status": "True"}]}, {})
+        self.assertTrue(m.node_ready(m.nodes()[0]))
+        clock.t += 41
+        self.assertEqual(m.nodes()[0]["status"]["conditions"][0]["status"], "Unknown")
+
+
+class KubeletTest(unittest.TestCase):
+    ADDRS = [("lo", "127.0.0.1/8"), ("eth0", "10.0.2.15/24"), ("eth1", "192.168.56.10/24")]
+
+    def test_autodetection_methods(self):
+        self.assertEqual(kubelet.autodetect("first-found", "192.168.56.10", self.ADDRS), "10.0.2.15/24")
+        self.assertEqual(kubelet.autodetect("cidr=192.168.56.0/24", "x", self.ADDRS), "192.168.56.10/24")
+        self.assertEqual(kubelet.autodetect("interface=eth1", "x", self.ADDRS), "192.168.56.10/24")
+        self.assertEqual(kubelet.autodetect("kubernetes-internal-ip", "192.168.56.10", self.ADDRS), "192.168.56.10/24")
+        self.assertIsNone(kubelet.autodetect("cidr=10.213.7.0/24", "x", self.ADDRS))
+
+    def test_kubelet_refuses_to_run_with_swap_on(self):
+        set_proc(swap=True)
+        os.makedirs(f"{ROOT}/var/lib/kubelet", exist_ok=True)
+        with open(f"{ROOT}/var/lib/kubelet/config.yaml", "w") as f:
+            f.write("kind: KubeletConfiguration\n")
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = kubelet.main(["--config=/var/lib/kubelet/config.yaml"])
+        set_proc()
+        self.assertEqual(code, 1)
+        self.assertIn("running with swap on is not supported", err.getvalue())
+
+    def test_kubelet_without_config_exits_1_so_systemd_restarts_it(self):
+        err = io.StringIO()
+        with redirect_stderr(err):
+            code = kubelet.main(["--config=/var/lib/kubelet/nosuch.yaml"])
+        self.assertEqual(code, 1)
+        self.assertIn("failed to load kubelet config file", err.getvalue())
+
+
+class JsonpathTest(unittest.TestCase):
+    def test_filters_and_escaped_dots(self):
+        node = {"metadata": {"annotations": {"projectcalico.org/IPv4Address": "10.0.0.1/24"}},
+                "status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}}
+        self.assertEqual(kubectl.jsonpath(node, '{.status.conditions[?(@.type=="Ready")].status}'), "True")
+        self.assertEqual(kubectl.jsonpath(node, "{.metadata.annotations.projectcalico\\.org/IPv4Address}"), "10.0.0.1/24")
+        self.assertEqual(kubectl.jsonpath({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]},
+                                          "{.items[*].metadata.name}"), "a b")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class ApiOverTlsTest(unittest.TestCase):
+    """The API and kubectl over real TLS on loopback: admin cert, anonymous, bootstrap token."""
+
+    @classmethod
+    def setUpClass(cls):
+        d = tempfile.mkdtemp(dir=FAKE)
+        ca, ca_key = pki.new_ca()
+        crt, key = pki.new_signed("/CN=kube-apiserver", ca, ca_key, client=False, sans=["IP:127.0.0.1"])
+        files = {}
+        for n, data in (("ca.crt", ca), ("ca.key", ca_key), ("apiserver.crt", crt), ("apiserver.key", key)):
+            files[n] = os.path.join(d, n)
+            with open(files[n], "w") as f:
+                f.write(data)
+        cls.port = free_port()
+        api = apiserver.Api(os.path.join(d, "state.json"), files["ca.crt"], files["ca.key"])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(files["apiserver.crt"], files["apiserver.key"])
+        ctx.load_verify_locations(files["ca.crt"])
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        from http.server import ThreadingHTTPServer
+
+        cls.server = ThreadingHTTPServer(("127.0.0.1", cls.port), apiserver.make_handler(api))
+        cls.server.socket = ctx.wrap_socket(cls.server.socket, server_side=True)
+        threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+        acrt, akey = pki.new_signed("/O=kubeadm:cluster-admins/CN=kubernetes-admin", ca, ca_key)
+        cls.kubeconfig = os.path.join(d, "admin.conf")
+        with open(cls.kubeconfig, "w") as f:
+            f.write(kubeconfig_text("kubernetes", f"https://127.0.0.1:{cls.port}", ca, "kubernetes-admin", acrt, akey))
+        cls.ca = ca
+        cls.dir = d
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+
+    def kubectl(self, *args, stdin=None):
+        out, err = io.StringIO(), io.StringIO()
+        old = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                from k8s_standin.common import run_main
+
+                code = run_main(kubectl.main, ["--kubeconfig", self.kubeconfig, *args])
+        finally:
+            sys.stdin = old
+        return code, out.getvalue(), err.getvalue()
+
+    def test_readyz_and_apply_from_stdin_then_unchanged(self):
+        self.assertEqual(self.kubectl("get", "--raw", "/readyz")[:2], (0, "ok\n"))
+        doc = "apiVersion: v1\nkind: Namespace\nmetadata: {name: tls-ns}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: tls-ns}\ndata: {a: b}\n"
+        self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[:2], (0, "namespace/tls-ns created\nconfigmap/c created\n"))
+        self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[:2], (0, "namespace/tls-ns unchanged\nconfigmap/c unchanged\n"))
+
+    def test_unknown_node_is_notfound_exit_1(self):
+        code, _, err = self.kubectl("get", "node", "nosuch")
+        self.assertEqual((code, err.strip().splitlines()[-1]), (1, 'Error from server (NotFound): nodes "nosuch" not found'))
+        code, _, err = self.kubectl("wait", "--for=condition=Ready", "node/nosuch", "--timeout=1s")
+        self.assertEqual(code, 1)
+
+    def test_anonymous_gets_cluster_info_but_not_nodes(self):
+        from k8s_standin.common import ApiError, Client
+
+        anon = Client(f"https://127.0.0.1:{self.port}", verify=False)
+        self.assertIn("kubeconfig", anon.get("/api/v1/namespaces/kube-public/configmaps/cluster-info")["data"])
+        with self.assertRaises(ApiError) as e:
+            anon.get("/api/v1/nodes")
+        self.assertEqual(e.exception.status, 403)
+        bad = Client(f"https://127.0.0.1:{self.port}", verify=False, token="abcdef.0000000000000000")
+        with self.assertRaises(ApiError) as e:
+            bad.get("/api/v1/namespaces/kube-system/configmaps/kubeadm-config")
+        self.assertEqual(e.exception.status, 401)
+
+    def test_ca_hash_is_sha256_of_the_public_key(self):
+        self.assertRegex(ca_cert_hash(self.ca), r"^sha256:[0-9a-f]{64}$")
+
+
+if __name__ == "__main__":
+    unittest.main()
