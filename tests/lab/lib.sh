@@ -167,10 +167,12 @@ give_kernel_modules() {
     cp /lib/modules/"$kver"/modules.builtin* "$root/lib/modules/$kver/" 2>/dev/null || true
     return 0
   fi
-  if [[ ! -d /sys/module/overlay ]] && grep -qw overlay /proc/filesystems; then
+  # Built in = present without a loadable module's initstate (the machines do not see the
+  # host's /sys/module, so they are told through modules.builtin).
+  if grep -qw overlay /proc/filesystems && [[ ! -e /sys/module/overlay/initstate ]]; then
     builtin+=("kernel/fs/overlayfs/overlay.ko")
   fi
-  if [[ -d /proc/sys/net/bridge && ! -d /sys/module/br_netfilter ]]; then
+  if [[ -d /proc/sys/net/bridge && ! -e /sys/module/br_netfilter/initstate ]]; then
     builtin+=("kernel/net/bridge/br_netfilter.ko")
   fi
   ((${#builtin[@]})) || return 0
