@@ -539,6 +539,7 @@ node_prerequisites_hold() {
   local h="$1" v
   v="$(k8s_version)-1.1"
   on_host "$h" "set -e
+    export PATH=\"\$PATH:/usr/sbin:/sbin\"
     [ -z \"\$(swapon --show --noheadings)\" ]
     ! grep -Eq '^[^#[:space:]][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab
     [ \"\$(sysctl -n net.ipv4.ip_forward)\" = 1 ]
@@ -616,10 +617,11 @@ check_kubernetes() {
   check "the join tokens are in no output, --json event or log" no_join_token_anywhere
 }
 
+# `bootstrap check` connects to nothing: until the inventory checks refuse the CIDR it cannot
+# change the lab either (a run with that pod CIDR would rewrite the worker's firewall).
 overlap_refused() {
   local rc=0 out
-  out="$("$BOOTSTRAP_BIN" -i "$1" --json all 2>&1)" || rc=$?
+  out="$("$BOOTSTRAP_BIN" -i "$1" check 2>&1)" || rc=$?
   ((rc == 2)) || { echo "exit $rc"; printf '%s\n' "$out" | tail -5; return 1; }
   grep -q 'pod_cidr' <<<"$out" || { echo "no word of pod_cidr:"; printf '%s\n' "$out" | tail -5; return 1; }
-  ! grep -q '"type":"run"' <<<"$out" || { echo "a run started"; return 1; }
 }
