@@ -156,11 +156,12 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             .collect();
         // Per host, its plays of this stage run one after another (one apt/dpkg at a time).
         let host_tasks = involved.iter().map(|host| {
+            // A host that is here only as a delegate (outside --limit) runs no play of its own.
             let plays: Vec<(&Playbook, &Renderer)> = stage
                 .playbooks
                 .iter()
                 .zip(&renderers)
-                .filter(|(p, _)| host.has_role(&p.hosts))
+                .filter(|(p, _)| in_limit(host) && host.has_role(&p.hosts))
                 .collect();
             let forks = forks.clone();
             let reporter = reporter.clone();

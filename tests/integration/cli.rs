@@ -739,3 +739,19 @@ fn delegating_to_a_role_of_two_hosts_is_bad_input_with_the_line() {
     assert!(run.all().contains("2 hosts"), "{}", run.all());
     assert!(!p.remote("touched").exists());
 }
+
+#[test]
+fn a_delegate_outside_the_limit_runs_only_the_delegated_steps() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    p.write(
+        "playbooks/both.toml",
+        "name = \"both\"\nhosts = [\"master\", \"worker\"]\n[[steps]]\nname = \"own\"\ncommand = { cmd = \"touch {{ root }}/own-{{ host.name }}\" }\n[[steps]]\nname = \"via master\"\ndelegate_to = \"master\"\ncommand = { cmd = \"touch {{ root }}/via-{{ host.name }}\" }\n",
+    );
+    let run = p.run("playbooks/both.toml", &["--limit", "a"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(p.remote("own-a").exists() && p.remote("via-a").exists());
+    // Regression: `reset --limit worker` reset the master too (it was connected as a delegate).
+    assert!(!p.remote("own-m").exists(), "the delegate ran its own play");
+    assert!(!p.remote("own-b").exists());
+}
