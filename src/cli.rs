@@ -105,6 +105,13 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Undo the Kubernetes part of the --limit hosts (kubeadm reset, CNI state, their
+    /// iptables rules, the node in the API) so they can join again. PostgreSQL is not touched.
+    Reset {
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run any playbook against the inventory hosts.
     Run {
         /// Path of the playbook (.toml).

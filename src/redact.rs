@@ -1,13 +1,15 @@
 //! Secret masking in one place: every log line, event and diff goes through a `Redactor`.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub const MASK: &str = "********";
 
-/// Holds the secret values of a run and replaces them wherever they would be shown.
+/// Holds the secret values of a run and replaces them wherever they would be shown. Clones
+/// share one list, so a secret learnt during the run (a registered secret value) is masked by
+/// every log and reporter from then on.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Arc<Vec<String>>,
+    secrets: Arc<RwLock<Vec<String>>>,
 }
 
 impl Redactor {
@@ -17,13 +19,29 @@ impl Redactor {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         Redactor {
-            secrets: Arc::new(secrets),
+            secrets: Arc::new(RwLock::new(secrets)),
         }
+    }
+
+    /// Adds a secret learnt during the run; every clone masks it from now on.
+    pub fn add(&self, secret: &str) {
+        if secret.len() < 4 {
+            return;
+        }
+        let mut list = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|s| s == secret) {
+            list.push(secret.to_string());
+            list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    fn list(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.secrets.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for secret in self.secrets.iter() {
+        for secret in self.list().iter() {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), MASK);
             }
@@ -36,7 +54,7 @@ impl Redactor {
     }
 
     pub fn contains_secret(&self, text: &str) -> bool {
-        self.secrets.iter().any(|s| text.contains(s.as_str()))
+        self.list().iter().any(|s| text.contains(s.as_str()))
     }
 }
 
@@ -52,6 +70,18 @@ mod tests {
             format!("a {MASK} b {MASK}")
         );
         assert!(!r.contains_secret(&r.redact("hunter22")));
+    }
+
+    #[test]
+    fn a_secret_added_later_is_masked_by_every_clone() {
+        let r = Redactor::new(["hunter22".to_string()]);
+        let clone = r.clone();
+        r.add("sekrit-token.abcdef");
+        assert_eq!(
+            clone.redact("join sekrit-token.abcdef"),
+            format!("join {MASK}")
+        );
+        assert!(clone.contains_secret("x sekrit-token.abcdef"));
     }
 
     #[test]

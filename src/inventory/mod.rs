@@ -26,6 +26,7 @@ pub const RESERVED_VARS: &[&str] = &[
     "hosts",
     "groups",
     "role_addresses",
+    "registered",
     "facts",
     "secrets",
 ];
@@ -74,8 +75,10 @@ pub struct Host {
 }
 
 impl Host {
+    /// `role` may list several, comma-separated (a playbook's `hosts = ["master", "worker"]`).
     pub fn has_role(&self, role: &str) -> bool {
-        role == "all" || self.roles.iter().any(|r| r == role)
+        role.split(',')
+            .any(|role| role == "all" || self.roles.iter().any(|r| r == role))
     }
 }
 

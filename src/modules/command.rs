@@ -12,6 +12,10 @@
 //!   probe script, not in it), so a guard can authenticate with the secret, e.g.
 //!   `unless = "curl -fsS -K - http://127.0.0.1:9200/_security/_authenticate"`; without
 //!   `stdin` the guard's stdin is empty.
+//! - `read_only` (default `false`): the command only reads (a query such as `kubectl get node
+//!   NAME`): it runs with the probe, also in `--check`, never counts as a change, and the step
+//!   fails when it exits non-zero (with `retries`, that makes a bounded wait). Its stdout is
+//!   what `register` keeps. Not with `creates`, `unless` or `stdin`.
 //!
 //! ```toml
 //! [[steps]]
@@ -33,6 +37,8 @@ struct CommandArgs {
     unless: Option<String>,
     chdir: Option<String>,
     stdin: Option<String>,
+    #[serde(default)]
+    read_only: bool,
 }
 
 #[derive(Debug)]
@@ -42,6 +48,7 @@ pub struct Command {
     unless: Option<String>,
     chdir: Option<String>,
     stdin: Option<String>,
+    read_only: bool,
 }
 
 impl Command {
@@ -70,7 +77,16 @@ impl Command {
         if let Some(dir) = &a.chdir {
             super::file::check_abs_path(dir, "command", "chdir", ctx)?;
         }
+        if a.read_only && (a.creates.is_some() || a.unless.is_some() || a.stdin.is_some()) {
+            return Err(InputError::new(
+                ctx.playbook,
+                ctx.line,
+                "`command`: read_only cannot be combined with creates, unless or stdin",
+            )
+            .hint("a read-only query runs with the probe: it needs no guard and gets no input"));
+        }
         Ok(Command {
+            read_only: a.read_only,
             cmd: a.cmd,
             creates: a.creates,
             unless: a.unless,
@@ -100,6 +116,10 @@ impl Command {
 
 impl Module for Command {
     fn probe(&self, _opts: ProbeOptions) -> String {
+        if self.read_only {
+            // Its own subshell, stderr kept apart: the stdout is the answer, the exit its verdict.
+            return format!("{}(\n{}\n)\n", self.cd_prefix(), self.cmd);
+        }
         if self.creates.is_none() && self.unless.is_none() {
             return String::new();
         }
@@ -136,6 +156,26 @@ impl Module for Command {
     }
 
     fn plan(&self, probe: &ProbeOutput) -> Result<Vec<Change>, PlanError> {
+        if self.read_only {
+            if probe.exit_status != 0 {
+                let said = probe.stdout.trim();
+                return Err(PlanError(format!(
+                    "`{}` failed (exit {}){}{}",
+                    self.short(),
+                    probe.exit_status,
+                    if said.is_empty() { "" } else { ": " },
+                    said.lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )));
+            }
+            return Ok(vec![]);
+        }
         let kv = probe_util::key_values(&probe.stdout);
         if let Some(path) = &self.creates {
             match kv.get("creates").map(String::as_str) {
@@ -164,6 +204,10 @@ impl Module for Command {
                 stdin: self.stdin.as_ref().map(|s| s.as_bytes().to_vec()),
             },
         )])
+    }
+
+    fn registered_value(&self, probe: &ProbeOutput) -> Option<String> {
+        self.read_only.then(|| probe.stdout.trim().to_string())
     }
 }
 
@@ -302,6 +346,38 @@ creates = """#,
             let e = command(args).unwrap_err();
             assert!(e.message.contains(needle), "{args}: {}", e.message);
             assert_eq!(e.line, Some(7));
+        }
+    }
+
+    #[test]
+    fn read_only_runs_in_the_probe_and_never_plans_a_change() {
+        let c = command("cmd = \"echo node/worker; echo noise >&2\"\nread_only = true").unwrap();
+        let out = run_probe(&c.probe(ProbeOptions::default()));
+        assert_eq!(out.stdout.trim(), "node/worker");
+        assert!(c.plan(&out).unwrap().is_empty());
+        assert_eq!(c.registered_value(&out).as_deref(), Some("node/worker"));
+        let failing = command("cmd = \"echo not ready; exit 3\"\nread_only = true").unwrap();
+        let err = failing
+            .plan(&run_probe(&failing.probe(ProbeOptions::default())))
+            .unwrap_err();
+        assert!(
+            err.0.contains("exit 3") && err.0.contains("not ready"),
+            "{err}"
+        );
+        // A command that changes things registers what it printed when run, not a probe.
+        assert_eq!(
+            command("cmd = \"x\"")
+                .unwrap()
+                .registered_value(&probe("x")),
+            None
+        );
+    }
+
+    #[test]
+    fn read_only_with_a_guard_or_stdin_is_refused() {
+        for extra in ["creates = \"/x\"", "unless = \"true\"", "stdin = \"s\""] {
+            let e = command(&format!("cmd = \"x\"\nread_only = true\n{extra}")).unwrap_err();
+            assert!(e.message.contains("read_only"), "{extra}: {}", e.message);
         }
     }
 

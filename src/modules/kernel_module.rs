@@ -63,8 +63,11 @@ impl Module for KernelModule {
         format!(
             concat!(
                 "(\nm={}\n",
-                "if [ -d \"/sys/module/$m\" ] || [ -d \"/sys/module/$(printf '%s' \"$m\" | tr - _)\" ]; ",
-                "then echo loaded=yes; else echo loaded=no; fi\n)\n{}"
+                "u=$(printf '%s' \"$m\" | tr - _)\n",
+                "if [ -d \"/sys/module/$m\" ] || [ -d \"/sys/module/$u\" ]; then echo loaded=yes\n",
+                // Built into the kernel: always there, and not always under /sys/module.
+                "elif grep -Eq \"/($m|$u)\\.ko\" \"/lib/modules/$(uname -r)/modules.builtin\" 2>/dev/null; then echo loaded=yes\n",
+                "else echo loaded=no; fi\n)\n{}"
             ),
             quote(&self.name),
             remote_file_probe(&self.conf_path(), false, true)

@@ -106,6 +106,12 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     fn probe_stdin(&self) -> Option<&[u8]> {
         None
     }
+
+    /// What `register` keeps from the probe, for modules whose probe is the answer (a
+    /// read-only command). `None`: the value is the output of the change, if one runs.
+    fn registered_value(&self, _probe: &ProbeOutput) -> Option<String> {
+        None
+    }
 }
 
 /// One thing that would change on a host, with the sentence shown in check mode.

@@ -16,7 +16,7 @@ use crate::modules::MODULE_NAMES;
 pub struct Playbook {
     pub path: PathBuf,
     pub name: String,
-    /// A role name, or "all".
+    /// A role name, roles joined by commas (`hosts = ["master", "worker"]`), or "all".
     pub hosts: String,
     /// Facts gathered on each host before the steps: name -> read-only shell command whose
     /// trimmed stdout becomes `facts.NAME` (absent when it fails or prints nothing).
@@ -43,13 +43,29 @@ pub struct Step {
     /// `timeout = "10m"`: the step's changes are stopped after this long (remote `timeout -k`
     /// and a local deadline). `None`: the module's default (see `runner::deadline`).
     pub timeout: Option<std::time::Duration>,
+    /// `register = "NAME"`: the step's output (a `read_only` command's stdout, or the stdout
+    /// of the command it ran), trimmed, becomes `registered.<play host>.NAME` for later steps.
+    pub register: Option<String>,
+    /// `register_secret = true`: the registered value is masked like a secret everywhere it
+    /// would be shown, and refused on a command line.
+    pub register_secret: bool,
+    /// `delegate_to = "master"`: a host name, or a role with exactly one host; the step is
+    /// probed and applied there, with the play host's variables, and reported under the play
+    /// host.
+    pub delegate_to: Option<String>,
+    /// `retries = N`: a failed step is tried again up to N more times, `delay` apart.
+    pub retries: u32,
+    pub delay: std::time::Duration,
 }
+
+/// Upper bound of `retries`, so a typo cannot make a run wait for days.
+pub const MAX_RETRIES: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlaybook {
     name: String,
-    hosts: Spanned<String>,
+    hosts: Spanned<toml::Value>,
     #[serde(default)]
     facts: toml::Table,
     #[serde(default)]
@@ -68,18 +84,35 @@ impl Playbook {
         let raw: RawPlaybook =
             toml::from_str(text).map_err(|e| crate::inventory::toml_error(path, text, &e))?;
         let hosts_line = InputError::line_of(text, raw.hosts.span().start);
-        let hosts = raw.hosts.into_inner();
-        if hosts != "all" && !crate::inventory::ROLES.contains(&hosts.as_str()) {
+        let roles: Vec<String> = match raw.hosts.into_inner() {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+                .collect(),
+            _ => vec![String::new()],
+        };
+        for role in &roles {
+            if role != "all" && !crate::inventory::ROLES.contains(&role.as_str()) {
+                return Err(InputError::new(
+                    path,
+                    Some(hosts_line),
+                    format!("`hosts`: \"{role}\" is not a role"),
+                )
+                .hint(format!(
+                    "use all, one of {}, or a list of them",
+                    crate::inventory::ROLES.join(", ")
+                )));
+            }
+        }
+        if roles.is_empty() {
             return Err(InputError::new(
                 path,
                 Some(hosts_line),
-                format!("`hosts = \"{hosts}\"` is not a role"),
-            )
-            .hint(format!(
-                "use all or one of: {}",
-                crate::inventory::ROLES.join(", ")
-            )));
+                "`hosts` lists no role",
+            ));
         }
+        let hosts = roles.join(",");
         let mut facts = Vec::new();
         for (name, cmd) in raw.facts {
             match cmd {
@@ -218,6 +251,59 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
                 })?,
         ),
     };
+    let register =
+        match table.remove("register") {
+            None => None,
+            Some(toml::Value::String(s)) if is_identifier(&s) => Some(s),
+            Some(_) => return Err(err(format!(
+                "step `{name}`: `register` must be a name (letters, digits, _)"
+            ))
+            .hint(
+                "e.g. register = \"join_command\"; later steps read registered.<host>.join_command",
+            )),
+        };
+    let register_secret = match table.remove("register_secret") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `register_secret` must be true or false"
+            )))
+        }
+    };
+    if register_secret && register.is_none() {
+        return Err(err(format!(
+            "step `{name}`: `register_secret` without `register`"
+        ))
+        .hint("add register = \"NAME\" or remove register_secret"));
+    }
+    let delegate_to = match table.remove("delegate_to") {
+        None => None,
+        Some(toml::Value::String(s)) if !s.trim().is_empty() && !s.contains("{{") => Some(s),
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `delegate_to` must be a host name or a role with one host"
+            ))
+            .hint("e.g. delegate_to = \"master\" (a literal, not a template)"))
+        }
+    };
+    let retries = match table.remove("retries") {
+        None => 0,
+        Some(toml::Value::Integer(n)) if (0..=MAX_RETRIES as i64).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(err(format!(
+                "step `{name}`: `retries` must be a whole number from 0 to {MAX_RETRIES}"
+            )))
+        }
+    };
+    let delay = match table.remove("delay") {
+        None => std::time::Duration::from_secs(5),
+        Some(v) => parse_duration(&v).ok_or_else(|| {
+            err(format!(
+                "step `{name}`: `delay` must be a duration such as \"5s\", \"2m\" or a number of seconds"
+            ))
+        })?,
+    };
 
     let mut modules: Vec<(String, toml::Value)> = table.into_iter().collect();
     if modules.len() != 1 {
@@ -236,7 +322,7 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
     if !MODULE_NAMES.contains(&module.as_str()) {
         return Err(
             err(format!("step `{name}`: unknown module or key `{module}`")).hint(format!(
-                "modules: {}; step keys: name, when, notify, tags, timeout",
+                "modules: {}; step keys: name, when, notify, tags, timeout, sensitive, register, register_secret, delegate_to, retries, delay",
                 MODULE_NAMES.join(", ")
             )),
         );
@@ -256,7 +342,20 @@ fn parse_step(path: &Path, line: usize, mut table: toml::Table) -> Result<Step, 
         tags,
         sensitive,
         timeout,
+        register,
+        register_secret,
+        delegate_to,
+        retries,
+        delay,
     })
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// "90s", "10m", "1h", "90" or an integer: the duration syntax of `wait_for`.
@@ -373,6 +472,15 @@ service = { name = "x", state = "restarted" }
     fn unknown_role_in_hosts_is_refused() {
         let err = parse("name = \"x\"\nhosts = \"db\"\n").unwrap_err();
         assert_eq!(err.line, Some(2));
+        let err = parse("name = \"x\"\nhosts = [\"master\", \"db\"]\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("db"), "{err}");
+    }
+
+    #[test]
+    fn hosts_may_list_several_roles() {
+        let pb = parse("name = \"x\"\nhosts = [\"master\", \"worker\"]\n").unwrap();
+        assert_eq!(pb.hosts, "master,worker");
     }
 
     #[test]
@@ -387,6 +495,44 @@ service = { name = "x", state = "restarted" }
         // A template that cannot be read here might read facts: gather them.
         let templated = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ntemplate = { src = \"missing.j2\", dest = \"/a\" }\n").unwrap();
         assert!(templated.uses_facts);
+    }
+
+    #[test]
+    fn register_delegate_and_retries_are_parsed() {
+        let pb = parse(
+            "name = \"x\"\nhosts = \"worker\"\n[[steps]]\nname = \"s\"\ncommand = { cmd = \"true\" }\nregister = \"join_command\"\nregister_secret = true\ndelegate_to = \"master\"\nretries = 30\ndelay = \"2m\"\n",
+        )
+        .unwrap();
+        let s = &pb.steps[0];
+        assert_eq!(s.register.as_deref(), Some("join_command"));
+        assert!(s.register_secret);
+        assert_eq!(s.delegate_to.as_deref(), Some("master"));
+        assert_eq!(s.retries, 30);
+        assert_eq!(s.delay, std::time::Duration::from_secs(120));
+        let plain = parse("name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ncommand = { cmd = \"true\" }\n").unwrap();
+        assert_eq!(
+            (plain.steps[0].retries, plain.steps[0].register.as_ref()),
+            (0, None)
+        );
+    }
+
+    #[test]
+    fn bad_register_delegate_and_retries_are_refused_with_the_line() {
+        for (extra, needle) in [
+            ("register = \"join-command\"", "register"),
+            ("register_secret = true", "without `register`"),
+            ("delegate_to = \"{{ master }}\"", "delegate_to"),
+            ("retries = -1", "retries"),
+            ("retries = 5000", "retries"),
+            ("retries = 3\ndelay = \"soon\"", "delay"),
+        ] {
+            let err = parse(&format!(
+                "name = \"x\"\nhosts = \"all\"\n[[steps]]\nname = \"s\"\ncommand = {{ cmd = \"true\" }}\n{extra}\n"
+            ))
+            .unwrap_err();
+            assert!(err.message.contains(needle), "{extra}: {err}");
+            assert_eq!(err.line, Some(3), "{extra}");
+        }
     }
 
     #[test]

@@ -31,12 +31,19 @@ pub struct ApplyCtx<'a> {
     pub run_id: &'a str,
 }
 
-/// Applies one change within `limit` (see `deadline`).
-pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Result<()> {
+/// Applies one change within `limit` (see `deadline`); returns what a shell change printed on
+/// stdout (for `register`). `sensitive`: the output may hold a secret not known yet (a value
+/// about to be registered as secret), so it is neither logged nor quoted in an error.
+pub async fn apply(
+    ctx: &ApplyCtx<'_>,
+    change: &Change,
+    limit: Duration,
+    sensitive: bool,
+) -> Result<Option<String>> {
     let (session, log) = (ctx.session, ctx.log);
     if ctx.mode.check {
         log.write("would change", &change.summary);
-        return Ok(());
+        return Ok(None);
     }
     log.write("change", &change.summary);
     if let Some(version) = &change.planned_from {
@@ -44,18 +51,37 @@ pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Resu
     }
     match &change.action {
         Action::Shell { script, stdin } => {
+            // argv is visible to every user of the host (`ps`): secrets travel on stdin.
+            if log.redactor().contains_secret(script) {
+                bail!(
+                    "{}: refused, a secret would be on the command line; pass it with `stdin`",
+                    change.summary
+                );
+            }
             log.write("run", script);
             let out = deadline::exec_with_limit(session, script, stdin.as_deref(), limit).await?;
-            log_output(log, &out);
+            if sensitive {
+                log.write(
+                    &format!("exit {}", out.exit_status),
+                    "(sensitive output not logged)",
+                );
+            } else {
+                log_output(log, &out);
+            }
             if !out.success() {
+                let said = if sensitive {
+                    out.stderr_str().to_string()
+                } else {
+                    last_lines(&out.stderr_str(), &out.stdout_str())
+                };
                 bail!(
                     "{} failed (exit {}): {}",
                     change.summary,
                     out.exit_status,
-                    log.redactor()
-                        .redact(last_lines(&out.stderr_str(), &out.stdout_str()).trim())
+                    log.redactor().redact(said.trim())
                 );
             }
+            return Ok(Some(out.stdout_str()));
         }
         Action::Upload {
             dest,
@@ -124,7 +150,7 @@ pub async fn apply(ctx: &ApplyCtx<'_>, change: &Change, limit: Duration) -> Resu
             guard.apply(snapshot, script, rollback).await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Exit status of `unchanged_script` when the file moved on since the probe.

@@ -1,7 +1,8 @@
 //! The variables a host's templates see: inventory vars flat, plus `host`, `hosts`, `groups`,
-//! `secrets` and `facts`.
+//! `secrets`, `facts` and `registered` (values kept by `register` steps, per host).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use minijinja::Value;
 use serde::Serialize;
@@ -29,11 +30,71 @@ impl<'a> HostView<'a> {
     }
 }
 
+/// host name -> register name -> value.
+pub type RegisteredValues = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The values `register` steps kept during a run, shared by every host's plays: a value made
+/// on one host (a join command minted on the master) is read by a later step on another.
+#[derive(Debug, Default)]
+pub struct Registry {
+    values: Mutex<RegisteredValues>,
+}
+
+impl Registry {
+    pub fn set(&self, host: &str, name: &str, value: String) {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(host.to_string())
+            .or_default()
+            .insert(name.to_string(), value);
+    }
+
+    pub fn snapshot(&self) -> RegisteredValues {
+        self.values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The host a `delegate_to` names: a host of that name, else the one host of that role.
+pub fn resolve_delegate<'a>(inventory: &'a Inventory, target: &str) -> Result<&'a Host, String> {
+    if let Some(h) = inventory.host(target) {
+        return Ok(h);
+    }
+    let with_role: Vec<&Host> = inventory
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(target))
+        .collect();
+    match with_role.as_slice() {
+        [one] if target != "all" => Ok(one),
+        [] => Err(format!(
+            "delegate_to = \"{target}\" names no host and no role with a host"
+        )),
+        many => Err(format!(
+            "delegate_to = \"{target}\" is a role with {} hosts; it must name exactly one",
+            many.len()
+        )),
+    }
+}
+
 pub fn host_context(
     inventory: &Inventory,
     host: &Host,
     secrets: &Secrets,
     facts: &BTreeMap<String, String>,
+) -> Value {
+    host_context_with(inventory, host, secrets, facts, &RegisteredValues::new())
+}
+
+pub fn host_context_with(
+    inventory: &Inventory,
+    host: &Host,
+    secrets: &Secrets,
+    facts: &BTreeMap<String, String>,
+    registered: &RegisteredValues,
 ) -> Value {
     let shared = inventory
         .template_view
@@ -52,6 +113,7 @@ pub fn host_context(
         Value::from_serialize(secrets.to_template_value()),
     );
     ctx.insert("facts".into(), Value::from_serialize(facts));
+    ctx.insert("registered".into(), Value::from_serialize(registered));
     Value::from(ctx)
 }
 

@@ -12,7 +12,7 @@ pub mod interrupt;
 pub mod log;
 pub mod play;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,8 +56,8 @@ pub struct RunRequest {
 
 /// A host the run works on: its connection, the lock this run holds there, and what the
 /// host said when the lock was taken.
-struct HostConn {
-    session: Session,
+pub(crate) struct HostConn {
+    pub(crate) session: Session,
     /// The host-side state directory (`host::state_dir`).
     state_dir: String,
     lock: Mutex<Option<host::HostLock>>,
@@ -90,7 +90,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
     let redactor = req.secrets.redactor();
 
     let in_limit = |h: &Host| req.limit.as_ref().is_none_or(|l| l.contains(&h.name));
-    let involved: Vec<&Host> = req
+    let mut involved: Vec<&Host> = req
         .inventory
         .hosts
         .iter()
@@ -102,6 +102,35 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                 .any(|p| h.has_role(&p.hosts))
         })
         .collect();
+    // Hosts that steps are delegated to are connected too, whatever --limit says.
+    let delegates_of = |host: &Host, playbooks: &[Playbook]| -> BTreeSet<String> {
+        playbooks
+            .iter()
+            .filter(|p| host.has_role(&p.hosts))
+            .flat_map(|p| p.steps.iter().chain(&p.handlers))
+            .filter_map(|s| s.delegate_to.as_deref())
+            .filter_map(|t| context::resolve_delegate(&req.inventory, t).ok())
+            .map(|h| h.name.clone())
+            .filter(|name| *name != host.name)
+            .collect()
+    };
+    let all_playbooks: Vec<Playbook> = req
+        .stages
+        .iter()
+        .flat_map(|s| s.playbooks.iter().cloned())
+        .collect();
+    let delegate_hosts: BTreeSet<String> = involved
+        .iter()
+        .flat_map(|h| delegates_of(h, &all_playbooks))
+        .collect();
+    for name in delegate_hosts {
+        if let Some(h) = req.inventory.host(&name) {
+            if !involved.iter().any(|i| i.name == name) {
+                involved.push(h);
+            }
+        }
+    }
+    let registry = context::Registry::default();
     reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),
         log_dir: log_dir.display().to_string(),
@@ -164,11 +193,12 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             .collect();
         // Per host, its plays of this stage run one after another (one apt/dpkg at a time).
         let host_tasks = involved.iter().map(|host| {
+            // A host that is here only as a delegate (outside --limit) runs no play of its own.
             let plays: Vec<(&Playbook, &Renderer)> = stage
                 .playbooks
                 .iter()
                 .zip(&renderers)
-                .filter(|(p, _)| host.has_role(&p.hosts))
+                .filter(|(p, _)| in_limit(host) && host.has_role(&p.hosts))
                 .collect();
             let forks = forks.clone();
             let reporter = reporter.clone();
@@ -177,6 +207,8 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             let logs = &logs;
             let state_dir = state_dir.clone();
             let who = &who;
+            let registry = &registry;
+            let wanted_delegates = delegates_of(host, &stage.playbooks);
             async move {
                 let mut recap = HostRecap::default();
                 if plays.is_empty() {
@@ -210,7 +242,23 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                         return (host.name.clone(), recap);
                     }
                 };
+                let mut delegates = BTreeMap::new();
+                for name in wanted_delegates {
+                    let Some(target) = req.inventory.host(&name) else {
+                        continue;
+                    };
+                    // A delegate is worked on too: connected and locked like a play host.
+                    let cell = &sessions[&name];
+                    let delegate_log = &logs[&name];
+                    if let Ok(c) =
+                        open_host(cell, target, req, who, delegate_log, reporter.as_ref()).await
+                    {
+                        delegates.insert(name, c);
+                    }
+                }
                 let ctx = play::PlayCtx {
+                    registry,
+                    delegates: &delegates,
                     inventory: &req.inventory,
                     host,
                     secrets: &req.secrets,

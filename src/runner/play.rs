@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::InputError;
@@ -12,7 +13,7 @@ use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::{Playbook, Step};
 use crate::runner::apply::{apply, ApplyCtx, Mode};
 use crate::runner::batch::Batch;
-use crate::runner::context::host_context;
+use crate::runner::context::{host_context_with, resolve_delegate, Registry};
 use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult};
 use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
@@ -54,6 +55,10 @@ pub struct PlayCtx<'a> {
     pub force_handlers: bool,
     /// Handlers an earlier run notified and never ran, by playbook key (read at lock time).
     pub pending_from_host: &'a BTreeMap<String, BTreeSet<String>>,
+    /// Values kept by `register` steps, shared by every host of the run.
+    pub registry: &'a Registry,
+    /// Sessions of the hosts this host's steps are delegated to (`delegate_to`), by host name.
+    pub(crate) delegates: &'a BTreeMap<String, Arc<super::HostConn>>,
 }
 
 /// The facts every play can read, gathered by `OS_FACTS`.
@@ -73,6 +78,10 @@ enum Prepared {
     Deferred(String),
     Ready {
         module: Box<dyn Module>,
+        /// The host the step runs on, when delegated to another one than the play's.
+        delegate: Option<String>,
+        /// The step registers a secret: its probe output and command output are never logged.
+        secret_output: bool,
         /// `sensitive = true` on the step: nothing of its content reaches output or logs.
         sensitive: bool,
     },
@@ -172,7 +181,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 break 'rounds;
             }
             let started = Instant::now();
-            let name = display_name(ctx, renderer, step, &facts);
+            let name = step_name(ctx, renderer, step, &facts);
             ctx.reporter.event(&Event::StepStarted {
                 host: host.clone(),
                 step: name.clone(),
@@ -187,8 +196,51 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 started,
             };
             let reconnects = ctx.session.reconnections();
-            let result =
-                run_prepared(ctx, subject, step, &key, prep, output, recap.changed > 0).await;
+            let (mut result, mut value) =
+                run_prepared(ctx, &subject, step, &key, prep, output, recap.changed > 0).await;
+            let mut attempts = 1;
+            while result.status == Status::Failed
+                && attempts <= step.retries
+                && !ctx.mode.check
+                && !ctx.interrupt.requested()
+                && ctx.session.reconnections() == reconnects
+            {
+                ctx.log.write(
+                    "retry",
+                    &format!(
+                        "{name}: attempt {attempts} of {} failed; again in {}s",
+                        step.retries + 1,
+                        step.delay.as_secs()
+                    ),
+                );
+                tokio::time::sleep(step.delay).await;
+                attempts += 1;
+                let again = prepare(
+                    ctx,
+                    playbook,
+                    renderer,
+                    std::slice::from_ref(step),
+                    &facts,
+                    true,
+                );
+                (result, value) = match probe_all(ctx, &again).await {
+                    Ok(outs) => {
+                        let prep = again.into_iter().next().expect("one step prepared");
+                        let output = outs.into_iter().next().flatten();
+                        run_prepared(ctx, &subject, step, &key, prep, output, recap.changed > 0)
+                            .await
+                    }
+                    Err(e) => (subject.failed(ctx, format!("{e:#}")), None),
+                };
+            }
+            if result.status == Status::Failed && attempts > 1 {
+                result.message = result.message.map(|m| {
+                    format!(
+                        "gave up after {attempts} attempts, {}s apart: {m}",
+                        step.delay.as_secs()
+                    )
+                });
+            }
             // A failed step whose changes were attempted may have changed the host.
             let attempted = !result.changes.is_empty() && !ctx.mode.check;
             if result.status == Status::Failed
@@ -212,32 +264,36 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 next = index;
                 continue 'rounds;
             }
-            match report(ctx, &mut recap, result) {
-                Status::Failed => {
-                    if attempted {
-                        notified.extend(step.notify.iter().cloned());
-                    }
-                    stopped = true;
-                    break 'rounds;
-                }
-                Status::Changed => {
+            let status = report(ctx, &mut recap, result);
+            if status == Status::Failed {
+                if attempted {
                     notified.extend(step.notify.iter().cloned());
-                    if !ctx.mode.check {
-                        // The host moved: later steps are probed again, with fresh facts.
-                        next = index + 1;
-                        if !playbook.facts.is_empty() {
-                            match gather_or_report(ctx, playbook, &mut recap).await {
-                                Some(f) => facts = f,
-                                None => {
-                                    stopped = true;
-                                    break 'rounds;
-                                }
-                            }
+                }
+                stopped = true;
+                break 'rounds;
+            }
+            let registered = keep_registered(ctx, step, status, value);
+            if status == Status::Changed {
+                notified.extend(step.notify.iter().cloned());
+            }
+            if status == Status::Changed && !ctx.mode.check {
+                // The host moved: later steps are probed again, with fresh facts.
+                next = index + 1;
+                if !playbook.facts.is_empty() {
+                    match gather_or_report(ctx, playbook, &mut recap).await {
+                        Some(f) => facts = f,
+                        None => {
+                            stopped = true;
+                            break 'rounds;
                         }
-                        continue 'rounds;
                     }
                 }
-                _ => {}
+                continue 'rounds;
+            }
+            if registered {
+                // Later steps may read the new value (in `when` too): render them again.
+                next = index + 1;
+                continue 'rounds;
             }
         }
         break;
@@ -300,7 +356,9 @@ async fn run_handlers(
             Ok(outputs) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
-                run_prepared(ctx, subject, handler, key, prep, output, true).await
+                run_prepared(ctx, &subject, handler, key, prep, output, true)
+                    .await
+                    .0
             }
             Err(e) => subject.failed(ctx, format!("{e:#}")),
         };
@@ -334,17 +392,29 @@ fn prepare(
     facts: &BTreeMap<String, String>,
     honour_tags: bool,
 ) -> Vec<Prepared> {
-    let vars = host_context(ctx.inventory, ctx.host, ctx.secrets, facts);
+    let vars = host_context_with(
+        ctx.inventory,
+        ctx.host,
+        ctx.secrets,
+        facts,
+        &ctx.registry.snapshot(),
+    );
     steps
         .iter()
         .map(|step| {
             if honour_tags && !ctx.tags.allows(&step.tags) {
                 return Prepared::Skip("excluded by tags".into());
             }
+            let delegate = match delegate_of(ctx, step) {
+                Ok(d) => d,
+                Err(e) => return Prepared::Broken(e),
+            };
             match build_step(playbook, renderer, step, &vars, facts, &ctx.local_dir) {
                 Ok(Some(module)) => Prepared::Ready {
                     module,
+                    delegate,
                     sensitive: step.sensitive,
+                    secret_output: step.register_secret,
                 },
                 Ok(None) => Prepared::Skip("`when` is false".into()),
                 Err(RenderError::FactNotKnownYet(f)) => Prepared::Deferred(f),
@@ -352,6 +422,68 @@ fn prepare(
             }
         })
         .collect()
+}
+
+/// The host a step is delegated to, when that is another host than the play's.
+fn delegate_of(ctx: &PlayCtx<'_>, step: &Step) -> Result<Option<String>, String> {
+    let Some(target) = &step.delegate_to else {
+        return Ok(None);
+    };
+    let host = resolve_delegate(ctx.inventory, target)?;
+    Ok((host.name != ctx.host.name).then(|| host.name.clone()))
+}
+
+/// The name shown for a step: rendered, and naming the host it is delegated to.
+fn step_name(
+    ctx: &PlayCtx<'_>,
+    renderer: &Renderer,
+    step: &Step,
+    facts: &BTreeMap<String, String>,
+) -> String {
+    let name = display_name(ctx, renderer, step, facts);
+    match delegate_of(ctx, step) {
+        Ok(Some(d)) => format!("{name} (on {d})"),
+        _ => name,
+    }
+}
+
+/// Keeps a step's registered value (masked from now on when secret); true when one was kept.
+fn keep_registered(ctx: &PlayCtx<'_>, step: &Step, status: Status, value: Option<String>) -> bool {
+    let Some(name) = &step.register else {
+        return false;
+    };
+    let value = match (value, status) {
+        (Some(v), _) => v,
+        // In check mode the command that would print it did not run.
+        (None, Status::Changed) if ctx.mode.check => format!("<{name}: known after a real run>"),
+        _ => return false,
+    };
+    if step.register_secret {
+        // Whole and piece by piece: `TOKEN HASH` shown apart still shows neither.
+        let redactor = ctx.log.redactor();
+        redactor.add(&value);
+        for piece in value.lines().chain(value.split_whitespace()) {
+            redactor.add(piece.trim());
+        }
+    }
+    ctx.log.write(
+        "registered",
+        &format!("{name} = {}", ctx.log.redactor().redact(&value)),
+    );
+    ctx.registry.set(&ctx.host.name, name, value);
+    true
+}
+
+/// The session a prepared step runs on: its delegate's, or the play host's.
+fn session_for<'a>(ctx: &'a PlayCtx<'_>, delegate: Option<&str>) -> Result<&'a Session, String> {
+    match delegate {
+        None => Ok(ctx.session),
+        Some(d) => {
+            ctx.delegates.get(d).map(|c| &c.session).ok_or_else(|| {
+                format!("cannot run on {d}: no connection to it (see its error above)")
+            })
+        }
+    }
 }
 
 /// A step's name as shown: rendered for this host (`"role {{ db_user }}"` -> "role
@@ -365,7 +497,13 @@ fn display_name(
     if !step.name.contains("{{") {
         return step.name.clone();
     }
-    let vars = host_context(ctx.inventory, ctx.host, ctx.secrets, facts);
+    let vars = host_context_with(
+        ctx.inventory,
+        ctx.host,
+        ctx.secrets,
+        facts,
+        &ctx.registry.snapshot(),
+    );
     let name = renderer
         .render_text(&step.name, &vars)
         .unwrap_or_else(|_| step.name.clone());
@@ -447,11 +585,55 @@ async fn probe_all(
     let mut logged_script = String::new();
     // Indices into `prepared` are mapped to batch parts by position.
     let mut parts: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
-    for p in prepared {
+    // Delegated steps are probed on their own host, one by one, after the batch.
+    let mut delegated: BTreeMap<usize, Option<ProbeOutput>> = BTreeMap::new();
+    for (i, p) in prepared.iter().enumerate() {
         match p {
             Prepared::Ready {
                 module,
+                delegate: Some(d),
                 sensitive: step_sensitive,
+                secret_output: secret,
+            } => {
+                parts.push(None);
+                let script = module.probe(opts);
+                if script.trim().is_empty() {
+                    continue;
+                }
+                let session = match session_for(ctx, Some(d)) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        // Reported when the step runs: no output means "did not finish".
+                        delegated.insert(i, None);
+                        continue;
+                    }
+                };
+                let logged = if *step_sensitive {
+                    "(a sensitive step's probe, not logged)"
+                } else {
+                    script.as_str()
+                };
+                ctx.log.write(&format!("probe on {d}"), logged);
+                let out = session.exec(&script, module.probe_stdin()).await?;
+                let shown = if *secret || *step_sensitive || module.probe_is_sensitive() {
+                    "(sensitive output not logged)".to_string()
+                } else {
+                    format!("exit {}\n{}", out.exit_status, out.stdout_str())
+                };
+                ctx.log.write(&format!("probe result on {d}"), &shown);
+                delegated.insert(
+                    i,
+                    Some(ProbeOutput {
+                        exit_status: out.exit_status as i32,
+                        stdout: out.stdout_str(),
+                    }),
+                );
+            }
+            Prepared::Ready {
+                module,
+                sensitive: step_sensitive,
+                secret_output: secret,
+                ..
             } => {
                 let script = module.probe(opts);
                 if script.trim().is_empty() {
@@ -465,7 +647,7 @@ async fn probe_all(
                     if sensitive.len() <= part {
                         sensitive.resize(part + 1, false);
                     }
-                    sensitive[part] |= module.probe_is_sensitive() || *step_sensitive;
+                    sensitive[part] |= module.probe_is_sensitive() || *step_sensitive || *secret;
                     parts.push(Some(part));
                     if *step_sensitive {
                         logged_script.push_str(&format!(
@@ -479,8 +661,22 @@ async fn probe_all(
             _ => parts.push(None),
         }
     }
+    let take_delegated = |parts: Vec<Option<usize>>, parsed: &[Option<(i32, String)>]| {
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| match (delegated.get(&i), part) {
+                (Some(out), _) => out.clone(),
+                (None, None) => Some(ProbeOutput::default()),
+                (None, Some(p)) => parsed[p].clone().map(|(exit_status, stdout)| ProbeOutput {
+                    exit_status,
+                    stdout,
+                }),
+            })
+            .collect::<Vec<_>>()
+    };
     if batch.is_empty() {
-        return Ok(parts.iter().map(|_| Some(ProbeOutput::default())).collect());
+        return Ok(take_delegated(parts, &[]));
     }
     ctx.log.write("probe", &logged_script);
     let input = Some(batch.input()).filter(|i| !i.is_empty());
@@ -500,47 +696,50 @@ async fn probe_all(
     if !out.stderr.is_empty() {
         ctx.log.write("probe stderr", &out.stderr_str());
     }
-    Ok(parts
-        .into_iter()
-        .map(|part| match part {
-            None => Some(ProbeOutput::default()),
-            Some(i) => parsed[i].clone().map(|(exit_status, stdout)| ProbeOutput {
-                exit_status,
-                stdout,
-            }),
-        })
-        .collect())
+    Ok(take_delegated(parts, &parsed))
 }
 
+/// Plans and applies one prepared step; also returns the value `register` would keep.
 async fn run_prepared(
     ctx: &PlayCtx<'_>,
-    subject: Subject<'_>,
+    subject: &Subject<'_>,
     step: &Step,
     playbook_key: &str,
     prep: Prepared,
     output: Option<ProbeOutput>,
     earlier_would_change: bool,
-) -> StepResult {
+) -> (StepResult, Option<String>) {
     let skipped = |why: String| subject.finished(ctx, Status::Skipped, vec![], vec![], Some(why));
-    let (module, sensitive) = match prep {
-        Prepared::Ready { module, sensitive } => (module, sensitive),
-        Prepared::Skip(why) => return skipped(why),
-        Prepared::Broken(msg) => return subject.failed(ctx, msg),
+    let (module, delegate, sensitive, secret_output) = match prep {
+        Prepared::Ready {
+            module,
+            delegate,
+            sensitive,
+            secret_output,
+        } => (module, delegate, sensitive, secret_output),
+        Prepared::Skip(why) => return (skipped(why), None),
+        Prepared::Broken(msg) => return (subject.failed(ctx, msg), None),
         Prepared::Deferred(fact) => {
             let msg = format!("needs fact `{fact}`, which the host does not report yet");
-            return if ctx.mode.check {
+            let result = if ctx.mode.check {
                 // An earlier step would provide it; in check mode that step did not run.
                 skipped(format!("{msg} (an earlier step would provide it)"))
             } else {
                 subject.failed(ctx, msg)
             };
+            return (result, None);
         }
     };
+    let session = match session_for(ctx, delegate.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return (subject.failed(ctx, e), None),
+    };
     let Some(output) = output else {
-        return subject.failed(
+        let result = subject.failed(
             ctx,
             "the probe did not finish (connection or shell died)".into(),
         );
+        return (result, None);
     };
     let changes = match module.plan(&output) {
         Ok(c) => c,
@@ -548,15 +747,20 @@ async fn run_prepared(
         // brings a unit) did not run, so what this one manages may not exist yet: say so,
         // don't fail. Any other planning error (a probe that did not answer) fails.
         Err(e) if ctx.mode.check && earlier_would_change && e.is_not_yet() => {
-            return skipped(format!(
+            let result = skipped(format!(
                 "cannot be planned before earlier changes are made: {e}"
             ));
+            return (result, None);
         }
-        Err(_) if sensitive => return subject.failed(ctx, SENSITIVE_FAILURE.into()),
-        Err(e) => return subject.failed(ctx, e.to_string()),
+        Err(_) if sensitive => return (subject.failed(ctx, SENSITIVE_FAILURE.into()), None),
+        Err(e) => return (subject.failed(ctx, e.to_string()), None),
     };
+    let probed_value = module.registered_value(&output);
     if changes.is_empty() {
-        return subject.finished(ctx, Status::Ok, vec![], vec![], None);
+        return (
+            subject.finished(ctx, Status::Ok, vec![], vec![], None),
+            probed_value,
+        );
     }
     // A sensitive step's changes go through the same choke point with a muted log; output and
     // events name how many changes were made, not what they were.
@@ -588,7 +792,7 @@ async fn run_prepared(
         Vec::new()
     };
     let apply_ctx = ApplyCtx {
-        session: ctx.session,
+        session,
         mode: ctx.mode,
         log,
         cache_dir: &ctx.cache_dir,
@@ -597,11 +801,15 @@ async fn run_prepared(
     };
     let limit = deadline::limit_for(step, module.as_ref());
     let mut applied = 0;
+    let mut printed = None;
     let mut failure = None;
     for change in &changes {
+        if let Some(d) = &delegate {
+            ctx.log.write("delegated to", d);
+        }
         // A signal lets the running change finish, within a bound.
         let outcome = tokio::select! {
-            r = apply(&apply_ctx, change, limit) => r,
+            r = apply(&apply_ctx, change, limit, secret_output) => r,
             _ = ctx.interrupt.grace_over() => Err(anyhow::anyhow!(
                 "interrupted: the change did not finish within {}s of the signal and was stopped{}",
                 GRACE.as_secs(),
@@ -613,7 +821,10 @@ async fn run_prepared(
             )),
         };
         match outcome {
-            Ok(()) => applied += 1,
+            Ok(out) => {
+                applied += 1;
+                printed = out.or(printed);
+            }
             Err(e) => {
                 // The change may have been made even so: its handlers are owed.
                 applied += 1;
@@ -642,7 +853,7 @@ async fn run_prepared(
                     ),
                 );
                 result.changes = sentences;
-                return result;
+                return (result, None);
             }
         }
     }
@@ -654,9 +865,13 @@ async fn run_prepared(
         };
         let mut result = subject.failed(ctx, why);
         result.changes = sentences;
-        return result;
+        return (result, None);
     }
-    subject.finished(ctx, Status::Changed, sentences, diffs, None)
+    let value = probed_value.or_else(|| printed.map(|p| p.trim().to_string()));
+    (
+        subject.finished(ctx, Status::Changed, sentences, diffs, None),
+        value,
+    )
 }
 
 /// What a failed sensitive step says instead of its error (which may quote content or commands).

@@ -845,3 +845,173 @@ fn a_login_without_passwordless_sudo_is_told_so_with_sudos_message() {
     assert!(text.contains("NOPASSWD"), "{text}");
     assert!(!text.contains("did not finish"), "{text}");
 }
+
+/// A master `m` (logging in as the sudo user, so its commands see $SUDO_USER) and two workers
+/// `a`, `b` (root), all on the test sshd, each at its own loopback address.
+fn cluster_project(sshd: &TestSshd) -> Project {
+    let p = Project::new(sshd, &[]);
+    let mut inv = fs::read_to_string(p.path("inventory.toml")).unwrap();
+    inv.push_str(&format!(
+        "\n[hosts.m]\naddress = \"127.0.0.1\"\nroles = [\"master\"]\nuser = \"{SUDO_USER}\"\n\
+         \n[hosts.a]\naddress = \"127.0.0.2\"\nroles = [\"worker\"]\nuser = \"root\"\n\
+         \n[hosts.b]\naddress = \"127.0.0.3\"\nroles = [\"worker\"]\nuser = \"root\"\n"
+    ));
+    p.write("inventory.toml", &inv);
+    p
+}
+
+/// Each worker has a token minted "on the master" (a delegated step) and registered as a
+/// secret, then reads it on stdin; a read-only query registers who ran it.
+const REGISTER_AND_DELEGATE: &str = r#"
+name = "join"
+hosts = "worker"
+
+[[steps]]
+name = "who answers on the master"
+delegate_to = "master"
+command = { cmd = "echo ${SUDO_USER:-direct}", read_only = true }
+register = "who"
+
+[[steps]]
+name = "mint a token on the master"
+delegate_to = "m"
+command = { cmd = "t=tok-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')-{{ host.name }}; echo \"$t\" >> {{ root }}/minted; echo \"$t\"" }
+register = "token"
+register_secret = true
+
+[[steps]]
+name = "the worker reads the token on stdin"
+command = { cmd = "cat > {{ root }}/{{ host.name }}.got", stdin = "{{ registered[host.name].token }} by {{ registered[host.name].who }}" }
+"#;
+
+#[test]
+fn a_value_registered_on_the_delegate_reaches_the_play_host_and_a_secret_one_is_never_shown() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    p.write("playbooks/join.toml", REGISTER_AND_DELEGATE);
+    let run = p.run("playbooks/join.toml", &["-v"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let minted = fs::read_to_string(p.remote("minted")).unwrap();
+    let tokens: Vec<&str> = minted.lines().collect();
+    assert_eq!(tokens.len(), 2, "one token per worker: {minted}");
+    for host in ["a", "b"] {
+        let got = fs::read_to_string(p.remote(&format!("{host}.got"))).unwrap();
+        let token = tokens
+            .iter()
+            .find(|t| t.ends_with(&format!("-{host}")))
+            .unwrap();
+        // Minted on the master's connection (the sudo user), for this worker, read on stdin.
+        assert_eq!(got, format!("{token} by {SUDO_USER}"));
+        assert!(
+            !run.all().contains(token),
+            "token in output:\n{}",
+            run.all()
+        );
+        assert!(!p.logs().contains(token), "token in the logs");
+    }
+    let steps: Vec<String> = run
+        .events()
+        .into_iter()
+        .filter(|e| e["type"] == "step")
+        .map(|e| format!("{} {} {}", e["host"], e["step"], e["status"]))
+        .collect();
+    assert!(
+        steps.contains(&"\"a\" \"mint a token on the master (on m)\" \"changed\"".to_string()),
+        "{steps:?}"
+    );
+    assert!(
+        steps.contains(&"\"b\" \"who answers on the master (on m)\" \"ok\"".to_string()),
+        "a read-only query is never a change: {steps:?}"
+    );
+}
+
+#[test]
+fn a_secret_on_a_command_line_is_refused() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    p.write(
+        "playbooks/leak.toml",
+        "name = \"leak\"\nhosts = \"master\"\n[[steps]]\nname = \"argv\"\ncommand = { cmd = \"echo {{ secrets.app_token }} > {{ root }}/leaked\" }\n",
+    );
+    let run = p.run("playbooks/leak.toml", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("secret would be on the command line"),
+        "{}",
+        run.all()
+    );
+    assert!(!p.remote("leaked").exists());
+    assert!(!run.all().contains(SECRET));
+}
+
+#[test]
+fn retries_wait_for_a_step_to_succeed_within_a_bound() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    // Fails twice, then succeeds: a counter on the host says how often it was tried.
+    p.write(
+        "playbooks/wait.toml",
+        r#"
+name = "wait"
+hosts = "master"
+[[steps]]
+name = "ready on the third try"
+command = { cmd = "n=$(cat {{ root }}/count 2>/dev/null || echo 0); echo $((n + 1)) > {{ root }}/count; [ $n -ge 2 ]", read_only = true }
+retries = 5
+delay = "1s"
+"#,
+    );
+    let run = p.run("playbooks/wait.toml", &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(fs::read_to_string(p.remote("count")).unwrap().trim(), "3");
+    p.write(
+        "playbooks/never.toml",
+        "name = \"never\"\nhosts = \"master\"\n[[steps]]\nname = \"never ready\"\ncommand = { cmd = \"echo not yet; echo x >> {{ root }}/tries; false\", read_only = true }\nretries = 2\ndelay = 0\n",
+    );
+    let run = p.run("playbooks/never.toml", &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("gave up after 3 attempts"),
+        "{}",
+        run.all()
+    );
+    assert!(run.all().contains("not yet"), "{}", run.all());
+    assert_eq!(
+        fs::read_to_string(p.remote("tries"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn delegating_to_a_role_of_two_hosts_is_bad_input_with_the_line() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    p.write(
+        "playbooks/bad.toml",
+        "name = \"bad\"\nhosts = \"master\"\n\n[[steps]]\nname = \"where\"\ndelegate_to = \"worker\"\ncommand = { cmd = \"touch {{ root }}/touched\" }\n",
+    );
+    let run = p.run("playbooks/bad.toml", &[]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.all().contains("bad.toml:4"), "{}", run.all());
+    assert!(run.all().contains("2 hosts"), "{}", run.all());
+    assert!(!p.remote("touched").exists());
+}
+
+#[test]
+fn a_delegate_outside_the_limit_runs_only_the_delegated_steps() {
+    let sshd = TestSshd::start();
+    let p = cluster_project(&sshd);
+    p.write(
+        "playbooks/both.toml",
+        "name = \"both\"\nhosts = [\"master\", \"worker\"]\n[[steps]]\nname = \"own\"\ncommand = { cmd = \"touch {{ root }}/own-{{ host.name }}\" }\n[[steps]]\nname = \"via master\"\ndelegate_to = \"master\"\ncommand = { cmd = \"touch {{ root }}/via-{{ host.name }}\" }\n",
+    );
+    let run = p.run("playbooks/both.toml", &["--limit", "a"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(p.remote("own-a").exists() && p.remote("via-a").exists());
+    // Regression: `reset --limit worker` reset the master too (it was connected as a delegate).
+    assert!(!p.remote("own-m").exists(), "the delegate ran its own play");
+    assert!(!p.remote("own-b").exists());
+}

@@ -481,7 +481,8 @@ check_all_converged() {
   check "all: exits 0" exit_code_is 0 bootstrap_json all-final --skip-tags manifests all
   check "all: changes nothing on the converged lab" summary_is all-final changed 0
   check "all: nothing failed or unreachable" summary_ok all-final
-  check "master: not built yet, says so and exits 2" exit_code_is 2 bootstrap_plain master-missing master
+  check "master: a rerun on the converged lab exits 0" exit_code_is 0 bootstrap_json master-final master
+  check "master: ... and changes 0" summary_is master-final changed 0
 }
 
 # ---------------------------------------------------------------- firewall lock-out guard
@@ -718,4 +719,120 @@ elk_standin_refuses() {
     echo "exit $rc: $out"
     test "$rc" = 78
     echo "$out" | grep -qF "setting [cluster.initial_master_nodes] is not allowed when [discovery.type] is set to [single-node]"'
+}
+
+# ---------------------------------------------------------------- Kubernetes (issue 9)
+# In the container lab kubeadm, the kubelet, kubectl, the API and Calico are stand-ins
+# (tests/lab/standins); swap, modules, sysctls, containerd, apt holds, files and services are real.
+
+K8S_STEP_TOKEN="a fresh join token minted on the master (short TTL) (on master)"
+K8S_STEP_JOIN="kubeadm join (configuration on stdin)"
+K8S_STEP_STALE="stale node record removed from the API (on master)"
+K8S_STEP_LEFTOVERS="leftovers of an earlier join reset (kubeadm reset)"
+
+kubectl_on_master() { on_host master "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf $1"; }
+node_ready() { kubectl_on_master "wait --for=condition=Ready node/$1 --timeout=30s"; }
+node_unknown() {
+  local out
+  out="$(kubectl_on_master "get node $1 -o name" 2>&1)" && { echo "node $1 is still known: $out"; return 1; }
+  grep -q NotFound <<<"$out" || { echo "$out"; return 1; }
+}
+
+node_address_is() {
+  local got
+  got="$(kubectl_on_master "get node $1 -o jsonpath='{.status.addresses[?(@.type==\"InternalIP\")].address}'")"
+  [[ $got == "$2" ]] || { echo "InternalIP of $1 is '$got', expected $2"; return 1; }
+}
+
+k8s_version() { toml_get "$INVENTORY" vars.kubernetes_version; }
+
+node_prerequisites_hold() {
+  local h="$1" v
+  v="$(k8s_version)-1.1"
+  on_host "$h" "set -e
+    export PATH=\"\$PATH:/usr/sbin:/sbin\"
+    [ -z \"\$(swapon --show --noheadings)\" ]
+    ! grep -Eq '^[^#[:space:]][^[:space:]]*[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab
+    [ \"\$(sysctl -n net.ipv4.ip_forward)\" = 1 ]
+    [ \"\$(sysctl -n net.bridge.bridge-nf-call-iptables)\" = 1 ]
+    [ \"\$(sysctl -n net.bridge.bridge-nf-call-ip6tables)\" = 1 ]
+    grep -qx overlay /etc/modules-load.d/overlay.conf && grep -qx br_netfilter /etc/modules-load.d/br_netfilter.conf
+    grep -q 'SystemdCgroup = true' /etc/containerd/config.toml && systemctl is-active --quiet containerd
+    for p in kubelet kubeadm kubectl; do
+      [ \"\$(dpkg-query -W -f='\${Version}' \$p)\" = '$v' ]
+      apt-mark showhold | grep -qx \$p
+    done
+    grep -q -- '--node-ip=$(host_addr "$h")' /etc/default/kubelet"
+}
+
+admin_kubeconfig_fetched() {
+  local f
+  f="$(dirname "$INVENTORY")/.bootstrap/kubeconfig"
+  [[ $(stat -c %a "$f") == 600 ]] || { echo "$f is mode $(stat -c %a "$f")"; return 1; }
+  grep -q "server: https://$(host_addr master):$(toml_get "$INVENTORY" vars.api_port)" "$f" || { grep server: "$f"; return 1; }
+}
+
+# Anything shaped like a bootstrap token (6.16 characters) in the outputs, events and logs.
+no_join_token_anywhere() {
+  local hits
+  hits="$(grep -rlE '(^|[^a-z0-9])[a-z0-9]{6}\.[a-z0-9]{16}([^a-z0-9]|$)' "$LAB_LOGS" "$(state_logs)" 2>/dev/null)" || return 0
+  printf 'token-shaped text in:\n%s\n' "$hits"
+  return 1
+}
+
+# The master's part on its own: `bootstrap master` converges and the node is Ready.
+check_kubernetes_master() {
+  check_converges master master
+  check "master: node prerequisites (swap, modules, sysctls, containerd, held packages, node IP)" node_prerequisites_hold master
+  check "master: node master is Ready" node_ready master
+  check "master: its InternalIP is its inventory address" node_address_is master "$(host_addr master)"
+  check "master: Calico's calico-node is rolled out" kubectl_on_master "-n kube-system rollout status daemonset/calico-node --timeout=30s"
+  check "master: admin kubeconfig fetched to the admin machine (0600, server = master address)" admin_kubeconfig_fetched
+  check "master: the login user's kubectl reaches the cluster" on_host master "kubectl get node master -o name"
+}
+
+# After check_worker (whose `bootstrap worker` runs the join too).
+check_kubernetes() {
+  local pw before inv_overlap
+  pw="$(secret_value db_password)"
+  check "worker: node prerequisites hold" node_prerequisites_hold worker
+  check "worker: node worker is Ready (asked on the master)" node_ready worker
+  check "worker: its InternalIP is its inventory address" node_address_is worker "$(host_addr worker)"
+  check_converges all-k8s all
+
+  before="$(worker_state)"
+  on_host worker "sudo rm -f /etc/kubernetes/kubelet.conf"
+  check "rejoin: after kubelet.conf is deleted, all exits 0" exit_code_is 0 bootstrap_json rejoin all
+  check "rejoin: only the join steps changed" changed_steps_are rejoin \
+    "$(printf 'worker\t%s\n' "$K8S_STEP_TOKEN" "$K8S_STEP_JOIN" "$K8S_STEP_LEFTOVERS" "$K8S_STEP_STALE" | sort)"
+  check "rejoin: worker is Ready again" node_ready worker
+  check "rejoin: PostgreSQL and its firewall are unchanged" test "$(worker_state)" = "$before"
+
+  inv_overlap="$(dirname "$INVENTORY")/inventory-overlap.toml"
+  sed 's|^pod_cidr = .*|pod_cidr = "'"$(host_addr worker | cut -d. -f1-3)"'.0/24"|' "$INVENTORY" >"$inv_overlap"
+  check "an overlapping pod CIDR stops with exit 2 before any connection" overlap_refused "$inv_overlap"
+
+  check "reset without --yes and without a terminal refuses (exit 2)" exit_code_is 2 bootstrap_plain reset-no-tty reset --limit worker
+  before="$(worker_state)"
+  check "reset --limit worker --yes exits 0" exit_code_is 0 bootstrap_json reset reset --limit worker --yes
+  check "reset: the worker's kubelet.conf is gone" on_host worker "! test -e /etc/kubernetes/kubelet.conf"
+  check "reset: the API no longer knows the worker" node_unknown worker
+  check "reset: PostgreSQL and its firewall are unchanged" test "$(worker_state)" = "$before"
+  check "reset: PostgreSQL still runs with its database" on_host worker \
+    "sudo -u postgres psql -Atc \"select 1 from pg_database where datname = '$(toml_get "$INVENTORY" vars.db_name)'\" | grep -qx 1"
+  check "after reset, all exits 0" exit_code_is 0 bootstrap_json after-reset all
+  check "after reset, the worker is Ready again" node_ready worker
+  check "after reset: the second all changes 0" exit_code_is 0 bootstrap_json after-reset-2 all
+  check "after reset: ... and reports 0 changed" summary_is after-reset-2 changed 0
+  check_worker_access "$pw" " (after the Kubernetes checks)"
+  check "the join tokens are in no output, --json event or log" no_join_token_anywhere
+}
+
+# `bootstrap check` connects to nothing: until the inventory checks refuse the CIDR it cannot
+# change the lab either (a run with that pod CIDR would rewrite the worker's firewall).
+overlap_refused() {
+  local rc=0 out
+  out="$("$BOOTSTRAP_BIN" -i "$1" check 2>&1)" || rc=$?
+  ((rc == 2)) || { echo "exit $rc"; printf '%s\n' "$out" | tail -5; return 1; }
+  grep -q 'pod_cidr' <<<"$out" || { echo "no word of pod_cidr:"; printf '%s\n' "$out" | tail -5; return 1; }
 }

@@ -155,6 +155,33 @@ Acquire::http::Proxy "http://$LAB_HOST_IP:$LAB_PROXY_PORT";
 Acquire::http::Proxy::$LAB_HOST_IP "DIRECT";
 Acquire::Retries "3";
 EOF
+  give_kernel_modules "$root"
+}
+
+# The machines share the host's kernel: they cannot load modules, the host must have them
+# (tests/lab/README.md). Load overlay and br_netfilter on the host where it can; when the
+# host kernel has them built in but ships no /lib/modules (a VM kernel such as this CI's),
+# tell the machines what the kernel really has, in the file a distribution kernel ships.
+give_kernel_modules() {
+  local root="$1" kver builtin=()
+  kver="$(uname -r)"
+  if command -v modprobe >/dev/null 2>&1; then modprobe -a overlay br_netfilter 2>/dev/null || true; fi
+  if [[ -d /lib/modules/$kver ]]; then
+    mkdir -p "$root/lib/modules/$kver"
+    cp /lib/modules/"$kver"/modules.builtin* "$root/lib/modules/$kver/" 2>/dev/null || true
+    return 0
+  fi
+  # Built in = present without a loadable module's initstate (the machines do not see the
+  # host's /sys/module, so they are told through modules.builtin).
+  if grep -qw overlay /proc/filesystems && [[ ! -e /sys/module/overlay/initstate ]]; then
+    builtin+=("kernel/fs/overlayfs/overlay.ko")
+  fi
+  if [[ -d /proc/sys/net/bridge && ! -e /sys/module/br_netfilter/initstate ]]; then
+    builtin+=("kernel/net/bridge/br_netfilter.ko")
+  fi
+  ((${#builtin[@]})) || return 0
+  mkdir -p "$root/lib/modules/$kver"
+  printf '%s\n' "${builtin[@]}" >"$root/lib/modules/$kver/modules.builtin"
 }
 
 # ---------------------------------------------------------------- network
@@ -433,6 +460,9 @@ lab_vars() {
   echo "elastic_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
   # Kibana for the admin machine and the cluster nodes only, so the outsider is refused.
   echo "kibana_allowed = [\"$LAB_HOST_IP\", \"${MACHINE_IP[master]}\", \"${MACHINE_IP[worker]}\"]"
+  # Debian bookworm's real containerd is 1.6.20, older than the containerd project lists for
+  # Kubernetes 1.35; the lab's stand-in kubelet only needs its CRI socket to answer.
+  echo 'containerd_min_version = "1.6.20"'
 }
 
 random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | cut -c1-24; }

@@ -61,7 +61,10 @@ check_ssh_from_outsider
 check_secrets_init
 check_smoke "$LAB_DIR/playbooks/smoke.toml"
 # Role issues append their checks here (see checks.sh).
+# The control plane first: `bootstrap worker` joins the worker to it.
+check_kubernetes_master
 check_worker
+check_kubernetes
 check_elk
 check_firewall_lockout_guard "$LAB_DIR/playbooks/lockout.toml"
 check_firewall_rollback_left_behind
