@@ -223,7 +223,9 @@ fn probe_facts(
                 .lines()
                 .filter_map(|l| l.strip_prefix("pg_error="))
                 .collect();
-            Err(PlanError(format!(
+            // Not yet, when an earlier step would start the server (check mode after a
+            // stopped cluster unit); in a real run the runner still fails the step.
+            Err(PlanError::not_yet(format!(
                 "PostgreSQL does not answer as the postgres user: {}",
                 why.join(" ")
             )))
@@ -794,5 +796,21 @@ mod tests {
         let gone = role(&format!("name = \"{name}\"\nstate = \"absent\"")).unwrap();
         apply(&gone.plan(&run_probe(&gone)).unwrap());
         assert_eq!(gone.plan(&run_probe(&gone)).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn stopped_server_was_a_hard_planning_error_in_check_mode() {
+        let probe = ProbeOutput {
+            exit_status: 0,
+            stdout: "pg=down\npg_error=connection to server failed\n".into(),
+        };
+        let err = probe_facts(&probe).unwrap_err();
+        assert!(err.is_not_yet(), "{err}");
+        assert!(err.to_string().contains("connection to server failed"));
+        let garbled = ProbeOutput {
+            exit_status: 2,
+            stdout: "nonsense\n".into(),
+        };
+        assert!(!probe_facts(&garbled).unwrap_err().is_not_yet());
     }
 }
