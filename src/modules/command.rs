@@ -159,7 +159,9 @@ impl Module for Command {
         if self.read_only {
             if probe.exit_status != 0 {
                 let said = probe.stdout.trim();
-                return Err(PlanError(format!(
+                // "Not yet": a query such as "is this node Ready" fails in --check on a fresh
+                // host because the steps before it did not run; a real run still fails it.
+                return Err(PlanError::not_yet(format!(
                     "`{}` failed (exit {}){}{}",
                     self.short(),
                     probe.exit_status,
@@ -364,6 +366,9 @@ creates = """#,
             err.0.contains("exit 3") && err.0.contains("not ready"),
             "{err}"
         );
+        // Regression: `--check` on a fresh worker failed at "this node is Ready" although the
+        // join before it would have run.
+        assert!(err.is_not_yet(), "{err}");
         // A command that changes things registers what it printed when run, not a probe.
         assert_eq!(
             command("cmd = \"x\"")
