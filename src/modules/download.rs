@@ -422,4 +422,23 @@ mod tests {
         assert_eq!(entries(cache.path()), vec![sha]);
         assert!(fetch_to_cache("http://127.0.0.1:1/x", "nothex", cache.path()).is_err());
     }
+
+    #[test]
+    fn fetch_key_returns_the_pinned_key_and_refuses_another() {
+        let gpg = crate::modules::openpgp::testing::Gpg::with_keys(&["repo"]);
+        let fpr = gpg.fingerprints().remove(0);
+        let other = crate::modules::openpgp::testing::Gpg::with_keys(&["intruder"]);
+        let good = gpg.export(true, "");
+        let (port, server) = http_server(vec![(200, good.clone()), (200, other.export(true, ""))]);
+        let key = fetch_key(&format!("http://127.0.0.1:{port}/Release.key"), &fpr).unwrap();
+        assert_eq!(key, good);
+        let err = fetch_key(&format!("http://127.0.0.1:{port}/Release.key"), &fpr).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("refusing the key from http://127.0.0.1"),
+            "{msg}"
+        );
+        assert!(msg.contains("but the pin is"), "{msg}");
+        server.join().unwrap();
+    }
 }
