@@ -1160,16 +1160,22 @@ mod tests {
         assert!(!yml.contains("password:"), "{yml}");
     }
 
-    /// The shipped inventory with a stand-in key pin: the real one is not known here (see
-    /// inventory.toml), everything else is as shipped.
-    fn shipped_inventory_with_a_key_pin() -> (Inventory, tempfile::TempDir) {
+    fn shipped_inventory() -> Inventory {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        Inventory::load(&root.join("inventory.toml")).unwrap()
+    }
+
+    /// The shipped inventory with one `[vars]` line replaced.
+    fn shipped_inventory_with_var(var: &str, value: &str) -> (Inventory, tempfile::TempDir) {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(root.join("inventory.toml")).unwrap();
-        let pinned: String = text
+        let prefix = format!("{var} =");
+        assert!(text.lines().any(|l| l.starts_with(&prefix)), "no {var}");
+        let changed: String = text
             .lines()
             .map(|l| {
-                if l.starts_with("k8s_repo_key_sha256") {
-                    format!("k8s_repo_key_sha256 = \"{}\"", "ab".repeat(32))
+                if l.starts_with(&prefix) {
+                    format!("{var} = {value:?}")
                 } else {
                     l.to_string()
                 }
@@ -1177,7 +1183,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("inventory.toml"), pinned).unwrap();
+        std::fs::write(dir.path().join("inventory.toml"), changed).unwrap();
         (
             Inventory::load(&dir.path().join("inventory.toml")).unwrap(),
             dir,
@@ -1190,8 +1196,8 @@ mod tests {
     }
 
     #[test]
-    fn every_shipped_playbook_validates_against_the_shipped_inventory_once_the_key_is_pinned() {
-        let (inventory, _dir) = shipped_inventory_with_a_key_pin();
+    fn every_shipped_playbook_validates_against_the_shipped_inventory() {
+        let inventory = shipped_inventory();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
         for name in [
             "node.toml",
@@ -1206,18 +1212,27 @@ mod tests {
     }
 
     #[test]
-    fn the_unpinned_repository_key_of_the_shipped_inventory_is_refused() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
-        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+    fn the_shipped_inventory_pins_the_k8s_key_by_its_published_fingerprint_and_needs_a_pin() {
         let node = shipped_playbook("node.toml");
-        let err = validate(&inventory, &secrets, &[&node], None).unwrap_err();
-        assert!(err.message.contains("key_sha256"), "{err}");
+        let inventory = shipped_inventory();
+        assert_eq!(
+            inventory
+                .vars
+                .get("k8s_repo_key_fingerprint")
+                .and_then(|v| v.as_str()),
+            Some("DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436")
+        );
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        validate(&inventory, &secrets, &[&node], None).unwrap();
+        // Without the fingerprint nothing pins the key: refused, not installed unchecked.
+        let (unpinned, _dir) = shipped_inventory_with_var("k8s_repo_key_fingerprint", "");
+        let err = validate(&unpinned, &secrets, &[&node], None).unwrap_err();
+        assert!(err.message.contains("not pinned"), "{err}");
     }
 
     #[test]
     fn kubeadm_config_carries_the_inventory_addresses_cidrs_and_version() {
-        let (inventory, _dir) = shipped_inventory_with_a_key_pin();
+        let inventory = shipped_inventory();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
         let master = inventory.host("master").unwrap();
         let vars = runner::context::host_context(&inventory, master, &secrets, &BTreeMap::new());
@@ -1240,7 +1255,7 @@ mod tests {
 
     #[test]
     fn the_join_configuration_gets_the_token_and_hash_registered_on_the_master() {
-        let (inventory, _dir) = shipped_inventory_with_a_key_pin();
+        let inventory = shipped_inventory();
         let secrets = Secrets::placeholders(inventory.secret_names.keys());
         let worker = inventory.host("worker").unwrap();
         let join = shipped_playbook("join.toml");

@@ -7,15 +7,24 @@
 //! - `suite` (required): distribution, e.g. `"bookworm"`, or a flat-repository path ending in
 //!   `/` such as `"/"` (then `components` must be empty).
 //! - `components` (default `[]`): e.g. `["main"]`; required unless `suite` ends in `/`.
-//! - `key_url` (required): the repository's ASCII-armored signing key. It is downloaded on the
-//!   admin machine and checked against `key_sha256` before anything reaches the host.
-//! - `key_sha256` (required): sha256 of the key file, 64 hex digits.
+//! - `key_url` (required): the repository's signing key (ASCII-armored or binary OpenPGP). It
+//!   is downloaded on the admin machine and checked against the pin before anything reaches
+//!   the host.
+//! - `key_sha256` or `key_fingerprint` (exactly one; an empty string counts as not given, so a
+//!   playbook can pass both inventory variables through and the inventory sets one):
+//!   - `key_sha256`: sha256 of the key file, 64 hex digits. The file must be exactly these bytes.
+//!   - `key_fingerprint`: the OpenPGP fingerprint of the repository's primary key, 40 hex digits,
+//!     spaces allowed, e.g. `"DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436"`. The file is
+//!     accepted only if it holds exactly one primary key (a version 4 key) with this
+//!     fingerprint; use it when the project publishes the fingerprint but the file's bytes
+//!     may change (new self-signatures, re-armored). An installed key with this fingerprint is
+//!     left alone.
 //! - `arch` (optional): limit the entry to architectures, e.g. `"amd64"` or `"amd64,arm64"`.
 //!
 //! ```toml
 //! [[steps]]
 //! name = "kubernetes apt repository"
-//! apt_repo = { name = "kubernetes", url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/", suite = "/", key_url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/Release.key", key_sha256 = "{{ k8s_repo_key_sha256 }}" }
+//! apt_repo = { name = "kubernetes", url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/", suite = "/", key_url = "https://pkgs.k8s.io/core:/stable:/v1.30/deb/Release.key", key_fingerprint = "{{ k8s_repo_key_fingerprint }}" }
 //! ```
 //!
 //! The entry is one line, `deb [signed-by=/etc/apt/keyrings/<name>.asc] URL SUITE COMPONENTS`,
@@ -25,6 +34,7 @@
 use super::*;
 use crate::error::InputError;
 use crate::transport::shell::quote;
+use base64::Engine as _;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -36,7 +46,10 @@ struct Args {
     #[serde(default)]
     components: Vec<String>,
     key_url: String,
-    key_sha256: String,
+    #[serde(default)]
+    key_sha256: Option<String>,
+    #[serde(default)]
+    key_fingerprint: Option<String>,
     #[serde(default)]
     arch: Option<String>,
 }
@@ -45,9 +58,18 @@ struct Args {
 pub struct AptRepo {
     pub name: String,
     pub key_url: String,
-    pub key_sha256: String,
+    pub key_pin: KeyPin,
     /// The sources line, newline-terminated.
     pub line: String,
+}
+
+/// How the downloaded key file is checked before it is uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPin {
+    /// sha256 of the file, lower-case hex.
+    Sha256(String),
+    /// OpenPGP fingerprint of its one primary key, 40 upper-case hex digits.
+    Fingerprint(String),
 }
 
 const KEYRINGS: &str = "/etc/apt/keyrings";
@@ -101,14 +123,41 @@ impl AptRepo {
                 "a suite ending in '/' (like \"/\") has no components; any other needs at least one",
             ));
         }
-        let sha_ok =
-            a.key_sha256.len() == 64 && a.key_sha256.bytes().all(|b| b.is_ascii_hexdigit());
-        if !sha_ok {
-            return Err(err(
-                format!("`key_sha256` {:?} is not 64 hex digits", a.key_sha256),
-                "compute it with: curl -fsSL KEY_URL | sha256sum",
-            ));
-        }
+        let given = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let key_pin =
+            match (given(a.key_sha256), given(a.key_fingerprint)) {
+                (Some(sha), None) => {
+                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(err(
+                            format!("`key_sha256` {sha:?} is not 64 hex digits"),
+                            "compute it with: curl -fsSL KEY_URL | sha256sum",
+                        ));
+                    }
+                    KeyPin::Sha256(sha.to_ascii_lowercase())
+                }
+                (None, Some(fpr)) => match openpgp::normalize_fingerprint(&fpr) {
+                    Some(fpr) => KeyPin::Fingerprint(fpr),
+                    None => {
+                        return Err(err(
+                            format!("`key_fingerprint` {fpr:?} is not 40 hex digits"),
+                            "give the OpenPGP fingerprint the repository publishes, e.g. \
+                         \"DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436\" (spaces allowed)",
+                        ))
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        "both `key_sha256` and `key_fingerprint` are given".into(),
+                        "pin the key one way: set the other to \"\" or leave it out",
+                    ))
+                }
+                (None, None) => return Err(err(
+                    "the signing key is not pinned: `key_sha256` or `key_fingerprint` is required"
+                        .into(),
+                    "give key_fingerprint = \"<the repository's published fingerprint>\" or \
+                     key_sha256 = \"<sha256 of the key file>\"",
+                )),
+            };
         let arch_ok = a.arch.as_deref().is_none_or(|s| {
             !s.is_empty()
                 && s.bytes()
@@ -134,7 +183,7 @@ impl AptRepo {
         }
         line.push('\n');
         Ok(AptRepo {
-            key_sha256: a.key_sha256.to_ascii_lowercase(),
+            key_pin,
             name: a.name,
             key_url: a.key_url,
             line,
@@ -172,6 +221,10 @@ impl Module for AptRepo {
              if [ -f {key} ]; then echo \"key_sha256=$(sha256sum < {key} | cut -d' ' -f1)\"; else echo key_sha256=none; fi\n\
              if [ -f {list} ]; then echo \"list_sha256=$(sha256sum < {list} | cut -d' ' -f1)\"; else echo list_sha256=none; fi\n"
         );
+        if matches!(self.key_pin, KeyPin::Fingerprint(_)) {
+            // The installed key itself, so the plan can read its fingerprint (a public key).
+            s += &format!("if [ -f {key} ]; then echo \"key_base64=$(base64 -w0 < {key})\"; fi\n");
+        }
         if opts.want_content {
             // The echo ends a last line that lacks its newline.
             s += &format!("if [ -f {list} ]; then sed 's/^/list_line=/' {list}; echo; fi\n");
@@ -196,19 +249,37 @@ impl Module for AptRepo {
                 },
             ));
         }
-        if field("key_sha256")? != self.key_sha256 {
+        let installed_sha = field("key_sha256")?;
+        let key_action = match &self.key_pin {
+            KeyPin::Sha256(sha) => (installed_sha != *sha).then(|| Action::Download {
+                url: self.key_url.clone(),
+                sha256: sha.clone(),
+                dest: self.key_path(),
+                attrs: root_file("0644"),
+            }),
+            KeyPin::Fingerprint(fpr) => {
+                let installed = kv.get("key_base64").and_then(|b| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.trim())
+                        .ok()
+                });
+                let pinned = installed.is_some_and(|key| openpgp::verify_key(&key, fpr).is_ok());
+                (!pinned).then(|| Action::DownloadKey {
+                    url: self.key_url.clone(),
+                    fingerprint: fpr.clone(),
+                    dest: self.key_path(),
+                    attrs: root_file("0644"),
+                })
+            }
+        };
+        if let Some(action) = key_action {
             changes.push(Change::new(
                 format!(
                     "install signing key {} from {}",
                     self.key_path(),
                     self.key_url
                 ),
-                Action::Download {
-                    url: self.key_url.clone(),
-                    sha256: self.key_sha256.clone(),
-                    dest: self.key_path(),
-                    attrs: root_file("0644"),
-                },
+                action,
             ));
         }
         let list_sha = field("list_sha256")?;
@@ -388,6 +459,128 @@ mod tests {
         assert_eq!(
             changes[0].diff,
             Some(("deb https://old/ /\n".to_string(), r.line.clone()))
+        );
+    }
+
+    const K8S_FPR: &str = "DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436";
+
+    fn k8s_pinned_by(pins: &str) -> Result<AptRepo, InputError> {
+        let args = format!(
+            "name = \"kubernetes\"\nurl = \"https://pkgs.k8s.io/core:/stable:/v1.35/deb/\"\n\
+             suite = \"/\"\nkey_url = \"https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key\"\n{pins}"
+        );
+        AptRepo::from_args(&toml::from_str(&args).unwrap(), &ctx())
+    }
+
+    #[test]
+    fn exactly_one_key_pin_is_required_and_an_empty_one_is_absent() {
+        let by_fpr =
+            k8s_pinned_by(&format!("key_fingerprint = \"{}\"", K8S_FPR.to_lowercase())).unwrap();
+        assert_eq!(
+            by_fpr.key_pin,
+            KeyPin::Fingerprint("DE15B14486CD377B9E876E1A234654DA9A296436".into())
+        );
+        // As node.toml passes both inventory variables: the empty one is not used.
+        let both_passed = k8s_pinned_by(&format!(
+            "key_sha256 = \"\"\nkey_fingerprint = \"{K8S_FPR}\""
+        ))
+        .unwrap();
+        assert_eq!(both_passed.key_pin, by_fpr.key_pin);
+        let by_sha =
+            k8s_pinned_by(&format!("key_sha256 = \"{SHA}\"\nkey_fingerprint = \"\"")).unwrap();
+        assert_eq!(by_sha.key_pin, KeyPin::Sha256(SHA.into()));
+        for (pins, says) in [
+            (
+                format!("key_sha256 = \"{SHA}\"\nkey_fingerprint = \"{K8S_FPR}\""),
+                "both",
+            ),
+            (String::new(), "not pinned"),
+            (
+                "key_sha256 = \"\"\nkey_fingerprint = \"\"".into(),
+                "not pinned",
+            ),
+            ("key_fingerprint = \"DE15 B144\"".into(), "40 hex digits"),
+            (
+                format!("key_fingerprint = \"{}\"", "Z".repeat(40)),
+                "40 hex digits",
+            ),
+        ] {
+            let e = k8s_pinned_by(&pins).unwrap_err();
+            assert!(e.message.contains(says), "{pins}: {}", e.message);
+            assert_eq!(e.line, Some(12), "{pins}");
+            assert!(e.hint.is_some(), "{pins}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_pin_installs_unless_the_installed_key_has_that_fingerprint() {
+        use base64::Engine as _;
+        let gpg = crate::modules::openpgp::testing::Gpg::with_keys(&["repo"]);
+        let fpr = gpg.fingerprints().remove(0);
+        let r = k8s_pinned_by(&format!("key_fingerprint = \"{fpr}\"")).unwrap();
+        assert!(r
+            .probe(ProbeOptions {
+                want_content: false
+            })
+            .contains("key_base64="));
+        let list_sha = sha256_hex(r.line.as_bytes());
+        let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+        let probe = |key: Option<&[u8]>| {
+            let mut s = format!("keyrings=yes\nkey_sha256=x\nlist_sha256={list_sha}\n");
+            if let Some(k) = key {
+                s += &format!("key_base64={}\n", b64(k));
+            }
+            out(&s)
+        };
+        // Installed and the right key, armored or binary: nothing to do.
+        assert_eq!(r.plan(&probe(Some(&gpg.export(true, "")))).unwrap(), vec![]);
+        assert_eq!(
+            r.plan(&probe(Some(&gpg.export(false, "")))).unwrap(),
+            vec![]
+        );
+        // Missing, another key, or garbage: download and check the fingerprint, then refresh.
+        let other = crate::modules::openpgp::testing::Gpg::with_keys(&["other"]);
+        for installed in [None, Some(other.export(true, "")), Some(b"junk".to_vec())] {
+            let changes = r.plan(&probe(installed.as_deref())).unwrap();
+            assert_eq!(changes.len(), 2, "{installed:?}");
+            assert_eq!(
+                changes[0].action,
+                Action::DownloadKey {
+                    url: "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key".into(),
+                    fingerprint: fpr.clone(),
+                    dest: "/etc/apt/keyrings/kubernetes.asc".into(),
+                    attrs: root_file("0644"),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_probe_reads_the_installed_key_back_intact() {
+        let gpg = crate::modules::openpgp::testing::Gpg::with_keys(&["repo"]);
+        let fpr = gpg.fingerprints().remove(0);
+        let r = k8s_pinned_by(&format!("key_fingerprint = \"{fpr}\"")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("kubernetes.asc");
+        std::fs::write(&key, gpg.export(true, "")).unwrap();
+        // The probe, pointed at a key in a scratch directory instead of /etc/apt/keyrings.
+        let script = r
+            .probe(ProbeOptions {
+                want_content: false,
+            })
+            .replace(&quote(&r.key_path()), &quote(key.to_str().unwrap()));
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let changes = r.plan(&out(&stdout)).unwrap();
+        assert!(
+            !changes
+                .iter()
+                .any(|c| c.summary.starts_with("install signing key")),
+            "{stdout}"
         );
     }
 

@@ -188,6 +188,34 @@ pub fn fetch_to_cache(url: &str, sha256: &str, cache_dir: &Path) -> anyhow::Resu
     Ok(cached)
 }
 
+/// Fetches the OpenPGP key at `url` on the admin machine and returns it only if it holds
+/// exactly the primary key `fingerprint` (see `openpgp::verify_key`). Keys are small; anything
+/// over 1 MiB is refused rather than read.
+pub fn fetch_key(url: &str, fingerprint: &str) -> anyhow::Result<Vec<u8>> {
+    const LIMIT: u64 = 1 << 20;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(15))
+        .timeout_read(std::time::Duration::from_secs(60))
+        .build();
+    let response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("downloading {url}"))?;
+    let mut key = Vec::new();
+    response
+        .into_reader()
+        .take(LIMIT + 1)
+        .read_to_end(&mut key)
+        .with_context(|| format!("reading {url}"))?;
+    anyhow::ensure!(
+        key.len() as u64 <= LIMIT,
+        "{url} is larger than 1 MiB: not a signing key"
+    );
+    super::openpgp::verify_key(&key, fingerprint)
+        .map_err(|e| anyhow::anyhow!("refusing the key from {url}: {e}"))?;
+    Ok(key)
+}
+
 /// Streams `url` into `path`, returning the sha256 of what was written.
 fn download_into(url: &str, path: &Path) -> anyhow::Result<String> {
     use sha2::Digest as _;
@@ -393,5 +421,24 @@ mod tests {
         server.join().unwrap();
         assert_eq!(entries(cache.path()), vec![sha]);
         assert!(fetch_to_cache("http://127.0.0.1:1/x", "nothex", cache.path()).is_err());
+    }
+
+    #[test]
+    fn fetch_key_returns_the_pinned_key_and_refuses_another() {
+        let gpg = crate::modules::openpgp::testing::Gpg::with_keys(&["repo"]);
+        let fpr = gpg.fingerprints().remove(0);
+        let other = crate::modules::openpgp::testing::Gpg::with_keys(&["intruder"]);
+        let good = gpg.export(true, "");
+        let (port, server) = http_server(vec![(200, good.clone()), (200, other.export(true, ""))]);
+        let key = fetch_key(&format!("http://127.0.0.1:{port}/Release.key"), &fpr).unwrap();
+        assert_eq!(key, good);
+        let err = fetch_key(&format!("http://127.0.0.1:{port}/Release.key"), &fpr).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("refusing the key from http://127.0.0.1"),
+            "{msg}"
+        );
+        assert!(msg.contains("but the pin is"), "{msg}");
+        server.join().unwrap();
     }
 }

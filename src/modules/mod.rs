@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod file;
 pub mod kernel_module;
 pub mod line;
+pub mod openpgp;
 pub mod postgres;
 pub mod service;
 pub mod sysctl;
@@ -203,6 +204,14 @@ pub enum Action {
         dest: String,
         attrs: FileAttrs,
     },
+    /// Fetch the OpenPGP key at `url` on the admin machine, accept it only if it holds exactly
+    /// one primary key with `fingerprint` (40 upper-case hex digits), then upload it.
+    DownloadKey {
+        url: String,
+        fingerprint: String,
+        dest: String,
+        attrs: FileAttrs,
+    },
     /// Firewall change guarded against lock-out. The runner gives all three scripts a fresh,
     /// root-only directory in `$snap` (one per run): `snapshot` saves the firewall there and
     /// fails unless the copy is complete; a watchdog armed on the host then runs `rollback`
@@ -380,7 +389,8 @@ mod header_examples {
         // The variables the examples use, with values of the right shape.
         let ctx = minijinja::context! {
             secrets => BTreeMap::from([("db_password", "example")]),
-            k8s_repo_key_sha256 => "0".repeat(64),
+            k8s_repo_key_sha256 => "",
+            k8s_repo_key_fingerprint => "DE15 B144 86CD 377B 9E87 6E1A 2346 54DA 9A29 6436",
             calico_manifest_sha256 => "0".repeat(64),
         };
         for entry in std::fs::read_dir(&dir).unwrap() {

@@ -135,6 +135,26 @@ pub async fn apply(
             };
             deadline::within(limit, work).await?;
         }
+        Action::DownloadKey {
+            url,
+            fingerprint,
+            dest,
+            attrs,
+        } => {
+            log.write(
+                "download key",
+                &format!("{url} (OpenPGP fingerprint {fingerprint}) -> {dest}"),
+            );
+            let (url_owned, fpr_owned) = (url.clone(), fingerprint.clone());
+            let work = async {
+                let key = tokio::task::spawn_blocking(move || {
+                    crate::modules::download::fetch_key(&url_owned, &fpr_owned)
+                })
+                .await??;
+                session.upload(&key, dest, attrs, None, false).await
+            };
+            deadline::within(limit, work).await?;
+        }
         Action::GuardedFirewall {
             snapshot,
             script,

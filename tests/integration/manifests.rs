@@ -15,13 +15,7 @@ fn project() -> tempfile::TempDir {
         .unwrap()
         .replace("91.107.191.148", "192.0.2.11")
         .replace("91.107.171.123", "192.0.2.12")
-        .replace("91.107.185.11", "192.0.2.13")
-        // The shipped pkgs.k8s.io key pin is a marked placeholder that `check` refuses (see
-        // README); these tests are about the manifests, so it gets a well-formed stand-in.
-        .replace(
-            "UNPINNED: see the comment above; bootstrap check refuses this",
-            &"0".repeat(64),
-        );
+        .replace("91.107.185.11", "192.0.2.13");
     std::fs::write(dir.path().join("inventory.toml"), inventory).unwrap();
     let status = Command::new("cp")
         .args(["-r", "playbooks", "files"])

@@ -447,6 +447,8 @@ lab_vars() {
   echo "k8s_repo_url = \"$(lab_repo_url)\""
   echo "k8s_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
   echo "k8s_repo_key_sha256 = \"$(sha256sum <"$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  # The lab's throwaway key is pinned by its sha256 above; the product's fingerprint pin is off.
+  echo 'k8s_repo_key_fingerprint = ""'
   echo "calico_manifest_url = \"$(lab_repo_url)calico.yaml\""
   echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/calico.yaml" | cut -d' ' -f1)\""
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
