@@ -1,6 +1,10 @@
 //! Many read-only scripts sent as one remote script, so a host's checks cost one round trip.
 //! Each part runs in its own subshell between markers carrying a per-batch nonce, so a part's
-//! output can never be mistaken for a marker.
+//! output can never be mistaken for a marker. Each end marker carries the host's clock
+//! (`date +%s%N`, one fork per part), so a part's elapsed time is the gap to the marker before
+//! it, kept apart from the part's output.
+
+use std::time::Duration;
 
 use rand::Rng;
 
@@ -28,6 +32,16 @@ impl Batch {
             seen: std::collections::HashMap::new(),
             input: Vec::new(),
         }
+        .with_start_stamp()
+    }
+
+    /// The clock before the first part: the first part's elapsed time is measured from here.
+    fn with_start_stamp(mut self) -> Batch {
+        self.script = format!(
+            "printf '%s %s\\n' '__BS{n}_T0' \"$(date +%s%N 2>/dev/null)\"\n",
+            n = self.nonce
+        );
+        self
     }
 
     /// Adds a part; returns its index for `parse`. A script already in the batch is not sent
@@ -41,8 +55,9 @@ impl Batch {
         self.count += 1;
         // stdin from /dev/null: a part must not eat the next part's input or wait on a terminal.
         self.script.push_str(&format!(
-            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\n( {script}\n) </dev/null\nprintf '\\n%s %s\\n' '__BS{n}_END_{i}' \"$?\"\n",
-            n = self.nonce
+            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\n( {script}\n) </dev/null\n{END}",
+            n = self.nonce,
+            END = end_marker(&self.nonce, i)
         ));
         i
     }
@@ -55,9 +70,10 @@ impl Batch {
         self.count += 1;
         self.input.extend_from_slice(input);
         self.script.push_str(&format!(
-            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\ndd bs=1 count={len} 2>/dev/null | ( {script}\n)\nprintf '\\n%s %s\\n' '__BS{n}_END_{i}' \"$?\"\n",
+            "printf '%s\\n' '__BS{n}_BEGIN_{i}'\ndd bs=1 count={len} 2>/dev/null | ( {script}\n)\n{END}",
             n = self.nonce,
-            len = input.len()
+            len = input.len(),
+            END = end_marker(&self.nonce, i)
         ));
         i
     }
@@ -65,6 +81,31 @@ impl Batch {
     /// The bytes to send as the batch's stdin (empty when no part reads input).
     pub fn input(&self) -> &[u8] {
         &self.input
+    }
+
+    /// Each part's elapsed time on the host's clock, from the end markers' stamps. `None` when
+    /// the host's `date` has no `%N` or a marker is missing.
+    pub fn elapsed(&self, stdout: &str) -> Vec<Option<Duration>> {
+        // The stamp is the `field`th word after the marker (an end marker has the status first).
+        let stamp = |marker: String, field: usize| -> Option<u128> {
+            let at = stdout.find(&marker)? + marker.len();
+            let line = stdout[at..].lines().next()?;
+            line.split_whitespace().nth(field)?.parse().ok()
+        };
+        let mut previous = stamp(format!("__BS{}_T0 ", self.nonce), 0);
+        (0..self.count)
+            .map(|i| {
+                let now = stamp(format!("\n__BS{}_END_{i} ", self.nonce), 1);
+                let took = match (previous, now) {
+                    (Some(a), Some(b)) if b >= a => {
+                        Some(Duration::from_nanos(u64::try_from(b - a).ok()?))
+                    }
+                    _ => None,
+                };
+                previous = now;
+                took
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,11 +126,18 @@ impl Batch {
                 let start = stdout.find(&begin)? + begin.len();
                 let stop = start + stdout[start..].find(&end)?;
                 let after = &stdout[stop + end.len()..];
-                let status = after.lines().next()?.trim().parse().ok()?;
+                let status = after.split_whitespace().next()?.parse().ok()?;
                 Some((status, stdout[start..stop].to_string()))
             })
             .collect()
     }
+}
+
+/// A part's end marker: its exit status, then the host's clock in nanoseconds.
+fn end_marker(nonce: &str, i: usize) -> String {
+    format!(
+        "__bs_status=$?\nprintf '\\n%s %s %s\\n' '__BS{nonce}_END_{i}' \"$__bs_status\" \"$(date +%s%N 2>/dev/null)\"\n"
+    )
 }
 
 impl Default for Batch {
@@ -182,6 +230,33 @@ mod tests {
         b.push("echo '__BS_END_0 0'");
         let parsed = b.parse(&run_sh(b.script()));
         assert_eq!(parsed[0], Some((0, "__BS_END_0 0\n".to_string())));
+    }
+
+    #[test]
+    fn each_part_reports_its_own_elapsed_time_apart_from_its_output() {
+        let mut b = Batch::new();
+        b.push("echo quick");
+        // A part that really takes time: the measured gap must cover it, the others must not.
+        b.push("sleep 0.3; echo slow");
+        b.push("echo quick again");
+        let out = run_sh(b.script());
+        let parsed = b.parse(&out);
+        assert_eq!(parsed[1], Some((0, "slow\n".to_string())));
+        let took = b.elapsed(&out);
+        assert_eq!(took.len(), 3);
+        let slow = took[1].expect("GNU date gives nanoseconds");
+        assert!(slow >= Duration::from_millis(300), "{slow:?}");
+        assert!(took[0].unwrap() < Duration::from_millis(300), "{took:?}");
+        assert!(took[2].unwrap() < Duration::from_millis(300), "{took:?}");
+    }
+
+    #[test]
+    fn a_clock_without_nanoseconds_gives_no_elapsed_time_not_a_wrong_one() {
+        let mut b = Batch::new();
+        b.push("echo a");
+        let out = run_sh(&b.script().replace("+%s%N", "+%s%Q"));
+        assert_eq!(b.parse(&out)[0], Some((0, "a\n".to_string())));
+        assert_eq!(b.elapsed(&out), vec![None]);
     }
 
     #[test]

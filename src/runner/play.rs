@@ -13,7 +13,7 @@ use crate::playbook::{Playbook, Step};
 use crate::runner::apply::{apply, ApplyCtx, Mode};
 use crate::runner::batch::Batch;
 use crate::runner::context::host_context;
-use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult};
+use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult, Timing, TimingKind};
 use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
 use crate::runner::{deadline, host};
@@ -142,7 +142,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             true,
         );
         let reconnects = ctx.session.reconnections();
-        let outputs = match probe_all(ctx, &prepared).await {
+        let (outputs, probe_times) = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
             Err(e) if ctx.session.reconnections() > reconnects && !reprobed_after_reconnect => {
                 reprobed_after_reconnect = true;
@@ -179,6 +179,17 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 index: index + 1,
                 total,
             });
+            if let Some(took) = probe_times.get(offset).copied().flatten() {
+                ctx.log.write(
+                    "timing",
+                    &format!("probe of `{name}`: {} ms", took.as_millis()),
+                );
+                recap.timings.push(Timing {
+                    kind: TimingKind::Probe,
+                    what: format!("{}: {name}", playbook.name),
+                    duration: took,
+                });
+            }
             let output = outputs.get(offset).cloned().flatten();
             let subject = Subject {
                 playbook,
@@ -297,7 +308,7 @@ async fn run_handlers(
             false,
         );
         let result = match probe_all(ctx, &prepared).await {
-            Ok(outputs) => {
+            Ok((outputs, _)) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
                 run_prepared(ctx, subject, handler, key, prep, output, true).await
@@ -434,10 +445,10 @@ pub fn build_step_ignoring_when(
 }
 
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
-async fn probe_all(
-    ctx: &PlayCtx<'_>,
-    prepared: &[Prepared],
-) -> anyhow::Result<Vec<Option<ProbeOutput>>> {
+/// Each step's probe output, and how long its probe took on the host (when measurable).
+type Probed = (Vec<Option<ProbeOutput>>, Vec<Option<std::time::Duration>>);
+
+async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<Probed> {
     let opts = ProbeOptions {
         want_content: ctx.mode.diff,
     };
@@ -480,13 +491,17 @@ async fn probe_all(
         }
     }
     if batch.is_empty() {
-        return Ok(parts.iter().map(|_| Some(ProbeOutput::default())).collect());
+        return Ok((
+            parts.iter().map(|_| Some(ProbeOutput::default())).collect(),
+            vec![None; parts.len()],
+        ));
     }
     ctx.log.write("probe", &logged_script);
     let input = Some(batch.input()).filter(|i| !i.is_empty());
     let out = ctx.session.exec(batch.script(), input).await?;
     let stdout = out.stdout_str();
     let parsed = batch.parse(&stdout);
+    let elapsed = batch.elapsed(&stdout);
     for (i, part) in parsed.iter().enumerate() {
         let shown = match part {
             _ if sensitive.get(i).copied().unwrap_or(false) => {
@@ -495,12 +510,20 @@ async fn probe_all(
             Some((status, text)) => format!("exit {status}\n{text}"),
             None => "(no output: the probe script stopped early)".to_string(),
         };
-        ctx.log.write(&format!("probe result {i}"), &shown);
+        let took = match elapsed[i] {
+            Some(d) => format!(" ({} ms)", d.as_millis()),
+            None => String::new(),
+        };
+        ctx.log.write(&format!("probe result {i}{took}"), &shown);
     }
     if !out.stderr.is_empty() {
         ctx.log.write("probe stderr", &out.stderr_str());
     }
-    Ok(parts
+    let times = parts
+        .iter()
+        .map(|part| part.and_then(|i| elapsed[i]))
+        .collect();
+    let outputs = parts
         .into_iter()
         .map(|part| match part {
             None => Some(ProbeOutput::default()),
@@ -509,7 +532,8 @@ async fn probe_all(
                 stdout,
             }),
         })
-        .collect())
+        .collect();
+    Ok((outputs, times))
 }
 
 async fn run_prepared(
@@ -731,6 +755,19 @@ impl<'a> Subject<'a> {
 fn report(ctx: &PlayCtx<'_>, recap: &mut HostRecap, result: StepResult) -> Status {
     let status = result.status;
     recap.count(status);
+    ctx.log.write(
+        "timing",
+        &format!(
+            "step `{}`: {status:?} in {} ms (plan and apply)",
+            result.step,
+            result.duration.as_millis()
+        ),
+    );
+    recap.timings.push(Timing {
+        kind: TimingKind::Step,
+        what: format!("{}: {}", result.playbook, result.step),
+        duration: result.duration,
+    });
     ctx.reporter.event(&Event::StepFinished(result));
     status
 }
