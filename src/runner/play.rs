@@ -445,6 +445,9 @@ pub fn build_step_ignoring_when(
 }
 
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
+/// Probes running at once on a host (each a process or two: bounded for small machines).
+const PROBE_CONCURRENCY: usize = 4;
+
 /// Each step's probe output, and how long its probe took on the host (when measurable).
 type Probed = (Vec<Option<ProbeOutput>>, Vec<Option<std::time::Duration>>);
 
@@ -452,7 +455,9 @@ async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<P
     let opts = ProbeOptions {
         want_content: ctx.mode.diff,
     };
-    let mut batch = Batch::new();
+    // Probes are read-only and independent: four at a time, so the host's probe time is
+    // near its slowest probe.
+    let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
     let mut sensitive = Vec::new();
     // The batch as logged: a sensitive step's probe (its `unless` command, say) is left out.
     let mut logged_script = String::new();
@@ -498,7 +503,7 @@ async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<P
     }
     ctx.log.write("probe", &logged_script);
     let input = Some(batch.input()).filter(|i| !i.is_empty());
-    let out = ctx.session.exec(batch.script(), input).await?;
+    let out = ctx.session.exec(&batch.script(), input).await?;
     let stdout = out.stdout_str();
     let parsed = batch.parse(&stdout);
     let elapsed = batch.elapsed(&stdout);
@@ -796,8 +801,8 @@ async fn gather_facts(
     playbook: &Playbook,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let request = FactsRequest::new(playbook);
-    ctx.log.write("facts", request.batch.script());
-    let out = ctx.session.exec(request.batch.script(), None).await?;
+    ctx.log.write("facts", &request.batch.script());
+    let out = ctx.session.exec(&request.batch.script(), None).await?;
     let facts = request.read(&out.stdout_str());
     ctx.log.write("facts result", &format!("{facts:?}"));
     Ok(facts)
@@ -867,7 +872,7 @@ mod tests {
         .unwrap();
         let request = FactsRequest::new(&playbook);
         let out = std::process::Command::new("sh")
-            .args(["-c", request.batch.script()])
+            .args(["-c", &request.batch.script()])
             .output()
             .unwrap();
         let facts = request.read(&String::from_utf8(out.stdout).unwrap());
