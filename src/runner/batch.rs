@@ -139,9 +139,9 @@ impl Batch {
     pub fn script(&self) -> String {
         match self.concurrency {
             None => self.script.clone(),
-            // All parts done, their outputs in order (zero-padded names sort as numbers).
+            // All parts done, their outputs in order (zero-padded names sort as numbers), one `cat`.
             Some(_) => format!(
-                "{}wait\nexec 9>&-\nfor __bs_f in \"$__bs_d\"/p*; do [ -e \"$__bs_f\" ] && cat \"$__bs_f\"; done\nrm -rf \"$__bs_d\"\n",
+                "{}wait\nexec 9>&-\ncat \"$__bs_d\"/p* 2>/dev/null\nrm -rf \"$__bs_d\"\n",
                 self.script
             ),
         }
