@@ -791,6 +791,15 @@ fn run_stages(
         tokio::spawn(watch_signals(interrupt.clone(), reporter.clone()));
         runner::run(req, reporter).await
     });
+    if g.timings {
+        let lines = crate::ui::plain::timing_lines(&summary, 5).join("\n");
+        // With --json, stdout is JSON Lines only: the table goes to stderr.
+        if g.json {
+            eprintln!("{lines}");
+        } else {
+            println!("{lines}");
+        }
+    }
     Ok(match interrupt.signal() {
         // The shell's convention: 128 + the signal (130 for SIGINT, 143 for SIGTERM).
         Some(signal) if summary.interrupted => 128 + signal,

@@ -63,6 +63,9 @@ pub struct GlobalArgs {
     /// Run notified handlers even when a later step failed.
     #[arg(long, global = true)]
     pub force_handlers: bool,
+    /// At the end, print per host the slowest probes and steps (top 5 of each).
+    #[arg(long, global = true)]
+    pub timings: bool,
     /// Also print steps that changed nothing, and where logs are.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -195,7 +195,8 @@ impl PkgFacts {
 impl Module for Apt {
     fn probe(&self, _opts: ProbeOptions) -> String {
         let mut s = String::from(
-            "apt_now=$(date +%s); echo \"apt_now=$apt_now\"\n\
+            "apt_ask=\n\
+             apt_now=$(date +%s); echo \"apt_now=$apt_now\"\n\
              apt_lists=$(find /var/lib/apt/lists -maxdepth 1 -type f ! -name lock -printf '%T@\\n' 2>/dev/null | cut -d. -f1 | sort -n | tail -n 1)\n\
              if [ -z \"$apt_lists\" ]; then echo apt_lists=never; else\n",
         );
@@ -208,7 +209,10 @@ impl Module for Apt {
             let fmt = quote(&format!(
                 "pkg.{i}.status=${{db:Status-Abbrev}}\\npkg.{i}.version=${{Version}}\\n"
             ));
-            s += &format!("dpkg-query -W -f={fmt} {name} 2>/dev/null | head -n 2\n");
+            s += &format!(
+                "apt_q=$(dpkg-query -W -f={fmt} {name} 2>/dev/null | head -n 2)\n\
+                 [ -n \"$apt_q\" ] && printf '%s\\n' \"$apt_q\"\n"
+            );
             if self.state == State::Present && p.version.is_none() {
                 // Not installed under its own name: maybe a virtual package some installed
                 // package provides (apt-cache lists the providers under "Reverse Provides:").
@@ -219,14 +223,36 @@ impl Module for Apt {
                      done; fi\n"
                 );
             }
+            // apt-cache policy costs ~0.25 s a call: asked only for what the plan may need
+            // (a package not installed, a pin not met, or `latest`), once for all of them.
             if self.state != State::Absent {
-                s += &format!(
-                    "apt-cache policy {name} 2>/dev/null | awk -v p=pkg.{i}. \
-                     '/^  Candidate:/ {{print p \"candidate=\" $2}} \
-                     /^ (\\*\\*\\*|   ) [^ ]/ {{v = v \" \" ($1 == \"***\" ? $2 : $1)}} \
-                     END {{print p \"known=\" v}}'\n"
-                );
+                let met = match (&p.version, self.state) {
+                    (_, State::Latest) => "false".to_string(),
+                    (Some(v), _) => format!(
+                        "case \"$apt_q\" in 'pkg.{i}.status='?i*'\npkg.{i}.version='{}) true ;; *) false ;; esac",
+                        quote(v)
+                    ),
+                    (None, _) => format!(
+                        "case \"$apt_q\" in 'pkg.{i}.status='?i*) true ;; *) false ;; esac"
+                    ),
+                };
+                s += &format!("{met} || apt_ask=\"$apt_ask {i}={name}\"\n");
             }
+        }
+        if self.state != State::Absent {
+            // One call for all asked packages; each section starts with the name apt knows it
+            // by (`name:` or `name:arch:`), mapped back to the package's index.
+            s += "if [ -n \"$apt_ask\" ]; then\n\
+                  apt-cache policy $(for a in $apt_ask; do printf '%s ' \"${a#*=}\"; done) 2>/dev/null | \
+                  awk -v ask=\"$apt_ask\" '\n\
+                  BEGIN { n = split(ask, w, \" \"); for (k = 1; k <= n; k++) { e = index(w[k], \"=\"); i = substr(w[k], 1, e - 1); name = substr(w[k], e + 1); idx[name] = i; base = name; sub(/:.*/, \"\", base); if (!(base in idx)) idx[base] = i } }\n\
+                  function flush() { if (cur != \"\") { print \"pkg.\" cur \".known=\" v } cur = \"\"; v = \"\" }\n\
+                  /^[^ ].*:$/ { flush(); h = substr($0, 1, length($0) - 1); if (!(h in idx)) sub(/:[^:]*$/, \"\", h); cur = (h in idx) ? idx[h] : \"\"; next }\n\
+                  cur == \"\" { next }\n\
+                  /^  Candidate:/ { print \"pkg.\" cur \".candidate=\" $2 }\n\
+                  /^ (\\*\\*\\*|   ) [^ ]/ { v = v \" \" ($1 == \"***\" ? $2 : $1) }\n\
+                  END { flush() }'\n\
+                  fi\n";
         }
         s
     }
@@ -718,6 +744,106 @@ mod tests {
         assert_eq!(summaries(&a.plan(&p).unwrap()), vec!["install postgresql"]);
     }
 
+    /// Runs the probe with stand-in `dpkg-query` and `apt-cache` on PATH (curl 7.88 and jq 1.6
+    /// installed; every other name has candidate 2.0): returns the output and the
+    /// `apt-cache policy` calls made.
+    fn probe_with_fake_tools(a: &Apt) -> (ProbeOutput, Vec<String>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        write(
+            "dpkg-query",
+            "#!/bin/sh\nfmt=${2#-f=}\ncase \"$3\" in curl) st='ii '; v=7.88 ;; jq) st='ii '; v=1.6 ;; *) exit 1 ;; esac\n\
+             printf \"$(printf '%s' \"$fmt\" | sed \"s/\\${db:Status-Abbrev}/$st/; s/\\${Version}/$v/\")\"\n",
+        );
+        let log = dir.path().join("calls");
+        write(
+            "apt-cache",
+            &format!(
+                "#!/bin/sh\n[ \"$1\" = policy ] || exit 0\necho \"$*\" >> {}\nshift\n\
+                 for n; do printf '%s:\\n  Installed: (none)\\n  Candidate: 2.0\\n  Version table:\\n     2.0 500\\n        500 http://deb.example stable/main amd64 Packages\\n' \"$n\"; done\n",
+                log.display()
+            ),
+        );
+        let script = format!(
+            "PATH={}:$PATH\n{}",
+            dir.path().display(),
+            a.probe(ProbeOptions::default())
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let output = ProbeOutput {
+            exit_status: 0,
+            stdout: String::from_utf8(out.stdout).unwrap(),
+        };
+        (output, calls)
+    }
+
+    #[test]
+    fn installed_packages_are_not_asked_to_apt_cache_and_plan_nothing() {
+        for args in [
+            "packages = [\"curl\", \"jq\"]",
+            "packages = [\"curl=7.88\"]",
+            "packages = [\"curl\"]\nstate = \"held\"",
+        ] {
+            let a = apt(args).unwrap();
+            let (out, calls) = probe_with_fake_tools(&a);
+            assert_eq!(calls, Vec::<String>::new(), "{args}: {}", out.stdout);
+            let plan = a.plan(&out).unwrap();
+            assert!(
+                plan.iter().all(|c| !c.summary.starts_with("install")),
+                "{args}: {plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn packages_not_installed_are_asked_to_apt_cache_in_one_call() {
+        let a = apt("packages = [\"curl\", \"ripgrep\", \"fd-find\"]").unwrap();
+        let (out, calls) = probe_with_fake_tools(&a);
+        assert_eq!(calls, vec!["policy ripgrep fd-find"], "{}", out.stdout);
+        let kv = probe_util::key_values(&out.stdout);
+        assert_eq!(kv["pkg.1.candidate"].trim(), "2.0", "{}", out.stdout);
+        assert_eq!(kv["pkg.2.known"].trim(), "2.0", "{}", out.stdout);
+        assert!(!kv.contains_key("pkg.0.candidate"), "{}", out.stdout);
+        let plan = a.plan(&out).unwrap();
+        assert_eq!(plan.last().unwrap().summary, "install ripgrep, fd-find");
+    }
+
+    #[test]
+    fn an_unmet_pin_and_latest_still_ask_apt_cache() {
+        let pinned = apt("packages = [\"curl=2.0\", \"jq=1.6\"]").unwrap();
+        let (out, calls) = probe_with_fake_tools(&pinned);
+        assert_eq!(calls, vec!["policy curl"], "{}", out.stdout);
+        assert_eq!(
+            pinned.plan(&out).unwrap().last().unwrap().summary,
+            "install curl=2.0"
+        );
+        let latest = apt("packages = [\"curl\", \"jq\"]\nstate = \"latest\"").unwrap();
+        let (out, calls) = probe_with_fake_tools(&latest);
+        assert_eq!(calls, vec!["policy curl jq"], "{}", out.stdout);
+        let plan = latest.plan(&out).unwrap();
+        assert!(
+            plan.iter()
+                .any(|c| c.summary.contains("install/upgrade curl, jq")),
+            "candidate 2.0 is newer than both: {plan:?}"
+        );
+        let gone = apt("packages = [\"curl\"]\nstate = \"absent\"").unwrap();
+        assert_eq!(probe_with_fake_tools(&gone).1, Vec::<String>::new());
+    }
+
     /// Runs the real probe on this (Debian) machine: read-only, needs dpkg and apt.
     #[test]
     fn real_probe_parses_on_this_machine() {
@@ -752,6 +878,37 @@ mod tests {
             "install no-such-package-bootstrap"
         );
         assert!(changes[0].summary.starts_with("refresh apt package lists"));
+    }
+
+    /// `latest` asks apt-cache on this machine; an arch-qualified name still finds its section
+    /// (apt prints the native package's header without the arch).
+    #[test]
+    fn real_policy_answer_is_read_for_an_arch_qualified_name() {
+        let Ok(arch) = std::process::Command::new("dpkg")
+            .arg("--print-architecture")
+            .output()
+        else {
+            return;
+        };
+        let arch = String::from_utf8(arch.stdout).unwrap();
+        let a = apt(&format!(
+            "packages = [\"dpkg:{}\"]\nstate = \"latest\"",
+            arch.trim()
+        ))
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(a.probe(ProbeOptions::default()))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let kv = probe_util::key_values(&stdout);
+        let installed = kv["pkg.0.version"].trim();
+        assert!(
+            kv["pkg.0.known"].split_whitespace().any(|v| v == installed),
+            "{stdout}"
+        );
+        assert!(!kv["pkg.0.candidate"].trim().is_empty(), "{stdout}");
     }
 
     /// The module's probe run in a local `sh` (shared harness).

@@ -620,7 +620,7 @@ fn parse_facts(stdout: &str) -> Facts {
         .filter_map(|(t, fam)| parse_tuple(t, fam))
         .collect();
     Facts {
-        active: get("ufw_status") == Some("active"),
+        active: get("ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
         incoming: policy("DEFAULT_INPUT_POLICY"),
         outgoing: policy("DEFAULT_OUTPUT_POLICY"),
         routed: policy("DEFAULT_FORWARD_POLICY"),
@@ -631,9 +631,12 @@ fn parse_facts(stdout: &str) -> Facts {
 
 impl Module for Ufw {
     fn probe(&self, _opts: ProbeOptions) -> String {
+        // ufw's own files, not `ufw status`: its Python front end costs about a second, and
+        // `ufw status` says "active" exactly when ufw.conf has ENABLED=yes (a quoted value
+        // counts, case does not matter, the last line wins, as in ufw's own reader).
         "if command -v ufw >/dev/null 2>&1; then\n\
          echo ufw=installed\n\
-         ufw status | sed -n 's/^Status: /ufw_status=/p'\n\
+         grep -E '^ENABLED=' /etc/ufw/ufw.conf 2>/dev/null | tr -d '\"'\n\
          grep -E '^(DEFAULT_[A-Z]+_POLICY|IPV6)=' /etc/default/ufw | tr -d '\"'\n\
          sed -n 's/^### tuple ### /rule4=/p' /etc/ufw/user.rules 2>/dev/null\n\
          sed -n 's/^### tuple ### /rule6=/p' /etc/ufw/user6.rules 2>/dev/null\n\
@@ -932,9 +935,9 @@ route_rules = [{ action = "allow", from = "10.0.0.9" }, { action = "allow", from
 
     /// Probe output of a host where the worker's rules were applied as this module does.
     fn converged(active: bool, master: &str) -> String {
-        let status = if active { "active" } else { "inactive" };
+        let enabled = if active { "yes" } else { "no" };
         format!(
-            "ufw=installed\nufw_status={status}\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
+            "ufw=installed\nENABLED={enabled}\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
              DEFAULT_OUTPUT_POLICY=ACCEPT\nDEFAULT_FORWARD_POLICY=DROP\n\
              rule4=allow any any 0.0.0.0/0 any {master} in{}\n\
              rule4=allow tcp 5432 0.0.0.0/0 any 10.0.0.7 in{}\n\
@@ -1203,7 +1206,7 @@ route_rules = [{ action = "allow", from = "10.0.0.9" }, { action = "allow", from
     #[test]
     fn an_ipv4_only_rule_is_not_missing_from_ipv6_but_an_any_rule_is() {
         let u = ufw("").unwrap();
-        let only_v4 = "ufw=installed\nufw_status=active\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
+        let only_v4 = "ufw=installed\nENABLED=yes\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n\
                        DEFAULT_OUTPUT_POLICY=ACCEPT\nDEFAULT_FORWARD_POLICY=DROP\n"
             .to_string()
             + &format!(
@@ -1252,7 +1255,10 @@ route_rules = [{ action = "allow", from = "10.0.0.9" }, { action = "allow", from
                  sed -i 's/^ENABLED=.*/ENABLED=no/' {0}/etc-ufw/ufw.conf",
                 d.display()
             ));
-            let netns = format!("bsufw{}", std::process::id());
+            // One namespace per sandbox: the real-ufw tests run in parallel in one process.
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let netns = format!("bsufw{}-{n}", std::process::id());
             sh(&format!("ip netns add {netns}"));
             Sandbox { dir, netns }
         }
@@ -1307,6 +1313,99 @@ route_rules = [{ action = "allow", from = "10.0.0.9" }, { action = "allow", from
                 .args(["netns", "del", &self.netns])
                 .status();
         }
+    }
+
+    #[test]
+    fn ufw_is_active_exactly_when_its_conf_says_enabled_yes() {
+        let base = "ufw=installed\nIPV6=yes\nDEFAULT_INPUT_POLICY=DROP\n";
+        for (line, active) in [
+            ("ENABLED=yes", true),
+            ("ENABLED=YES", true),
+            ("ENABLED=no", false),
+            ("", false),
+            ("ENABLED=yes\nENABLED=no", false),
+        ] {
+            let facts = parse_facts(&format!("{base}{line}\n"));
+            assert_eq!(facts.active, active, "{line:?}");
+        }
+    }
+
+    /// Reads what `ufw status numbered` and `ufw status verbose` say: active, and the
+    /// rules counted over both families.
+    fn ufw_status_truth(sb: &Sandbox) -> (bool, usize) {
+        let (ok, numbered) = sb.run("ufw status numbered");
+        assert!(ok, "{numbered}");
+        let active = numbered.starts_with("Status: active");
+        let rules = numbered
+            .lines()
+            .filter(|l| l.trim_start().starts_with('['))
+            .count();
+        (active, rules)
+    }
+
+    /// The probe's file-based read, as facts.
+    fn file_truth(sb: &Sandbox, u: &Ufw) -> Facts {
+        let (ok, out) = sb.run(&u.probe(ProbeOptions::default()));
+        assert!(ok, "{out}");
+        assert!(
+            !out.contains("Status:"),
+            "no `ufw status` in a probe: {out}"
+        );
+        parse_facts(&out)
+    }
+
+    /// `BOOTSTRAP_UFW_TESTS=1 cargo test --lib ufw -- --include-ignored` (root, own netns).
+    #[test]
+    #[ignore]
+    fn real_ufw_file_read_equals_ufw_status_inactive_active_and_after_a_hand_delete() {
+        if std::env::var_os("BOOTSTRAP_UFW_TESTS").is_none() {
+            return;
+        }
+        let sb = Sandbox::new();
+        let u = ufw(&worker("10.0.0.5")).unwrap();
+        let same = |when: &str| {
+            let facts = file_truth(&sb, &u);
+            let (active, rules) = ufw_status_truth(&sb);
+            assert_eq!(facts.active, active, "{when}: active");
+            if active {
+                // Inactive ufw lists no rules; active lists every tuple of both files.
+                assert_eq!(facts.tuples.len(), rules, "{when}: rules");
+            }
+            let (_, verbose) = sb.run("ufw status verbose");
+            if active {
+                let word = |p: Option<Policy>| p.map(Policy::word).unwrap_or("?");
+                let defaults = format!(
+                    "Default: {} (incoming), {} (outgoing)",
+                    word(facts.incoming),
+                    word(facts.outgoing)
+                );
+                assert!(
+                    verbose.contains(&defaults),
+                    "{when}: {defaults} in {verbose}"
+                );
+            }
+            facts
+        };
+        let inactive = same("inactive");
+        assert!(!inactive.active);
+        sb.apply(&sb.probe(&u));
+        let on = same("active with rules");
+        assert!(on.active && on.tuples.len() > 4, "{:?}", on.tuples.len());
+        let (ok, out) = sb.run("ufw --force delete 1");
+        assert!(ok, "{out}");
+        let after = same("after a hand `ufw delete`");
+        assert_eq!(after.tuples.len(), on.tuples.len() - 1);
+        assert!(
+            !sb.probe(&u).is_empty(),
+            "the rerun puts the deleted rule back"
+        );
+        let (ok, out) = sb.run("ufw disable");
+        assert!(ok, "{out}");
+        assert!(!same("disabled by hand").active);
+        assert!(
+            sb.probe(&u).iter().any(|c| c.summary.contains("enable")),
+            "the rerun enables it again"
+        );
     }
 
     /// Real ufw in a sandbox (root, ufw, unshare, ip netns):

@@ -44,6 +44,27 @@ pub struct HostRecap {
     /// Handlers notified and not run (recorded on the host: the next run fires them).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pending_handlers: Vec<String>,
+    /// How long each probe and step took, for `--timings` (the JSON step events carry
+    /// `duration_ms` already).
+    #[serde(skip)]
+    pub timings: Vec<Timing>,
+}
+
+/// One measured piece of a run on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    pub kind: TimingKind,
+    /// `playbook: step`.
+    pub what: String,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimingKind {
+    /// The step's read-only check, on the host's clock, inside the batch.
+    Probe,
+    /// Planning and applying the step (its probe not included).
+    Step,
 }
 
 impl HostRecap {
@@ -55,6 +76,7 @@ impl HostRecap {
         self.skipped += other.skipped;
         self.unreachable |= other.unreachable;
         self.interrupted |= other.interrupted;
+        self.timings.extend(other.timings.iter().cloned());
         for h in &other.pending_handlers {
             if !self.pending_handlers.contains(h) {
                 self.pending_handlers.push(h.clone());

@@ -14,7 +14,7 @@ use crate::playbook::{Playbook, Step};
 use crate::runner::apply::{apply, ApplyCtx, Mode};
 use crate::runner::batch::Batch;
 use crate::runner::context::{host_context_with, resolve_delegate, Registry};
-use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult};
+use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult, Timing, TimingKind};
 use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
 use crate::runner::{deadline, host};
@@ -151,7 +151,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             true,
         );
         let reconnects = ctx.session.reconnections();
-        let outputs = match probe_all(ctx, &prepared).await {
+        let (outputs, probe_times) = match probe_all(ctx, &prepared).await {
             Ok(o) => o,
             Err(e) if ctx.session.reconnections() > reconnects && !reprobed_after_reconnect => {
                 reprobed_after_reconnect = true;
@@ -188,6 +188,17 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 index: index + 1,
                 total,
             });
+            if let Some(took) = probe_times.get(offset).copied().flatten() {
+                ctx.log.write(
+                    "timing",
+                    &format!("probe of `{name}`: {} ms", took.as_millis()),
+                );
+                recap.timings.push(Timing {
+                    kind: TimingKind::Probe,
+                    what: format!("{}: {name}", playbook.name),
+                    duration: took,
+                });
+            }
             let output = outputs.get(offset).cloned().flatten();
             let subject = Subject {
                 playbook,
@@ -224,7 +235,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                     true,
                 );
                 (result, value) = match probe_all(ctx, &again).await {
-                    Ok(outs) => {
+                    Ok((outs, _)) => {
                         let prep = again.into_iter().next().expect("one step prepared");
                         let output = outs.into_iter().next().flatten();
                         run_prepared(ctx, &subject, step, &key, prep, output, recap.changed > 0)
@@ -353,7 +364,7 @@ async fn run_handlers(
             false,
         );
         let result = match probe_all(ctx, &prepared).await {
-            Ok(outputs) => {
+            Ok((outputs, _)) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
                 run_prepared(ctx, &subject, handler, key, prep, output, true)
@@ -572,14 +583,19 @@ pub fn build_step_ignoring_when(
 }
 
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
-async fn probe_all(
-    ctx: &PlayCtx<'_>,
-    prepared: &[Prepared],
-) -> anyhow::Result<Vec<Option<ProbeOutput>>> {
+/// Probes running at once on a host (each a process or two: bounded for small machines).
+const PROBE_CONCURRENCY: usize = 4;
+
+/// Each step's probe output, and how long its probe took on the host (when measurable).
+type Probed = (Vec<Option<ProbeOutput>>, Vec<Option<std::time::Duration>>);
+
+async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<Probed> {
     let opts = ProbeOptions {
         want_content: ctx.mode.diff,
     };
-    let mut batch = Batch::new();
+    // Probes are read-only and independent: four at a time, so the host's probe time is
+    // near its slowest probe.
+    let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
     let mut sensitive = Vec::new();
     // The batch as logged: a sensitive step's probe (its `unless` command, say) is left out.
     let mut logged_script = String::new();
@@ -676,13 +692,14 @@ async fn probe_all(
             .collect::<Vec<_>>()
     };
     if batch.is_empty() {
-        return Ok(take_delegated(parts, &[]));
+        return Ok((take_delegated(parts.clone(), &[]), vec![None; parts.len()]));
     }
     ctx.log.write("probe", &logged_script);
     let input = Some(batch.input()).filter(|i| !i.is_empty());
-    let out = ctx.session.exec(batch.script(), input).await?;
+    let out = ctx.session.exec(&batch.script(), input).await?;
     let stdout = out.stdout_str();
     let parsed = batch.parse(&stdout);
+    let elapsed = batch.elapsed(&stdout);
     for (i, part) in parsed.iter().enumerate() {
         let shown = match part {
             _ if sensitive.get(i).copied().unwrap_or(false) => {
@@ -691,12 +708,20 @@ async fn probe_all(
             Some((status, text)) => format!("exit {status}\n{text}"),
             None => "(no output: the probe script stopped early)".to_string(),
         };
-        ctx.log.write(&format!("probe result {i}"), &shown);
+        let took = match elapsed[i] {
+            Some(d) => format!(" ({} ms)", d.as_millis()),
+            None => String::new(),
+        };
+        ctx.log.write(&format!("probe result {i}{took}"), &shown);
     }
     if !out.stderr.is_empty() {
         ctx.log.write("probe stderr", &out.stderr_str());
     }
-    Ok(take_delegated(parts, &parsed))
+    let times = parts
+        .iter()
+        .map(|part| part.and_then(|i| elapsed[i]))
+        .collect();
+    Ok((take_delegated(parts, &parsed), times))
 }
 
 /// Plans and applies one prepared step; also returns the value `register` would keep.
@@ -946,6 +971,19 @@ impl<'a> Subject<'a> {
 fn report(ctx: &PlayCtx<'_>, recap: &mut HostRecap, result: StepResult) -> Status {
     let status = result.status;
     recap.count(status);
+    ctx.log.write(
+        "timing",
+        &format!(
+            "step `{}`: {status:?} in {} ms (plan and apply)",
+            result.step,
+            result.duration.as_millis()
+        ),
+    );
+    recap.timings.push(Timing {
+        kind: TimingKind::Step,
+        what: format!("{}: {}", result.playbook, result.step),
+        duration: result.duration,
+    });
     ctx.reporter.event(&Event::StepFinished(result));
     status
 }
@@ -974,8 +1012,8 @@ async fn gather_facts(
     playbook: &Playbook,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let request = FactsRequest::new(playbook);
-    ctx.log.write("facts", request.batch.script());
-    let out = ctx.session.exec(request.batch.script(), None).await?;
+    ctx.log.write("facts", &request.batch.script());
+    let out = ctx.session.exec(&request.batch.script(), None).await?;
     let facts = request.read(&out.stdout_str());
     ctx.log.write("facts result", &format!("{facts:?}"));
     Ok(facts)
@@ -1045,7 +1083,7 @@ mod tests {
         .unwrap();
         let request = FactsRequest::new(&playbook);
         let out = std::process::Command::new("sh")
-            .args(["-c", request.batch.script()])
+            .args(["-c", &request.batch.script()])
             .output()
             .unwrap();
         let facts = request.read(&String::from_utf8(out.stdout).unwrap());

@@ -162,10 +162,72 @@ pub fn recap_lines(s: &Summary) -> Vec<String> {
     lines
 }
 
+/// `--timings`: per host, the slowest probes and the slowest steps (plan and apply), slowest
+/// first, at most `top` of each.
+pub fn timing_lines(s: &Summary, top: usize) -> Vec<String> {
+    use crate::runner::events::TimingKind;
+    let mut lines = vec![String::new(), "TIMINGS".to_string()];
+    for (host, r) in &s.hosts {
+        for (kind, title) in [
+            (TimingKind::Probe, "slowest probes (on the host's clock)"),
+            (
+                TimingKind::Step,
+                "slowest steps (plan and apply, probe not included)",
+            ),
+        ] {
+            let mut picked: Vec<_> = r.timings.iter().filter(|t| t.kind == kind).collect();
+            if picked.is_empty() {
+                continue;
+            }
+            picked.sort_by_key(|t| std::cmp::Reverse(t.duration));
+            lines.push(format!("{host}: {title}"));
+            for t in picked.into_iter().take(top) {
+                lines.push(format!("  {:>8.3}s  {}", t.duration.as_secs_f64(), t.what));
+            }
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runner::events::HostRecap;
+
+    #[test]
+    fn timings_list_the_slowest_probes_and_steps_per_host_slowest_first() {
+        use crate::runner::events::{Timing, TimingKind};
+        use std::time::Duration;
+        let timing = |kind, what: &str, ms| Timing {
+            kind,
+            what: what.to_string(),
+            duration: Duration::from_millis(ms),
+        };
+        let mut probes: Vec<Timing> = (1..=7)
+            .map(|i| timing(TimingKind::Probe, &format!("worker: p{i}"), i * 100))
+            .collect();
+        probes.push(timing(TimingKind::Step, "worker: apply ufw", 1500));
+        let hosts = [(
+            "worker".to_string(),
+            HostRecap {
+                timings: probes,
+                ..HostRecap::default()
+            },
+        )]
+        .into_iter()
+        .collect();
+        let lines = timing_lines(&Summary::from_hosts(hosts, false), 5);
+        let probe_lines: Vec<&String> = lines.iter().filter(|l| l.contains(": p")).collect();
+        assert_eq!(probe_lines.len(), 5, "{lines:#?}");
+        assert!(probe_lines[0].contains("0.700s  worker: p7"), "{lines:#?}");
+        assert!(probe_lines[4].contains("0.300s  worker: p3"), "{lines:#?}");
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("1.500s  worker: apply ufw")));
+        assert!(lines
+            .iter()
+            .any(|l| l == "worker: slowest probes (on the host's clock)"));
+    }
 
     #[test]
     fn recap_of_a_run_with_a_failure_and_a_no_op_host() {

@@ -437,3 +437,55 @@ async fn an_abandoned_remote_command_is_stopped_on_the_host() {
         session.close().await;
     }
 }
+
+/// A slow check and a quick one, both already satisfied: a no-op run whose time is the probes.
+const SLOW_PROBE: &str = r#"
+name = "probes"
+hosts = "all"
+[[steps]]
+name = "quick check"
+command = { cmd = "false", unless = "true" }
+[[steps]]
+name = "slow check"
+command = { cmd = "false", unless = "sleep 0.4" }
+"#;
+
+#[test]
+fn timings_name_the_slow_probe_first_and_the_log_keeps_each_duration() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    p.write("playbooks/probes.toml", SLOW_PROBE);
+    let run = p.run("playbooks/probes.toml", &["--timings"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(run.summary()["changed"], 0, "{}", run.all());
+    // With --json the table goes to stderr; stdout stays JSON Lines.
+    let table: Vec<&str> = run.stderr.lines().skip_while(|l| *l != "TIMINGS").collect();
+    let probes: Vec<&str> = table
+        .iter()
+        .skip_while(|l| !l.starts_with("a: slowest probes"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .copied()
+        .collect();
+    assert_eq!(probes.len(), 2, "{}", run.all());
+    assert!(probes[0].ends_with("probes: slow check"), "{probes:?}");
+    let seconds: f64 = probes[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!(seconds >= 0.4, "{probes:?}");
+    assert!(
+        table.iter().any(|l| l.starts_with("a: slowest steps")),
+        "{}",
+        run.all()
+    );
+    let logs = p.logs();
+    assert!(logs.contains("probe of `slow check`: "), "{logs}");
+    assert!(logs.contains("step `quick check`: Ok in "), "{logs}");
+    for e in run.events().iter().filter(|e| e["type"] == "step") {
+        assert!(e["duration_ms"].is_u64(), "{e}");
+    }
+}
