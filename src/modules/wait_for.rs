@@ -65,26 +65,15 @@ pub struct WaitFor {
 /// Exit status of the check when the host has no tool to perform it.
 const NO_TOOL: i32 = 127;
 
-/// Parses "60s", "5m", "1h", "90" or an integer into seconds.
+/// Parses "60s", "5m", "1h", "90" or an integer into seconds (zero is refused here).
 fn parse_duration(arg: &DurationArg) -> Option<u64> {
-    let secs = match arg {
-        DurationArg::Seconds(n) => u64::try_from(*n).ok()?,
-        DurationArg::Text(t) => {
-            let t = t.trim();
-            let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-                Some(i) => t.split_at(i),
-                None => (t, "s"),
-            };
-            let n: u64 = num.parse().ok()?;
-            match unit.trim() {
-                "s" | "sec" | "secs" => n,
-                "m" | "min" => n.checked_mul(60)?,
-                "h" => n.checked_mul(3600)?,
-                _ => return None,
-            }
-        }
+    let value = match arg {
+        DurationArg::Seconds(n) => toml::Value::Integer(*n),
+        DurationArg::Text(t) => toml::Value::String(t.clone()),
     };
-    Some(secs).filter(|s| *s > 0)
+    super::parse_duration(&value)
+        .map(|d| d.as_secs())
+        .filter(|s| *s > 0)
 }
 
 impl WaitFor {

@@ -358,28 +358,7 @@ fn is_identifier(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// "90s", "10m", "1h", "90" or an integer: the duration syntax of `wait_for`.
-pub fn parse_duration(value: &toml::Value) -> Option<std::time::Duration> {
-    let secs = match value {
-        toml::Value::Integer(n) => u64::try_from(*n).ok()?,
-        toml::Value::String(t) => {
-            let t = t.trim();
-            let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-                Some(i) => t.split_at(i),
-                None => (t, "s"),
-            };
-            let n: u64 = num.parse().ok()?;
-            match unit.trim() {
-                "s" | "sec" | "secs" => n,
-                "m" | "min" => n.checked_mul(60)?,
-                "h" => n.checked_mul(3600)?,
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    Some(std::time::Duration::from_secs(secs))
-}
+pub use crate::modules::parse_duration;
 
 #[cfg(test)]
 mod tests {
