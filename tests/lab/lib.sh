@@ -263,7 +263,9 @@ build_repo() {
     [[ -f "$pkg/DEBIAN/control" ]] || continue
     # Packages are built from a copy: @KUBERNETES_VERSION@ becomes the inventory's version.
     cp -a "$pkg" "$stage/"
-    grep -rlF '@KUBERNETES_VERSION@' "$stage/$(basename "$pkg")" | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
+    # (grep finds nothing in the Elastic stand-ins: exit 1, which pipefail would make fatal.)
+    { grep -rlF '@KUBERNETES_VERSION@' "$stage/$(basename "$pkg")" || true; } \
+      | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
     find "$stage/$(basename "$pkg")" -name __pycache__ -prune -exec rm -rf {} +
     dpkg-deb --root-owner-group --build "$stage/$(basename "$pkg")" "$repo/pool/" >/dev/null
   done
