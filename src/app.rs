@@ -605,15 +605,23 @@ fn render_manifests(g: &GlobalArgs, out: Option<&std::path::Path>, download: boo
     let inventory = Inventory::load(&g.inventory)?;
     let secrets = Secrets::resolve(&inventory.secret_names, &secrets_file(g), &g.inventory)?;
     let rendered = manifests::render_for_master(&inventory, &secrets, &files_dir(g)?)?;
+    // With --json, stdout carries only the run's JSON events: this report goes to stderr.
+    let say = |line: String| {
+        if g.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let dir = out
         .map(PathBuf::from)
         .unwrap_or_else(|| manifests::default_out_dir(&inventory));
     if g.check {
-        println!(
+        say(format!(
             "manifests: {} files would be written to {} (--check: nothing written)",
             rendered.files.len(),
             dir.display()
-        );
+        ));
         return Ok(());
     }
     let changed = manifests::write_tree(&dir, &rendered.files)?;
@@ -624,7 +632,7 @@ fn render_manifests(g: &GlobalArgs, out: Option<&std::path::Path>, download: boo
             &inventory.state_dir().join("cache"),
         )?;
     }
-    println!(
+    say(format!(
         "manifests: {} files in {} ({} changed); upstream files {}",
         rendered.files.len(),
         dir.display(),
@@ -634,9 +642,9 @@ fn render_manifests(g: &GlobalArgs, out: Option<&std::path::Path>, download: boo
         } else {
             "not downloaded (--offline)".to_string()
         }
-    );
+    ));
     for path in changed {
-        println!("  wrote {}", path.display());
+        say(format!("  wrote {}", path.display()));
     }
     Ok(())
 }

@@ -107,3 +107,32 @@ fn a_broken_manifest_template_is_bad_input_with_file_and_line() {
         "half a render was written"
     );
 }
+
+/// The lab's `--json` runs fed the render report to jq as if it were an event: with --json,
+/// stdout carries only JSON lines and the report goes to stderr.
+#[test]
+fn json_mode_keeps_the_render_report_off_stdout() {
+    let p = project();
+    let (code, out) = bootstrap(p.path(), &["secrets", "init"]);
+    assert_eq!(code, 0, "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .current_dir(p.path())
+        .args(["-i", "inventory.toml", "--json"])
+        .args(["manifests", "--render-only", "--offline"])
+        .env_remove("BOOTSTRAP_INVENTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON on stdout: {line:?}"
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("manifests: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

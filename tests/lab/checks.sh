@@ -476,9 +476,8 @@ check_worker_check_mode_on_a_fresh_host() {
 
 # Everything built so far, all at once: converged already by the checks before, so 0 changed.
 check_all_converged() {
-  # The lab has no cluster until the Kubernetes stand-ins land: the manifests stage (every step
-  # tagged `manifests`) is skipped here, and gets checks of its own once they do.
-  check "all: exits 0" exit_code_is 0 bootstrap_json all-final --skip-tags manifests all
+  # The manifests stage included: it applies nothing new on the converged lab (check_manifests).
+  check "all: exits 0" exit_code_is 0 bootstrap_json all-final all
   check "all: changes nothing on the converged lab" summary_is all-final changed 0
   check "all: nothing failed or unreachable" summary_ok all-final
   check "master: a rerun on the converged lab exits 0" exit_code_is 0 bootstrap_json master-final master
@@ -792,20 +791,20 @@ check_kubernetes_master() {
 }
 
 # After check_worker (whose `bootstrap worker` runs the join too).
-# `all` here skips the manifests stage (steps tagged `manifests`): applying them needs stand-ins
-# the lab does not have yet (an ingress-nginx release manifest served by the lab repository, a
-# token controller), and the real manifest is downloaded from GitHub, out of reach here.
+# `all` here includes the manifests stage: its first run applies the hand-off through the
+# master's stand-in kubectl (ingress-nginx from the stand-in release manifest the lab repository
+# serves); check_manifests then checks what the stand-in API recorded.
 check_kubernetes() {
   local pw before inv_overlap
   pw="$(secret_value db_password)"
   check "worker: node prerequisites hold" node_prerequisites_hold worker
   check "worker: node worker is Ready (asked on the master)" node_ready worker
   check "worker: its InternalIP is its inventory address" node_address_is worker "$(host_addr worker)"
-  check_converges all-k8s --skip-tags manifests all
+  check_converges all-k8s all
 
   before="$(worker_state)"
   on_host worker "sudo rm -f /etc/kubernetes/kubelet.conf"
-  check "rejoin: after kubelet.conf is deleted, all exits 0" exit_code_is 0 bootstrap_json rejoin --skip-tags manifests all
+  check "rejoin: after kubelet.conf is deleted, all exits 0" exit_code_is 0 bootstrap_json rejoin all
   check "rejoin: only the join steps changed" changed_steps_are rejoin \
     "$(printf 'worker\t%s\n' "$K8S_STEP_TOKEN" "$K8S_STEP_JOIN" "$K8S_STEP_LEFTOVERS" "$K8S_STEP_STALE" | sort)"
   check "rejoin: worker is Ready again" node_ready worker
@@ -823,12 +822,105 @@ check_kubernetes() {
   check "reset: PostgreSQL and its firewall are unchanged" test "$(worker_state)" = "$before"
   check "reset: PostgreSQL still runs with its database" on_host worker \
     "sudo -u postgres psql -Atc \"select 1 from pg_database where datname = '$(toml_get "$INVENTORY" vars.db_name)'\" | grep -qx 1"
-  check "after reset, all exits 0" exit_code_is 0 bootstrap_json after-reset --skip-tags manifests all
+  check "after reset, all exits 0" exit_code_is 0 bootstrap_json after-reset all
   check "after reset, the worker is Ready again" node_ready worker
-  check "after reset: the second all changes 0" exit_code_is 0 bootstrap_json after-reset-2 --skip-tags manifests all
+  check "after reset: the second all changes 0" exit_code_is 0 bootstrap_json after-reset-2 all
   check "after reset: ... and reports 0 changed" summary_is after-reset-2 changed 0
   check_worker_access "$pw" " (after the Kubernetes checks)"
   check "the join tokens are in no output, --json event or log" no_join_token_anywhere
+}
+
+# ---------------------------------------------------------------- manifests (cluster hand-off)
+
+# The stand-in API's apply log (every apply in order with its result), as JSON.
+applied_log() { kubectl_on_master "get --raw /standin/v1/applied"; }
+
+# applied_since SEQ: "kind namespace name result" lines of the applies after SEQ.
+applied_since() {
+  applied_log | jq -r --argjson s "$1" '.items[] | select(.seq > $s) | "\(.kind) \(.namespace // "-") \(.name) \(.result)"'
+}
+
+applied_count() { applied_log | jq '.items | length'; }
+
+# Every object of the rendered hand-off directory (and the upstream file it names) was applied,
+# and every namespaced object after its Namespace was.
+manifests_all_applied() {
+  local dir="$1" log
+  log="$(mktemp)"
+  applied_log >"$log" || { rm -f "$log"; echo "no apply log from the stand-in API"; return 1; }
+  python3 - "$dir" "$log" <<'PY'
+import json, os, sys, yaml
+root, log = sys.argv[1:]
+applied = json.load(open(log))["items"]
+first = {}
+for a in applied:
+    first.setdefault((a["kind"], a["namespace"] or "", a["name"]), a["seq"])
+want = set()
+for d, _, files in os.walk(root):
+    for f in files:
+        if not f.endswith(".yaml") or f == "kustomization.yaml":
+            continue
+        for o in yaml.safe_load_all(open(os.path.join(d, f))):
+            if o:
+                want.add((o["kind"], o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+missing = sorted(w for w in want if w not in first)
+# A namespaced object of the hand-off names its namespace (kustomize sets no namespace here).
+early = sorted(w for w in want if w[1] and w in first and first.get(("Namespace", "", w[1]), 10**9) > first[w])
+if missing or early or len(want) < 20:
+    sys.exit(f"{len(want)} objects in {root}; not applied: {missing}; applied before their namespace: {early}")
+print(f"{len(want)} objects applied")
+PY
+  local rc=$?
+  rm -f "$log"
+  return "$rc"
+}
+
+# applied_since_is SEQ WANT: the applies after SEQ that created or configured something.
+applied_since_is() {
+  local got
+  got="$(applied_since "$1" | awk '$4 != "unchanged"')"
+  [[ $got == "$2" ]] || { printf 'applied (created/configured):\n%s\nexpected:\n%s\n' "$got" "$2"; return 1; }
+}
+
+deployer_kubeconfig_fetched() {
+  local f
+  f="$(dirname "$INVENTORY")/.bootstrap/deployer.kubeconfig"
+  [[ $(stat -c %a "$f" 2>/dev/null) == 600 ]] || { echo "$f: mode $(stat -c %a "$f" 2>&1), expected 600"; return 1; }
+  grep -q '^ *token: ' "$f" || { echo "$f has no token"; return 1; }
+  grep -q "server: https://$(host_addr master):" "$f" || { echo "$f does not name the master's API"; return 1; }
+}
+
+# After check_kubernetes, whose `all` runs applied the hand-off first.
+check_manifests() {
+  local seq changed_inv app_ns values=()
+  app_ns="$(toml_get "$INVENTORY" vars.app_namespace)"
+  check "manifests: every object of the hand-off was applied, namespaces before the objects in them" \
+    manifests_all_applied "$(dirname "$INVENTORY")/.bootstrap/manifests"
+  check "manifests: the deployer kubeconfig is on the admin machine (0600, a token, the master's API)" \
+    deployer_kubeconfig_fetched
+
+  seq="$(applied_count)"
+  check "manifests: a rerun exits 0" exit_code_is 0 bootstrap_json manifests-rerun manifests
+  check "manifests: a rerun reports 0 changed" summary_is manifests-rerun changed 0
+  check "manifests: a rerun applies nothing new (no created/configured in the apply log)" applied_since_is "$seq" ""
+
+  # A changed app_replicas: only the Deployment is configured (a copy of the lab inventory, beside it).
+  changed_inv="$(dirname "$INVENTORY")/inventory-replicas.toml"
+  inventory_with_var "$INVENTORY" app_replicas "$(( $(toml_get "$INVENTORY" vars.app_replicas) + 1 ))" >"$changed_inv"
+  seq="$(applied_count)"
+  check "manifests: a changed app_replicas exits 0" exit_code_is 0 env_inventory "$changed_inv" bootstrap_json manifests-replicas manifests
+  check "manifests: ... changes the Deployment's file and its apply handler only" changed_steps_are manifests-replicas \
+    "$(printf 'master\t%s\n' "handler: apply crypto-exchange" "manifest crypto-exchange/deployment.yaml" | sort)"
+  check "manifests: ... and the API configured only the Deployment" applied_since_is "$seq" "Deployment $app_ns django-app configured"
+  seq="$(applied_count)"
+  check "manifests: back to the lab inventory exits 0" exit_code_is 0 bootstrap_json manifests-back manifests
+  check "manifests: ... and the API configured only the Deployment again" applied_since_is "$seq" "Deployment $app_ns django-app configured"
+  rm -f "$changed_inv"
+
+  local name
+  for name in db_password django_secret_key grafana_admin_password log_shipper_password; do values+=("$(secret_value "$name")"); done
+  check "manifests: the Secret's values are in no output, --json event or log" \
+    not_leaked_any "$LAB_LOGS" "$(state_logs)" -- "${values[@]}"
 }
 
 # `bootstrap check` connects to nothing: until the inventory checks refuse the CIDR it cannot

@@ -3,9 +3,8 @@
 # `bootstrap all` against it (whatever `all` covers in this checkout's playbooks/site.toml),
 # draws the lab's diagram beside its inventory, then says where each service answers, how to
 # reach the machines and how to take the lab down. The lab stays up until `lab down`.
-# Arguments go to `bootstrap all`, e.g. `lab demo --skip-tags manifests` (as the scenario does
-# while the lab has no Kubernetes stand-ins; the manifests also download the pinned ingress-nginx
-# release, which needs the internet).
+# Arguments go to `bootstrap all`, e.g. `lab demo --skip-tags manifests` (the lab applies the
+# manifests to its stand-in API, ingress-nginx from the stand-in manifest of its repository).
 set -euo pipefail
 # shellcheck source=tests/lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

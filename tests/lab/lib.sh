@@ -271,6 +271,7 @@ build_repo() {
   rm -rf "$stage"
   cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
   cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
+  cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
   sign_repo "$repo"
@@ -452,6 +453,9 @@ lab_vars() {
   echo 'k8s_repo_key_fingerprint = ""'
   echo "calico_manifest_url = \"$(lab_repo_url)calico.yaml\""
   echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/calico.yaml" | cut -d' ' -f1)\""
+  # The manifests stage: the stand-in ingress-nginx release manifest (tests/lab/standins/).
+  echo "ingress_nginx_manifest_url = \"$(lab_repo_url)ingress-nginx.yaml\""
+  echo "ingress_nginx_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/ingress-nginx.yaml" | cut -d' ' -f1)\""
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
   echo "lab_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
   echo "lab_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""

@@ -65,6 +65,7 @@ check_smoke "$LAB_DIR/playbooks/smoke.toml"
 check_kubernetes_master
 check_worker
 check_kubernetes
+check_manifests
 check_elk
 check_firewall_lockout_guard "$LAB_DIR/playbooks/lockout.toml"
 check_firewall_rollback_left_behind

@@ -4,6 +4,7 @@ They need python3-yaml and openssl; no root, no systemd. A fake /proc and a temp
 given through BOOTSTRAP_STANDIN_PROC / BOOTSTRAP_STANDIN_ROOT before the modules are imported.
 """
 
+import base64
 import io
 import json
 import os
@@ -228,6 +229,55 @@ class ApplyTest(unittest.TestCase):
         self.assertNotIn("namespace", objs[0]["metadata"])
 
 
+class TokenControllerTest(unittest.TestCase):
+    SA_SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                 "metadata": {"name": "deployer-token", "namespace": "crypto-exchange",
+                              "annotations": {"kubernetes.io/service-account.name": "deployer"}}}
+
+    def model_with_namespace(self):
+        m = Model()
+        m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crypto-exchange"}})
+        return m
+
+    def test_service_account_token_secret_gets_a_token_kept_across_reapplies(self):
+        m = self.model_with_namespace()
+        m.apply(json.loads(json.dumps(self.SA_SECRET)))
+        token = m.get_object("", "Secret", "crypto-exchange", "deployer-token")["data"]["token"]
+        self.assertTrue(base64.b64decode(token))
+        # A rerun compares with what was applied (no token there): unchanged, same token.
+        self.assertEqual(m.apply(json.loads(json.dumps(self.SA_SECRET)))[1], "unchanged")
+        changed = json.loads(json.dumps(self.SA_SECRET))
+        changed["metadata"]["labels"] = {"a": "b"}
+        self.assertEqual(m.apply(changed)[1], "configured")
+        self.assertEqual(m.get_object("", "Secret", "crypto-exchange", "deployer-token")["data"]["token"], token)
+
+    def test_other_secrets_get_no_token(self):
+        m = self.model_with_namespace()
+        m.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                 "metadata": {"name": "s", "namespace": "crypto-exchange"}, "stringData": {"k": "v"}})
+        self.assertNotIn("token", m.get_object("", "Secret", "crypto-exchange", "s").get("data") or {})
+
+
+class IngressStandinManifestTest(unittest.TestCase):
+    def test_applies_in_kustomize_order_with_the_objects_the_playbook_waits_on(self):
+        d = tempfile.mkdtemp(dir=FAKE)
+        os.makedirs(f"{d}/upstream")
+        with open(os.path.join(HERE, "ingress-nginx.yaml")) as src, open(f"{d}/upstream/deploy.yaml", "w") as dst:
+            text = src.read()
+            dst.write(text)
+        self.assertIn("Stand-in", text)
+        with open(f"{d}/kustomization.yaml", "w") as f:
+            f.write("resources: [upstream/deploy.yaml]\n")
+        m = Model()
+        for _, o in kubectl.kustomize(d):
+            m.apply(o)
+        applied = [(a["kind"], a["name"]) for a in m.state["applied"]]
+        self.assertEqual(applied[0], ("Namespace", "ingress-nginx"))
+        for obj in [("Deployment", "ingress-nginx-controller"), ("Service", "ingress-nginx-controller"),
+                    ("Job", "ingress-nginx-admission-patch"), ("IngressClass", "nginx")]:
+            self.assertIn(obj, applied)
+
+
 class ReadinessTest(unittest.TestCase):
     def model(self, pod_cidr="10.244.0.0/16"):
         m = Model()
@@ -423,6 +473,24 @@ class ApiOverTlsTest(unittest.TestCase):
         code, _, err = self.kubectl("-n", "kube-system", "get", "daemonset/nosuch")
         self.assertEqual((code, err.strip().splitlines()[-1]),
                          (1, 'Error from server (NotFound): daemonsets.apps "nosuch" not found'))
+
+    def test_wait_job_complete_is_met_at_once_and_unknown_job_is_notfound(self):
+        doc = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: jobs}\n---\napiVersion: batch/v1\nkind: Job\n"
+               "metadata: {name: patch, namespace: jobs}\nspec: {template: {spec: {containers: []}}}\n")
+        self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[0], 0)
+        self.assertEqual(self.kubectl("-n", "jobs", "wait", "--for=condition=complete", "job/patch", "--timeout=5s")[:2],
+                         (0, "job.batch/patch condition met\n"))
+        code, _, err = self.kubectl("-n", "jobs", "wait", "--for=condition=complete", "job/nosuch", "--timeout=5s")
+        self.assertEqual((code, err.strip().splitlines()[-1]),
+                         (1, 'Error from server (NotFound): jobs.batch "nosuch" not found'))
+
+    def test_service_account_token_readable_by_jsonpath(self):
+        doc = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: sa}\n---\napiVersion: v1\nkind: Secret\n"
+               "type: kubernetes.io/service-account-token\nmetadata: {name: t, namespace: sa}\n")
+        self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[0], 0)
+        code, out, _ = self.kubectl("-n", "sa", "get", "secret", "t", "-o", "jsonpath={.data.token}")
+        self.assertEqual(code, 0)
+        self.assertTrue(base64.b64decode(out).startswith(b"standin-sa-token."))
 
     def test_unknown_node_is_notfound_exit_1(self):
         code, _, err = self.kubectl("get", "node", "nosuch")

@@ -218,9 +218,12 @@ class Ctl:
             if kind == "Deployment" and cname == "Available":
                 self.wait_deployment(name, want, timeout)
                 continue
+            if kind == "Job" and cname.lower() == "complete":
+                self.wait_job(name, want)
+                continue
             if kind != "Node":
-                raise Fail("error: stand-in kubectl wait supports nodes (Ready), deployments (Available) and "
-                           "pods -l SELECTOR (Ready)")
+                raise Fail("error: stand-in kubectl wait supports nodes (Ready), deployments (Available), "
+                           "jobs (complete) and pods -l SELECTOR (Ready)")
             self.call("GET", f"/api/v1/nodes/{name}")  # NotFound fails at once, like kubectl
 
             def met():
@@ -262,6 +265,13 @@ class Ctl:
         if not wait_until(timeout, met, 1):
             raise Fail(f"error: timed out waiting for the condition on deployments/{name}")
         print(f"deployment.apps/{name} condition met")
+
+    def wait_job(self, name, want):
+        """Stand-in Jobs run no container: one that exists has completed (NotFound fails at once)."""
+        self.fetch("batch", "Job", name)
+        if want != "True":
+            raise Fail(f"error: timed out waiting for the condition on jobs/{name}")
+        print(f"job.batch/{name} condition met")
 
     def rollout(self, pos):
         if len(pos) < 2 or pos[0] != "status":

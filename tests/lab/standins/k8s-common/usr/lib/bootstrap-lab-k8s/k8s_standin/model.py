@@ -8,12 +8,14 @@ State (one JSON document, kept by apiserver.py in API_STATE_FILE):
 The readiness model is the stand-in's own, documented in tests/lab/standins/README.md.
 """
 
+import base64
 import copy
 import hashlib
 import hmac
 import ipaddress
 import json
 import re
+import secrets
 import time
 
 from .common import b64
@@ -149,6 +151,7 @@ class Model:
             live = copy.deepcopy(obj)
             set_env(live, overrides)
             live["metadata"]["generation"] = generation
+            fill_service_account_token(live, old and old["object"])
             self.state["objects"][key] = {"object": live, "applied": copy.deepcopy(obj), "generation": generation,
                                           "env_overrides": overrides, "created": old["created"] if old else self.now()}
         if record:
@@ -363,6 +366,21 @@ class Model:
                    "(kubeadm-config networking.podSubnet): pods would get addresses the cluster does not route")
         return {"cidr": cidr, "source": source, "podCIDR": pod_cidr, "ok": ok,
                 "message": "stand-in calico-node: " + message}
+
+
+def fill_service_account_token(live, old_live):
+    """The token controller: a `kubernetes.io/service-account-token` Secret gets `data.token`
+    (kept across re-applies, like the real controller keeps it). Only the live object has it,
+    so comparing a rerun with what was applied stays unchanged."""
+    if live.get("kind") != "Secret" or live.get("type") != "kubernetes.io/service-account-token":
+        return
+    data = live.setdefault("data", {}) or {}
+    live["data"] = data
+    if data.get("token"):
+        return
+    old_token = ((old_live or {}).get("data") or {}).get("token")
+    token = old_token or base64.b64encode(("standin-sa-token." + secrets.token_hex(24)).encode()).decode()
+    data["token"] = token
 
 
 def set_env(obj, overrides):
