@@ -6,26 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-/// The repository's inventory, playbooks and templates in a scratch directory, with the hosts'
-/// addresses moved to TEST-NET (nothing here may connect anywhere, but just in case).
-fn project() -> tempfile::TempDir {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = std::fs::read_to_string(repo.join("inventory.toml"))
-        .unwrap()
-        .replace("91.107.191.148", "192.0.2.11")
-        .replace("91.107.171.123", "192.0.2.12")
-        .replace("91.107.185.11", "192.0.2.13");
-    std::fs::write(dir.path().join("inventory.toml"), inventory).unwrap();
-    let status = Command::new("cp")
-        .args(["-r", "playbooks", "files"])
-        .arg(dir.path())
-        .current_dir(repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    dir
-}
+use crate::support::shipped_project as project;
 
 fn bootstrap(dir: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_bootstrap"))

@@ -471,3 +471,25 @@ fn small_receive_buffer(stream: &TcpStream) {
     };
     assert_eq!(rc, 0, "setsockopt SO_RCVBUF");
 }
+
+/// The repository's inventory, playbooks and templates in a scratch directory, with the hosts'
+/// addresses moved to TEST-NET (nothing here may connect anywhere, but just in case); no
+/// secrets file.
+pub fn shipped_project() -> tempfile::TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = fs::read_to_string(repo.join("inventory.toml"))
+        .unwrap()
+        .replace("91.107.191.148", "192.0.2.11")
+        .replace("91.107.171.123", "192.0.2.12")
+        .replace("91.107.185.11", "192.0.2.13");
+    fs::write(dir.path().join("inventory.toml"), inventory).unwrap();
+    let status = Command::new("cp")
+        .args(["-r", "playbooks", "files"])
+        .arg(dir.path())
+        .current_dir(repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
