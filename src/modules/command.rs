@@ -299,19 +299,7 @@ stdin = "right""#,
         let run = |input: &[u8]| {
             let mut b = crate::runner::batch::Batch::new();
             b.push_with_input(&script, input);
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(b.script())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(b.input()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            let (status, stdout) = b.parse(&String::from_utf8(out.stdout).unwrap())[0]
-                .clone()
-                .unwrap();
+            let (status, stdout) = b.run_locally(std::path::Path::new("."))[0].clone().unwrap();
             c.plan(&ProbeOutput {
                 exit_status: status,
                 stdout,

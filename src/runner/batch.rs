@@ -31,6 +31,24 @@ fn read_clock(var: &str) -> String {
 }
 
 impl Batch {
+    /// Runs the batch in a local `sh` in `dir`, its input on stdin, and parses the answer: how
+    /// the tests of the batch and of modules whose probes read stdin run it without SSH.
+    #[cfg(test)]
+    pub fn run_locally(&self, dir: &std::path::Path) -> Vec<Option<(i32, String)>> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(self.script())
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(self.input()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        self.parse(&String::from_utf8(out.stdout).unwrap())
+    }
+
     pub fn new() -> Batch {
         let nonce: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
@@ -241,17 +259,7 @@ mod tests {
                 !b.script().contains("secret"),
                 "input stays out of the script"
             );
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(b.script())
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(b.input()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            let parsed = b.parse(&String::from_utf8(out.stdout).unwrap());
+            let parsed = b.run_locally(std::path::Path::new("."));
             assert_eq!(parsed[0], Some((0, "plain\n".to_string())));
             assert_eq!(parsed[1], Some((0, "first secret".to_string())));
             assert_eq!(parsed[2], Some((0, "between\n".to_string())));
