@@ -520,7 +520,7 @@ pub fn validate(
             }
         }
         let renderer = Renderer::new(&playbook.files_dir());
-        let mut facts: BTreeMap<String, String> = runner::play::OS_FACT_NAMES
+        let mut facts: BTreeMap<String, String> = runner::facts::OS_FACT_NAMES
             .iter()
             .map(|f| (f.to_string(), fact_placeholder(f)))
             .collect();

@@ -7,6 +7,7 @@
 //! when the connection is gone its stdin ends, it exits and the kernel releases the lock, but
 //! `lock.info` stays behind and the next run reports it as a stale lock taken over.
 
+use base64::Engine as _;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::transport::shell::quote;
@@ -78,6 +79,8 @@ pub struct Found {
     /// A firewall rollback fired since the last run looked.
     pub fw_fired: Option<String>,
     keeper_pid: Option<String>,
+    /// What the facts script printed, when one was sent with the lock.
+    pub facts: Option<String>,
 }
 
 /// Reports what is pending and what fired; the part shared by the lock and the check-mode look.
@@ -100,7 +103,7 @@ fn report_script(acknowledge: bool) -> String {
 }
 
 /// The keeper: takes the lock (or says who holds it), reports, then holds it for the session.
-fn lock_script(d: &str, who: &RunInfo) -> String {
+fn lock_script(d: &str, who: &RunInfo, facts: Option<&str>) -> String {
     format!(
         "d={d}\n\
          umask 077\n\
@@ -111,6 +114,7 @@ fn lock_script(d: &str, who: &RunInfo) -> String {
          printf 'run=%s\\nadmin=%s\\nstarted=%s\\nkeeper=%s\\n' {run} {admin} {started} \"$$\" > \"$d/lock.info.tmp\" && mv -f \"$d/lock.info.tmp\" \"$d/lock.info\" || exit 3\n\
          echo \"keeper $$\"\n\
          {report}\
+         {facts}\
          echo ready\n\
          IFS= read -r word || true\n\
          [ \"$word\" = unlock ] && rm -f \"$d/lock.info\"\n\
@@ -120,20 +124,36 @@ fn lock_script(d: &str, who: &RunInfo) -> String {
         admin = quote(&who.admin),
         started = quote(&who.started),
         report = report_script(true),
+        facts = facts_block(facts),
     )
 }
 
 /// Check mode: the same answers, read-only (nothing created, the lock not taken).
-fn look_script(d: &str) -> String {
+fn look_script(d: &str, facts: Option<&str>) -> String {
     format!(
         "d={d}\n\
+         {facts}\
          [ -d \"$d\" ] || {{ echo ready; exit 0; }}\n\
          if [ -f \"$d/lock\" ] && ! flock -n \"$d/lock\" true; then echo busy; tr '\\n' ' ' < \"$d/lock.info\" 2>/dev/null; echo; fi\n\
          {report}\
          echo ready\n",
         d = quote(d),
         report = report_script(false),
+        facts = facts_block(facts),
     )
+}
+
+/// The host's facts, asked in the same round trip as the lock: the script's whole output on
+/// one `facts` line, base64 (nothing a fact prints can pass for a lock word or the ready line).
+/// No stdin (the keeper's is the unlock word) and not the lock's descriptor (a daemon a fact
+/// command started must not keep the lock).
+fn facts_block(facts: Option<&str>) -> String {
+    match facts {
+        None => String::new(),
+        Some(script) => format!(
+            "printf 'facts %s\\n' \"$( ( {script}\n) </dev/null 9>&- 2>/dev/null | base64 -w0)\"\n"
+        ),
+    }
 }
 
 fn parse(text: &str) -> Found {
@@ -156,6 +176,12 @@ fn parse(text: &str) -> Found {
             }
             "fw-pending" => found.fw_pending = Some(rest.trim().to_string()),
             "fw-fired" => found.fw_fired = Some(rest.trim().to_string()),
+            "facts" => {
+                found.facts = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+            }
             _ => {}
         }
     }
@@ -174,11 +200,12 @@ pub async fn lock(
     dir: &str,
     who: &RunInfo,
     take: bool,
+    facts: Option<&str>,
 ) -> anyhow::Result<(Option<HostLock>, Found)> {
     let script = if take {
-        lock_script(dir, who)
+        lock_script(dir, who, facts)
     } else {
-        look_script(dir)
+        look_script(dir, facts)
     };
     match session.hold(&script, "ready").await? {
         Ok((text, held)) => {
@@ -275,14 +302,14 @@ mod tests {
         assert!(sh(&record_pending_script(d, "worker", &names))
             .status
             .success());
-        let look = sh(&look_script(d));
+        let look = sh(&look_script(d, None));
         let found = parse(&String::from_utf8_lossy(&look.stdout));
         assert_eq!(found.pending["worker"], names);
         assert!(found.busy.is_none() && found.fw_fired.is_none());
         assert!(sh(&clear_pending_script(d, "worker", "it's"))
             .status
             .success());
-        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d)).stdout));
+        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d, None)).stdout));
         assert_eq!(
             found.pending["worker"],
             BTreeSet::from(["restart postgresql".to_string()])
@@ -290,11 +317,45 @@ mod tests {
         assert!(sh(&clear_pending_script(d, "worker", "restart postgresql"))
             .status
             .success());
-        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d)).stdout));
+        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d, None)).stdout));
         assert!(found.pending.is_empty());
         let mode = std::fs::metadata(d).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o700, "root-only state");
+    }
+
+    #[test]
+    fn facts_sent_with_the_lock_come_back_whole_and_cannot_pass_for_lock_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("state");
+        let d = d.to_str().unwrap();
+        // A fact printing the keeper's own words, and one reading stdin (it must get none).
+        let facts = "echo busy; echo ready; echo 'pending worker x'; cat; echo last";
+        let who = RunInfo::new("run-1");
+        for script in [
+            lock_script(d, &who, Some(facts)),
+            look_script(d, Some(facts)),
+        ] {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"unlock\n").unwrap();
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let before_ready = &text[..text.find("\nready\n").expect("ready line") + 1];
+            let found = parse(before_ready);
+            assert_eq!(
+                found.facts.as_deref(),
+                Some("busy\nready\npending worker x\nlast\n"),
+                "{text}"
+            );
+            assert!(found.busy.is_none() && found.pending.is_empty(), "{text}");
+        }
     }
 
     #[test]

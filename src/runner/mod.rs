@@ -6,11 +6,13 @@ pub mod batch;
 pub mod context;
 pub mod deadline;
 pub mod events;
+pub mod facts;
 pub mod firewall_guard;
 pub mod host;
 pub mod interrupt;
 pub mod log;
 pub mod play;
+pub mod prefetch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -62,6 +64,8 @@ pub(crate) struct HostConn {
     state_dir: String,
     lock: Mutex<Option<host::HostLock>>,
     found: host::Found,
+    /// The facts of the host's plays, read with the lock, and `Moves::now()` before they were.
+    facts: Option<(u64, BTreeMap<PathBuf, facts::Facts>)>,
 }
 
 /// Why a host gets no work: it does not answer, or it must not be touched now.
@@ -163,6 +167,43 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         .collect();
     let forks = Arc::new(Semaphore::new(req.forks.unwrap_or(involved.len()).max(1)));
     let mut stages_not_run = Vec::new();
+    let moves = prefetch::Moves::default();
+    let stage_renderers: Vec<Vec<Renderer>> = req
+        .stages
+        .iter()
+        .map(|stage| {
+            stage
+                .playbooks
+                .iter()
+                .map(|p| Renderer::new(&p.files_dir()))
+                .collect()
+        })
+        .collect();
+    // Every play a host runs in this run, in order: its facts are read with the lock and its
+    // probes asked at once when the host starts (see `prefetch`).
+    let plays_of = |host: &Host| -> Vec<(&Playbook, &Renderer)> {
+        if !in_limit(host) {
+            return Vec::new();
+        }
+        req.stages
+            .iter()
+            .zip(&stage_renderers)
+            .flat_map(|(stage, renderers)| stage.playbooks.iter().zip(renderers))
+            .filter(|(p, _)| host.has_role(&p.hosts))
+            .collect()
+    };
+    let facts_requests: BTreeMap<String, facts::FactsRequest> = involved
+        .iter()
+        .filter_map(|h| {
+            let plays: Vec<&Playbook> = plays_of(h).into_iter().map(|(p, _)| p).collect();
+            (!plays.is_empty())
+                .then(|| (h.name.clone(), facts::FactsRequest::for_playbooks(&plays)))
+        })
+        .collect();
+    let prefetches: BTreeMap<String, OnceCell<prefetch::Prefetched>> = involved
+        .iter()
+        .map(|h| (h.name.clone(), OnceCell::new()))
+        .collect();
 
     for (stage_index, stage) in req.stages.iter().enumerate() {
         let failed_before = recaps.values().any(|r| r.failed > 0 || r.unreachable);
@@ -186,20 +227,17 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             }
             break;
         }
-        let renderers: Vec<Renderer> = stage
-            .playbooks
-            .iter()
-            .map(|p| Renderer::new(&p.files_dir()))
-            .collect();
+        let renderers = &stage_renderers[stage_index];
         // Per host, its plays of this stage run one after another (one apt/dpkg at a time).
         let host_tasks = involved.iter().map(|host| {
             // A host that is here only as a delegate (outside --limit) runs no play of its own.
             let plays: Vec<(&Playbook, &Renderer)> = stage
                 .playbooks
                 .iter()
-                .zip(&renderers)
+                .zip(renderers)
                 .filter(|(p, _)| in_limit(host) && host.has_role(&p.hosts))
                 .collect();
+            let all_plays = plays_of(host);
             let forks = forks.clone();
             let reporter = reporter.clone();
             let req = &req;
@@ -208,7 +246,14 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             let state_dir = state_dir.clone();
             let who = &who;
             let registry = &registry;
-            let wanted_delegates = delegates_of(host, &stage.playbooks);
+            let moves = &moves;
+            let facts_requests = &facts_requests;
+            let prefetches = &prefetches;
+            // The delegates of all the host's plays, later stages' too: the prefetch asks them
+            // their probes now.
+            let all_playbooks: Vec<Playbook> =
+                all_plays.iter().map(|(p, _)| (*p).clone()).collect();
+            let wanted_delegates = delegates_of(host, &all_playbooks);
             async move {
                 let mut recap = HostRecap::default();
                 if plays.is_empty() {
@@ -227,6 +272,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     who,
                     log,
                     reporter.as_ref(),
+                    (facts_requests.get(&host.name), moves),
                 )
                 .await
                 {
@@ -250,8 +296,17 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     // A delegate is worked on too: connected and locked like a play host.
                     let cell = &sessions[&name];
                     let delegate_log = &logs[&name];
-                    if let Ok(c) =
-                        open_host(cell, target, req, who, delegate_log, reporter.as_ref()).await
+                    let facts = (facts_requests.get(&name), moves);
+                    if let Ok(c) = open_host(
+                        cell,
+                        target,
+                        req,
+                        who,
+                        delegate_log,
+                        reporter.as_ref(),
+                        facts,
+                    )
+                    .await
                     {
                         delegates.insert(name, c);
                     }
@@ -274,6 +329,23 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     interrupt: &req.interrupt,
                     force_handlers: req.force_handlers,
                     pending_from_host: &conn.found.pending,
+                    moves,
+                    prefetched: None,
+                };
+                let known = prefetches[&host.name]
+                    .get_or_init(|| async {
+                        let known = match &conn.facts {
+                            Some((asked_at, facts)) => {
+                                prefetch::Prefetched::with_facts(*asked_at, facts.clone())
+                            }
+                            None => prefetch::Prefetched::default(),
+                        };
+                        prefetch::ask(&ctx, &all_plays, known).await
+                    })
+                    .await;
+                let ctx = play::PlayCtx {
+                    prefetched: Some(known),
+                    ..ctx
                 };
                 for (playbook, renderer) in plays {
                     let r = play::run_play(&ctx, playbook, renderer).await;
@@ -319,6 +391,7 @@ async fn open_host(
     who: &host::RunInfo,
     log: &log::HostLog,
     reporter: &dyn Reporter,
+    (facts, moves): (Option<&facts::FactsRequest>, &prefetch::Moves),
 ) -> Result<Arc<HostConn>, HostRefusal> {
     let remote_state = host::state_dir(&host.name);
     let remote_state = remote_state.as_str();
@@ -360,7 +433,12 @@ async fn open_host(
                 duration: std::time::Duration::ZERO,
             }));
         };
-        let (lock, found) = match host::lock(&session, remote_state, who, take).await {
+        let facts_asked_at = moves.now();
+        let facts_script = facts.map(|f| f.script());
+        if let Some(script) = &facts_script {
+            log.write("facts (with the lock)", script);
+        }
+        let (lock, found) = match host::lock(&session, remote_state, who, take, facts_script.as_deref()).await {
             Ok(r) => r,
             Err(e) => {
                 refuse(format!("{e:#}"));
@@ -421,11 +499,20 @@ async fn open_host(
             }
             note(message);
         }
+        let facts = match (facts, &found.facts) {
+            (Some(request), Some(text)) => {
+                let all = request.read_all(text);
+                log.write("facts result", &format!("{all:?}"));
+                Some((facts_asked_at, all))
+            }
+            _ => None,
+        };
         Ok(Arc::new(HostConn {
             session,
             state_dir: remote_state.to_string(),
             lock: Mutex::new(lock),
             found,
+            facts,
         }))
     })
     .await

@@ -15,8 +15,10 @@ use crate::runner::apply::{apply, ApplyCtx, Mode};
 use crate::runner::batch::Batch;
 use crate::runner::context::{host_context_with, resolve_delegate, Registry};
 use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult, Timing, TimingKind};
+use crate::runner::facts::FactsRequest;
 use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
+use crate::runner::prefetch::{Moves, Prefetched};
 use crate::runner::{deadline, host};
 use crate::transport::Session;
 
@@ -59,20 +61,13 @@ pub struct PlayCtx<'a> {
     pub registry: &'a Registry,
     /// Sessions of the hosts this host's steps are delegated to (`delegate_to`), by host name.
     pub(crate) delegates: &'a BTreeMap<String, Arc<super::HostConn>>,
+    /// Changes applied so far by this run, on any host.
+    pub moves: &'a Moves,
+    /// What the host answered early in the run (see `prefetch`), used while nothing changed.
+    pub prefetched: Option<&'a Prefetched>,
 }
 
-/// The facts every play can read, gathered by `OS_FACTS`.
-pub const OS_FACT_NAMES: &[&str] = &["os_id", "os_version", "os_codename", "arch", "hostname"];
-
-/// The read-only facts every play starts with.
-const OS_FACTS: &str = r#". /etc/os-release 2>/dev/null
-echo "os_id=${ID:-}"
-echo "os_version=${VERSION_ID:-}"
-echo "os_codename=${VERSION_CODENAME:-}"
-echo "arch=$(dpkg --print-architecture 2>/dev/null || uname -m)"
-echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)""#;
-
-enum Prepared {
+pub(crate) enum Prepared {
     Skip(String),
     /// Needs a fact the host does not report yet.
     Deferred(String),
@@ -102,7 +97,16 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
         &format!("{} ({})", playbook.name, playbook.path.display()),
     );
 
-    let gathered = if playbook.uses_facts {
+    let prefetched_facts = ctx
+        .prefetched
+        .and_then(|p| p.facts(ctx.moves, &playbook.path));
+    let gathered = if let (true, Some(facts)) = (playbook.uses_facts, prefetched_facts) {
+        ctx.log.write(
+            "facts",
+            "as read with the run lock (nothing has changed since)",
+        );
+        Some(facts.clone())
+    } else if playbook.uses_facts {
         gather_or_report(ctx, playbook, &mut recap).await
     } else {
         Some(BTreeMap::new())
@@ -136,6 +140,8 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
     // A connection that dropped and was re-established (see `Session::reconnect`): the step
     // that was running has an unknown outcome, so its probe is sent again, once per play.
     let mut reprobed_after_reconnect = false;
+    // After a reconnection, nothing prefetched is trusted: the host may have moved under it.
+    let mut fresh = false;
     'rounds: while next < total {
         if ctx.interrupt.requested() {
             recap.interrupted = true;
@@ -151,10 +157,11 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
             true,
         );
         let reconnects = ctx.session.reconnections();
-        let (outputs, probe_times) = match probe_all(ctx, &prepared).await {
+        let (outputs, probe_times) = match probe_all(ctx, &prepared, fresh).await {
             Ok(o) => o,
             Err(e) if ctx.session.reconnections() > reconnects && !reprobed_after_reconnect => {
                 reprobed_after_reconnect = true;
+                fresh = true;
                 ctx.log
                     .write("reconnected", &format!("{e:#}; probing again"));
                 continue 'rounds;
@@ -234,7 +241,8 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                     &facts,
                     true,
                 );
-                (result, value) = match probe_all(ctx, &again).await {
+                // Asked again for real: a prefetched answer is the state that just failed.
+                (result, value) = match probe_all(ctx, &again, true).await {
                     Ok((outs, _)) => {
                         let prep = again.into_iter().next().expect("one step prepared");
                         let output = outs.into_iter().next().flatten();
@@ -259,6 +267,7 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 && !reprobed_after_reconnect
             {
                 reprobed_after_reconnect = true;
+                fresh = true;
                 ctx.log.write(
                     "reconnected",
                     &format!(
@@ -363,7 +372,7 @@ async fn run_handlers(
             facts,
             false,
         );
-        let result = match probe_all(ctx, &prepared).await {
+        let result = match probe_all(ctx, &prepared, false).await {
             Ok((outputs, _)) => {
                 let prep = prepared.into_iter().next().expect("one handler prepared");
                 let output = outputs.into_iter().next().flatten();
@@ -395,7 +404,7 @@ async fn run_handlers(
 }
 
 /// Renders and builds each step; nothing touches the host here.
-fn prepare(
+pub(crate) fn prepare(
     ctx: &PlayCtx<'_>,
     playbook: &Playbook,
     renderer: &Renderer,
@@ -584,12 +593,17 @@ pub fn build_step_ignoring_when(
 
 /// Sends every ready step's probe as one script; returns the outputs by probe index.
 /// Probes running at once on a host (each a process or two: bounded for small machines).
-const PROBE_CONCURRENCY: usize = 4;
+pub(crate) const PROBE_CONCURRENCY: usize = 4;
 
 /// Each step's probe output, and how long its probe took on the host (when measurable).
 type Probed = (Vec<Option<ProbeOutput>>, Vec<Option<std::time::Duration>>);
 
-async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<Probed> {
+/// `fresh`: ask the host even when the run's prefetch holds an answer.
+async fn probe_all(
+    ctx: &PlayCtx<'_>,
+    prepared: &[Prepared],
+    fresh: bool,
+) -> anyhow::Result<Probed> {
     let opts = ProbeOptions {
         want_content: ctx.mode.diff,
     };
@@ -601,9 +615,32 @@ async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<P
     let mut logged_script = String::new();
     // Indices into `prepared` are mapped to batch parts by position.
     let mut parts: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
-    // Delegated steps are probed on their own host, one by one, after the batch.
+    // Delegated steps are probed on their own host, one by one, after the batch; steps the
+    // prefetch answered are not asked again.
     let mut delegated: BTreeMap<usize, Option<ProbeOutput>> = BTreeMap::new();
+    let mut answered_times: BTreeMap<usize, std::time::Duration> = BTreeMap::new();
+    let mut from_prefetch = 0;
+    let prefetched = ctx.prefetched.filter(|_| !fresh);
     for (i, p) in prepared.iter().enumerate() {
+        if let (
+            Prepared::Ready {
+                module, delegate, ..
+            },
+            Some(known),
+        ) = (p, prefetched)
+        {
+            let target = delegate.as_deref().unwrap_or(&ctx.host.name);
+            let script = module.probe(opts);
+            if let Some(answer) = known.answer(ctx.moves, target, &script, module.probe_stdin()) {
+                parts.push(None);
+                delegated.insert(i, answer.output.clone());
+                if let Some(took) = answer.took {
+                    answered_times.insert(i, took);
+                }
+                from_prefetch += 1;
+                continue;
+            }
+        }
         match p {
             Prepared::Ready {
                 module,
@@ -691,8 +728,27 @@ async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<P
             })
             .collect::<Vec<_>>()
     };
+    if from_prefetch > 0 {
+        ctx.log.write(
+            "probe",
+            &format!(
+                "{from_prefetch} answered by the run's prefetch (nothing has changed since it was asked)"
+            ),
+        );
+    }
+    let times_of = |parts: &[Option<usize>], elapsed: &[Option<std::time::Duration>]| {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                part.and_then(|p| elapsed[p])
+                    .or_else(|| answered_times.get(&i).copied())
+            })
+            .collect::<Vec<_>>()
+    };
     if batch.is_empty() {
-        return Ok((take_delegated(parts.clone(), &[]), vec![None; parts.len()]));
+        let times = times_of(&parts, &[]);
+        return Ok((take_delegated(parts, &[]), times));
     }
     ctx.log.write("probe", &logged_script);
     let input = Some(batch.input()).filter(|i| !i.is_empty());
@@ -717,10 +773,7 @@ async fn probe_all(ctx: &PlayCtx<'_>, prepared: &[Prepared]) -> anyhow::Result<P
     if !out.stderr.is_empty() {
         ctx.log.write("probe stderr", &out.stderr_str());
     }
-    let times = parts
-        .iter()
-        .map(|part| part.and_then(|i| elapsed[i]))
-        .collect();
+    let times = times_of(&parts, &elapsed);
     Ok((take_delegated(parts, &parsed), times))
 }
 
@@ -857,6 +910,9 @@ async fn run_prepared(
                 break;
             }
         }
+    }
+    if applied > 0 && !ctx.mode.check {
+        ctx.moves.record();
     }
     if applied > 0 && !ctx.mode.check && !step.notify.is_empty() {
         // Recorded before anything else happens, so a run that stops here still owes them.
@@ -1012,83 +1068,9 @@ async fn gather_facts(
     playbook: &Playbook,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let request = FactsRequest::new(playbook);
-    ctx.log.write("facts", &request.batch.script());
-    let out = ctx.session.exec(&request.batch.script(), None).await?;
+    ctx.log.write("facts", &request.script());
+    let out = ctx.session.exec(&request.script(), None).await?;
     let facts = request.read(&out.stdout_str());
     ctx.log.write("facts result", &format!("{facts:?}"));
     Ok(facts)
-}
-
-/// The facts script, and which batch part answers which fact, by name: two facts with the same
-/// command share one part (the batch sends it once), so parts are not one per fact.
-struct FactsRequest {
-    batch: Batch,
-    os_part: usize,
-    parts: Vec<(String, usize)>,
-}
-
-impl FactsRequest {
-    fn new(playbook: &Playbook) -> FactsRequest {
-        let mut batch = Batch::new();
-        let os_part = batch.push(OS_FACTS);
-        let parts = playbook
-            .facts
-            .iter()
-            .map(|(name, cmd)| {
-                (
-                    name.clone(),
-                    batch.push(&format!("{{ {cmd}\n}} 2>/dev/null")),
-                )
-            })
-            .collect();
-        FactsRequest {
-            batch,
-            os_part,
-            parts,
-        }
-    }
-
-    fn read(&self, stdout: &str) -> BTreeMap<String, String> {
-        let parsed = self.batch.parse(stdout);
-        let mut facts = BTreeMap::new();
-        if let Some(Some((_, text))) = parsed.get(self.os_part) {
-            facts.extend(
-                modules::probe_util::key_values(text)
-                    .into_iter()
-                    .filter(|(_, v)| !v.is_empty()),
-            );
-        }
-        for (name, part) in &self.parts {
-            if let Some(Some((0, text))) = parsed.get(*part) {
-                let value = text.trim();
-                if !value.is_empty() {
-                    facts.insert(name.clone(), value.to_string());
-                }
-            }
-        }
-        facts
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn facts_with_the_same_command_shifted_every_later_fact() {
-        let playbook = Playbook::parse(
-            std::path::Path::new("p.toml"),
-            "name = \"p\"\nhosts = \"all\"\n[facts]\na = \"echo same\"\nb = \"echo same\"\nc = \"echo third\"\n",
-        )
-        .unwrap();
-        let request = FactsRequest::new(&playbook);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &request.batch.script()])
-            .output()
-            .unwrap();
-        let facts = request.read(&String::from_utf8(out.stdout).unwrap());
-        assert_eq!(facts.get("a").map(String::as_str), Some("same"));
-        assert_eq!(facts.get("b").map(String::as_str), Some("same"));
-        assert_eq!(facts.get("c").map(String::as_str), Some("third"));
-    }
 }

@@ -262,7 +262,13 @@ impl Session {
                         continue;
                     }
                     let text = String::from_utf8_lossy(&stdout).into_owned();
-                    if let Some(at) = text.find(&marker) {
+                    // The marker is a whole line: "already\n" is not "ready\n".
+                    let at = if text.starts_with(&marker) {
+                        Some(0)
+                    } else {
+                        text.find(&format!("\n{marker}")).map(|i| i + 1)
+                    };
+                    if let Some(at) = at {
                         // Drain what the command prints later, so its output never blocks it.
                         let drain =
                             tokio::spawn(async move { while reader.wait().await.is_some() {} });

@@ -4,5 +4,6 @@ mod cli;
 mod diagram;
 mod lifecycle;
 mod manifests;
+mod prefetch;
 mod support;
 mod transport;
