@@ -252,6 +252,11 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                     Err(e) => (subject.failed(ctx, format!("{e:#}")), None),
                 };
             }
+            if attempts > 1 {
+                // The host was still moving while this step waited (an API coming up): what
+                // was asked before, here and by any prefetch, may be out of date.
+                ctx.moves.record();
+            }
             if result.status == Status::Failed && attempts > 1 {
                 result.message = result.message.map(|m| {
                     format!(
@@ -310,8 +315,9 @@ pub async fn run_play(ctx: &PlayCtx<'_>, playbook: &Playbook, renderer: &Rendere
                 }
                 continue 'rounds;
             }
-            if registered {
-                // Later steps may read the new value (in `when` too): render them again.
+            if registered || attempts > 1 {
+                // Later steps may read the new value (in `when` too): render them again. After
+                // a wait, their answers are as old as the wait: ask again.
                 next = index + 1;
                 continue 'rounds;
             }
