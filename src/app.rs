@@ -1320,24 +1320,96 @@ mod tests {
             ("kubelet_conf".to_string(), "present".to_string()),
             ("join_leftovers".to_string(), "present".to_string()),
         ]);
-        let mut known = registered.clone();
-        known
-            .get_mut("worker")
-            .unwrap()
-            .insert("node_state".into(), "known".into());
-        let vars =
-            runner::context::host_context_with(&inventory, worker, &secrets, &joined_facts, &known);
-        for s in join.steps.iter().filter(|s| s.when.is_some()) {
-            assert!(
-                renderer
-                    .render_step(&join, s, &vars, &joined_facts)
-                    .ok()
-                    .unwrap()
-                    .is_none(),
-                "{} runs on a joined node",
-                s.name
+        let runs = |node_state: &str| -> Vec<String> {
+            // A run that minted no token: only the node's state was registered.
+            let mut known = registered.clone();
+            let worker_values = known.get_mut("worker").unwrap();
+            worker_values.clear();
+            worker_values.insert("node_state".into(), node_state.into());
+            let vars = runner::context::host_context_with(
+                &inventory,
+                worker,
+                &secrets,
+                &joined_facts,
+                &known,
             );
-        }
+            join.steps
+                .iter()
+                .filter(|s| s.when.is_some())
+                .filter(|s| {
+                    renderer
+                        .render_step(&join, s, &vars, &joined_facts)
+                        .unwrap()
+                        .is_some()
+                })
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        // Joined and Ready: nothing to do, not even the wait.
+        assert_eq!(runs("ready"), Vec::<String>::new());
+        // Joined, not Ready yet: only the wait.
+        assert_eq!(
+            runs("known"),
+            vec!["this node is Ready (asked on the master)"]
+        );
+    }
+
+    #[test]
+    fn a_hand_off_object_missing_from_the_cluster_reapplies_only_its_directory() {
+        let inventory = shipped_inventory();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let master = inventory.host("master").unwrap();
+        let manifests = shipped_playbook("manifests.toml");
+        let renderer = Renderer::new(&manifests.files_dir());
+        let facts = BTreeMap::new();
+        let everything = [
+            "Namespace//kube-system",
+            "Namespace//crypto-exchange",
+            "Deployment/ingress-nginx/ingress-nginx-controller",
+            "DaemonSet/logging/fluent-bit",
+            "Deployment/monitoring/grafana",
+            "Deployment/crypto-exchange/django-app",
+            "Deployment/crypto-exchange/django-app-old",
+        ];
+        let runs = |in_cluster: Vec<&str>| -> Vec<String> {
+            let registered = BTreeMap::from([(
+                "master".to_string(),
+                BTreeMap::from([("in_cluster".to_string(), in_cluster.join("\n"))]),
+            )]);
+            let vars = runner::context::host_context_with(
+                &inventory,
+                master,
+                &secrets,
+                &facts,
+                &registered,
+            );
+            manifests
+                .steps
+                .iter()
+                .filter(|s| s.when.as_deref().is_some_and(|w| w.contains("in_cluster")))
+                .filter(|s| {
+                    renderer
+                        .render_step(&manifests, s, &vars, &facts)
+                        .unwrap()
+                        .is_some()
+                })
+                .map(|s| s.notify.join(","))
+                .collect()
+        };
+        assert_eq!(runs(everything.to_vec()), Vec::<String>::new());
+        // Grafana deleted by hand: the monitoring directory only. A longer name that merely
+        // starts with a wanted one (django-app-old) does not count as the wanted one.
+        let without = |gone: &str| everything.iter().copied().filter(|o| *o != gone).collect();
+        assert_eq!(
+            runs(without("Deployment/monitoring/grafana")),
+            vec!["apply monitoring"]
+        );
+        assert_eq!(
+            runs(without("Deployment/crypto-exchange/django-app")),
+            vec!["apply crypto-exchange"]
+        );
+        // A fresh cluster: all five.
+        assert_eq!(runs(vec!["Namespace//kube-system"]).len(), 5);
     }
 
     #[test]

@@ -21,6 +21,9 @@ echo "hostname=$(hostname 2>/dev/null || cat /etc/hostname)""#;
 
 pub type Facts = BTreeMap<String, String>;
 
+/// Fact commands running at once on a host.
+const FACTS_CONCURRENCY: usize = 4;
+
 /// The facts script for some playbooks, and which batch part answers which fact of which
 /// playbook, by name: two facts with the same command share one part (the batch sends it
 /// once), so parts are not one per fact.
@@ -38,7 +41,9 @@ impl FactsRequest {
 
     /// One script answering the facts of every playbook given (a host's whole run).
     pub fn for_playbooks(playbooks: &[&Playbook]) -> FactsRequest {
-        let mut batch = Batch::new();
+        // Facts are read-only queries (a cluster list, a version, an API lookup): a few at a
+        // time, so the lock's round trip lasts about as long as the slowest one.
+        let mut batch = Batch::concurrent(FACTS_CONCURRENCY);
         let os_part = batch.push(OS_FACTS);
         let playbooks = playbooks
             .iter()

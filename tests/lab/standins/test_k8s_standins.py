@@ -402,6 +402,15 @@ class JsonpathTest(unittest.TestCase):
         self.assertEqual(kubectl.jsonpath({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]},
                                           "{.items[*].metadata.name}"), "a b")
 
+    def test_range_and_literals(self):
+        items = {"items": [{"kind": "Namespace", "metadata": {"name": "app"}},
+                           {"kind": "Deployment", "metadata": {"namespace": "app", "name": "web"}}]}
+        self.assertEqual(
+            kubectl.jsonpath(items, '{range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name}{"\\n"}{end}'),
+            "Namespace//app\nDeployment/app/web\n")
+        self.assertEqual(kubectl.jsonpath(items, 'n={.items[0].metadata.name}{range .items[*]}<{.kind}>{end}!'),
+                         "n=app<Namespace><Deployment>!")
+
 
 def free_port():
     s = socket.socket()
@@ -491,6 +500,22 @@ class ApiOverTlsTest(unittest.TestCase):
         code, out, _ = self.kubectl("-n", "sa", "get", "secret", "t", "-o", "jsonpath={.data.token}")
         self.assertEqual(code, 0)
         self.assertTrue(base64.b64decode(out).startswith(b"standin-sa-token."))
+
+    def test_get_several_kinds_across_namespaces_in_one_list(self):
+        doc = ("apiVersion: v1\nkind: Namespace\nmetadata: {name: many}\n---\napiVersion: apps/v1\nkind: Deployment\n"
+               "metadata: {name: web, namespace: many}\nspec: {}\n---\napiVersion: apps/v1\nkind: DaemonSet\n"
+               "metadata: {name: agent, namespace: many}\nspec: {}\n")
+        self.assertEqual(self.kubectl("apply", "-f", "-", stdin=doc)[0], 0)
+        code, out, err = self.kubectl(
+            "get", "namespaces,deployments,daemonsets", "-A", "-o",
+            'jsonpath={range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name}{"\\n"}{end}')
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        for want in ("Namespace//many", "Deployment/many/web", "DaemonSet/many/agent"):
+            self.assertIn(want, lines)
+        code, out, _ = self.kubectl("get", "deployments,daemonsets", "-A", "-o", "name")
+        self.assertIn("deployment.apps/web", out.splitlines())
+        self.assertIn("daemonset.apps/agent", out.splitlines())
 
     def test_unknown_node_is_notfound_exit_1(self):
         code, _, err = self.kubectl("get", "node", "nosuch")

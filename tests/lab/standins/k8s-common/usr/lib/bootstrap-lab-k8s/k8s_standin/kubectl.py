@@ -102,6 +102,18 @@ class Ctl:
             raise Fail("You must specify the type of resource to get.")
         if "/" in pos[0]:  # `get daemonset/calico-node` as well as `get daemonset calico-node`
             pos = pos[0].split("/", 1) + pos[1:]
+        if "," in pos[0]:
+            # `get namespaces,deployments -A`: one list of every kind asked, like the real one.
+            if len(pos) > 1:
+                raise Fail("error: there is no need to specify a resource type as a separate argument "
+                           "when passing arguments in resource/name form (stand-in: names with several "
+                           "types are not supported)")
+            objs = []
+            for word in pos[0].split(","):
+                group, kind = kind_of(word)
+                objs.extend(dict(o, kind=o.get("kind") or kind) for o in self.fetch(group, kind, None))
+            self.print_objects(None, None, objs, single=False)
+            return 0
         group, kind = kind_of(pos[0])
         objs = self.fetch(group, kind, pos[1] if len(pos) > 1 else None)
         self.print_objects(kind, group, objs, single=len(pos) > 1)
@@ -138,7 +150,11 @@ class Ctl:
         fmt = self.flags.get("o") or self.flags.get("output") or ""
         if fmt == "name":
             for o in objs:
-                print(f"{display_kind(group, kind)}/{o['metadata']['name']}")
+                if kind is None:  # several kinds: each object names its own
+                    o_group = o.get("apiVersion", "v1").rpartition("/")[0]
+                    print(f"{display_kind(o_group, o['kind'])}/{o['metadata']['name']}")
+                else:
+                    print(f"{display_kind(group, kind)}/{o['metadata']['name']}")
         elif fmt == "json":
             print(json.dumps(objs[0] if single else {"apiVersion": "v1", "kind": "List", "items": objs}, indent=2))
         elif fmt == "yaml":
@@ -494,12 +510,27 @@ def jsonpath(obj, template):
             i += 1
         return [x for x in steps + [cur] if x]
 
-    def render(expr):
-        steps = split_steps(expr.strip().lstrip("."))
-        vals = walk([obj], steps)
+    def render(expr, root):
+        expr = expr.strip()
+        if len(expr) >= 2 and expr[0] == expr[-1] and expr[0] in "\"'":
+            # A literal, as in {"\n"}: kubectl reads the usual escapes.
+            return expr[1:-1].encode().decode("unicode_escape")
+        steps = split_steps(expr.lstrip("."))
+        vals = walk([root], steps)
         return " ".join(v if isinstance(v, str) else json.dumps(v) for v in vals)
 
-    return re.sub(r"\{([^}]*)\}", lambda m: render(m.group(1)), template)
+    def expand(text, root):
+        # {range EXPR}BODY{end}: BODY once per value of EXPR (no nesting: all the lab asks).
+        out, pos = [], 0
+        for m in re.finditer(r"\{range ([^}]*)\}(.*?)\{end\}", text, re.S):
+            out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), root), text[pos:m.start()]))
+            for item in walk([root], split_steps(m.group(1).strip().lstrip("."))):
+                out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), item), m.group(2)))
+            pos = m.end()
+        out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), root), text[pos:]))
+        return "".join(out)
+
+    return expand(template, obj)
 
 
 def main(argv):
