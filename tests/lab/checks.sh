@@ -462,6 +462,72 @@ check_worker() {
   check "the real db password is in no output, --json event or log" not_leaked "$pw" "$LAB_LOGS" "$(state_logs)"
 }
 
+# ---------------------------------------------------------------- probes see drift (issue 13)
+
+WORKER_STEP_PACKAGES="PostgreSQL packages"
+# A package of the worker playbook that nothing else needs: removed by hand, the run puts it back.
+DRIFT_PACKAGE="postgresql-contrib"
+
+package_installed() {
+  on_host worker "dpkg-query -W -f='\${Status}' $1 2>/dev/null | grep -qx 'install ok installed'"
+}
+
+# Negated on the worker: a failed ssh is a failure, not "removed".
+package_removed() {
+  on_host worker "! dpkg-query -W -f='\${Status}' $1 2>/dev/null | grep -qx 'install ok installed'"
+}
+
+# The app role's password changed by hand, as postgres (the SQL on ssh's stdin): a value the
+# lab makes up, never the secret.
+drift_role_password() {
+  printf "ALTER ROLE \"%s\" PASSWORD 'drifted-by-hand';\n" "$DB_USER" |
+    on_host worker "cd / && sudo -u postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres"
+}
+
+ufw_status_is() {
+  local got
+  got="$(on_host worker "sudo ufw status verbose")"
+  [[ $got == "$1" ]] || { printf 'ufw status:\n%s\nexpected:\n%s\n' "$got" "$1"; return 1; }
+}
+
+# The cheaper probes (ufw from its files, apt without apt-cache, one psql snapshot) still see
+# the real state: three drifts made by hand on the converged worker are each seen by --check,
+# which names exactly those steps; the real run repairs exactly those, and the next changes 0.
+check_worker_probes_see_drift() {
+  local pw ufw_before want label=worker-probe-drift
+  load_db_vars
+  pw="$(secret_value db_password)"
+  ufw_before="$(on_host worker "sudo ufw status verbose")"
+  want="$(worker_steps "$WORKER_STEP_PACKAGES" "$WORKER_STEP_ROLE" "$WORKER_STEP_FIREWALL")"
+
+  # Each drift is made, then seen to have happened, so a check below cannot pass on a no-op.
+  on_host worker "sudo ufw disable" >/dev/null
+  check "probe drift: ufw disabled by hand" on_host worker "sudo ufw status | grep -qx 'Status: inactive'"
+  on_host worker "sudo DEBIAN_FRONTEND=noninteractive apt-get remove -y -q $DRIFT_PACKAGE" >/dev/null
+  check "probe drift: $DRIFT_PACKAGE removed by hand" package_removed "$DRIFT_PACKAGE"
+  drift_role_password >/dev/null
+  check "probe drift: $DB_USER's password changed by hand (the secret is refused)" \
+    db_login_bad_password db_whoami_from_master "$DB_ADDR" "$pw"
+
+  check "probe drift: --check exits 0" exit_code_is 0 bootstrap_json "$label-check" --check worker
+  check "probe drift: --check sees ufw disabled (the firewall step would enable it, nothing else)" \
+    step_changes_are "$label-check" "$WORKER_STEP_FIREWALL" "ufw: enable ufw"
+  check "probe drift: --check sees $DRIFT_PACKAGE removed (the packages step would install it alone)" \
+    step_changes_are "$label-check" "$WORKER_STEP_PACKAGES" "install $DRIFT_PACKAGE"
+  check "probe drift: --check sees the password changed (the role step would set it)" \
+    step_changes_are "$label-check" "$WORKER_STEP_ROLE" "role $DB_USER: set password"
+  check "probe drift: --check reports no other step" changed_steps_are "$label-check" "$want"
+
+  check "probe drift: a real run exits 0" exit_code_is 0 bootstrap_json "$label-fix" worker
+  check "probe drift: the real run changes exactly those steps" changed_steps_are "$label-fix" "$want"
+  check "probe drift: ufw is active again with the same rules" ufw_status_is "$ufw_before"
+  check "probe drift: $DRIFT_PACKAGE is installed again" package_installed "$DRIFT_PACKAGE"
+  check "probe drift: $DB_USER logs in with the secret again (from the master)" \
+    db_login_works db_whoami_from_master "$DB_ADDR" "$pw"
+  check "probe drift: a further run exits 0" exit_code_is 0 bootstrap_json "$label-again" worker
+  check "probe drift: ... and changes 0" summary_is "$label-again" changed 0
+}
+
 # On the untouched worker, --check plans the whole role, fails nothing and changes nothing.
 check_worker_check_mode_on_a_fresh_host() {
   local before after

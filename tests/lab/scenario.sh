@@ -64,6 +64,8 @@ check_smoke "$LAB_DIR/playbooks/smoke.toml"
 # The control plane first: `bootstrap worker` joins the worker to it.
 check_kubernetes_master
 check_worker
+# On the converged worker: drifts by hand that the cheap probes must still see (issue 13).
+check_worker_probes_see_drift
 check_kubernetes
 check_manifests
 check_elk
