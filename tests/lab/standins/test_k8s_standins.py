@@ -410,6 +410,14 @@ class JsonpathTest(unittest.TestCase):
             "Namespace//app\nDeployment/app/web\n")
         self.assertEqual(kubectl.jsonpath(items, 'n={.items[0].metadata.name}{range .items[*]}<{.kind}>{end}!'),
                          "n=app<Namespace><Deployment>!")
+        # The Calico settings guard: a filter inside the range, an env entry without a value.
+        ds = {"spec": {"template": {"spec": {"containers": [
+            {"name": "other", "env": [{"name": "X", "value": "1"}]},
+            {"name": "calico-node", "env": [{"name": "A", "value": "a=1"}, {"name": "B", "valueFrom": {}}]}]}}}}
+        self.assertEqual(
+            kubectl.jsonpath(ds, '{range .spec.template.spec.containers[?(@.name=="calico-node")].env[*]}'
+                                 '{.name}={.value}{"\\n"}{end}'),
+            "A=a=1\nB=\n")
 
 
 def free_port():
