@@ -18,7 +18,7 @@ What it does not model: loss, jitter, TCP's own behaviour on a long link (slow s
 limits, delayed ACKs): the kernel ACKs each side at once on loopback.
 
 Stats (JSON, written atomically): per route and connection the bytes and chunks each way and
-the "turns". A turn is counted when data comes back from the upstream (host to admin) right
+the "turns" (and each exchange's bytes and wait). A turn is counted when data comes back from the upstream (host to admin) right
 after the last chunk went to it (admin to host): one request/response exchange, which costs one
 round trip when the sender waits for it. It is counted on TCP chunks, not on SSH messages
 (those are encrypted after the key exchange), so it includes the SSH handshake (version, key
@@ -60,16 +60,34 @@ def host_port(text):
 class Link:
     """One proxied connection's counters."""
 
-    def __init__(self):
+    def __init__(self, delay):
+        self.delay = delay
         self.turns = 0
         self.last = None  # "up" (admin to host) or "down" (host to admin): the last chunk read
+        self.last_up_at = None
         self.bytes = {"up": 0, "down": 0}
         self.chunks = {"up": 0, "down": 0}
+        self.greeting = 0  # bytes from the host before the admin sent any (the SSH banner)
+        # Per exchange: bytes up, bytes back, and the host's time to answer in ms (from when the
+        # last chunk up was due at the host to the first chunk back); a turn is an exchange that
+        # got an answer.
+        self.exchanges = []
         self.error = None
 
     def saw(self, direction, size):
-        if direction == "down" and self.last == "up":
-            self.turns += 1
+        now = time.monotonic()
+        if direction == "up":
+            if self.last != "up":
+                self.exchanges.append([0, 0, None])
+            self.exchanges[-1][0] += size
+            self.last_up_at = now
+        elif not self.exchanges:
+            self.greeting += size
+        else:
+            if self.last == "up":
+                self.turns += 1
+                self.exchanges[-1][2] = round((now - self.last_up_at - self.delay) * 1000, 1)
+            self.exchanges[-1][1] += size
         self.last = direction
         self.bytes[direction] += size
         self.chunks[direction] += 1
@@ -81,6 +99,8 @@ class Link:
             "bytes_down": self.bytes["down"],
             "chunks_up": self.chunks["up"],
             "chunks_down": self.chunks["down"],
+            "greeting_bytes": self.greeting,
+            "exchanges": self.exchanges,
             "error": self.error,
         }
 
@@ -132,7 +152,7 @@ async def serve_link(route, delay, client_reader, client_writer):
 
 
 async def proxy_link(route, delay, client_reader, client_writer):
-    link = Link()
+    link = Link(delay)
     route.links.append(link)
     up_writer = None
     try:
@@ -274,11 +294,16 @@ async def self_test(delay_ms):
     for s in servers + [echo_server]:
         s.close()
     # The counting rule on its own: the server's greeting is no turn, a run of chunks one way is one.
-    counted = Link()
+    counted = Link(0)
     for direction in ["down", "up", "up", "down", "down", "down", "up", "down", "up"]:
         counted.saw(direction, 1)
     if counted.turns != 2:
         failures.append(f"turns of down up up down down down up down up: {counted.turns}, want 2")
+    if [e[:2] for e in counted.exchanges] != [[2, 3], [1, 1], [1, 0]] or counted.greeting != 1:
+        failures.append(f"exchanges {counted.exchanges}, greeting {counted.greeting}")
+    answers = [e[2] for e in route.links[0].exchanges]
+    if len(answers) != 5 or min(answers) < 0:
+        failures.append(f"the echo's answer times {answers}: want 5, none negative")
     turns = route.links[0].turns
     print(f"turns counted for 5 exchanges: {turns}")
     if turns != 5:

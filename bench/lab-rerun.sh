@@ -228,19 +228,24 @@ turns() {
   proxy_on "$count_delay" "$file"
   "$last" -i "$inv" "$@" >/dev/null || echo "  (bootstrap $* failed)"
   proxy_off
-  jq -r '.routes[] | "\(.upstream | sub(":22$"; "")) \(.connections | length) \([.connections[].turns] | add // 0)"' "$file" \
-    >"$work/stats/$name.txt"
+  jq -r '.routes[] | [(.upstream | sub(":22$"; "")), (.connections | length),
+      ([.connections[].turns] | add // 0), ([.connections[].exchanges[][2] // 0] | add // 0 | round)]
+      | @tsv' "$file" >"$work/stats/$name.txt"
 }
 turns_of() { awk -v ip="$2" '$1 == ip { print $'"$3"' }' "$work/stats/$1.txt"; }
 echo "turns per host (request/response exchanges on the wire, SSH handshake included; one run each, +50 ms RTT via $link):"
 turns ping ping
+# What ping's turns are, to tell the handshake from the command: bytes up/back per exchange.
+jq -r --arg up "${MACHINE_IP[${machines[0]}]}:22" '.routes[] | select(.upstream == $up)
+    | .connections[0].exchanges | map("\(.[0])/\(.[1])") | join(" ")' "$work/stats/ping.json" \
+  | sed "s|^|  bootstrap ping on ${machines[0]}, bytes up/back per exchange: |"
 for part in "${timed_parts[@]}"; do
   turns "$part" "$part"
   for m in "${machines[@]}"; do
     addr="${MACHINE_IP[$m]}"
     t="$(turns_of "$part" "$addr" 3)" p="$(turns_of ping "$addr" 3)"
-    printf '  %-7s bootstrap %s: %s turns in %s connection(s); bootstrap ping: %s turns; the run beyond ping: %s\n' \
-      "$m" "$part" "$t" "$(turns_of "$part" "$addr" 2)" "$p" "$((t - p))"
+    printf '  %-7s bootstrap %s: %s turns in %s connection(s), the host answering %s ms in all; bootstrap ping: %s turns; the run beyond ping: %s\n' \
+      "$m" "$part" "$t" "$(turns_of "$part" "$addr" 2)" "$(turns_of "$part" "$addr" 4)" "$p" "$((t - p))"
   done
 done
 netem_off
