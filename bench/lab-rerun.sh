@@ -39,8 +39,9 @@ delay_ms=25 # per direction: 50 ms round trip
 netem_on() {
   local m
   for m in "${machines[@]}"; do
-    tc qdisc replace dev "$VETH_PREFIX$m" root netem delay "${delay_ms}ms"
-    ip netns exec "$NETNS_PREFIX$m" tc qdisc replace dev eth0 root netem delay "${delay_ms}ms"
+    # Called as a condition, where set -e is off: stop at the first failure.
+    tc qdisc replace dev "$VETH_PREFIX$m" root netem delay "${delay_ms}ms" || return 1
+    ip netns exec "$NETNS_PREFIX$m" tc qdisc replace dev eth0 root netem delay "${delay_ms}ms" || return 1
   done
 }
 netem_off() {
