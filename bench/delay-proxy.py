@@ -17,14 +17,17 @@ SIGUSR1: write the stats and go on.
 What it does not model: loss, jitter, TCP's own behaviour on a long link (slow start, window
 limits, delayed ACKs): the kernel ACKs each side at once on loopback.
 
-Stats (JSON, written atomically): per route and connection the bytes and chunks each way and
-the "turns" (and each exchange's bytes and wait). A turn is counted when data comes back from the upstream (host to admin) right
-after the last chunk went to it (admin to host): one request/response exchange, which costs one
-round trip when the sender waits for it. It is counted on TCP chunks, not on SSH messages
-(those are encrypted after the key exchange), so it includes the SSH handshake (version, key
-exchange, user auth), channel opens and closes, window adjusts and keepalives that are answered,
-and an unsolicited message of the server (e.g. OpenSSH's host-keys notice after auth) counts as
-a turn if the admin spoke last. Messages sent back to back in one direction are one turn.
+Stats (JSON, written atomically): per route and connection the bytes and chunks each way, the
+"turns", and per exchange the bytes each way and the host's time to answer. A turn is counted
+when data comes back from the upstream (host to admin) right after the last chunk went to it
+(admin to host): one request/response exchange, which costs one round trip when the sender
+waits for it. It is counted on TCP chunks, not on SSH messages (those are encrypted after the
+key exchange), so it includes the SSH handshake (version, key exchange, user auth), channel
+opens and closes, window adjusts and keepalives that are answered; an unsolicited message of
+the server (e.g. OpenSSH's host-keys notice after auth) counts as a turn if the admin spoke
+last, and so do the two SSH version lines, which both sides send at once (the client's is read
+first, having waited out the emulated TCP handshake here). Chunks back to back in one direction
+are one turn.
 
 Self-test: a local echo server behind the proxy; fails unless each round trip is >= 2 D and the
 fastest < 2 D + 0.9 D (an extra delay in one direction would fail), the first exchange of a new
