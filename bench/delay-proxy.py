@@ -368,4 +368,7 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C on the benchmark reaches its whole process group
+        sys.exit(130)
