@@ -14,8 +14,8 @@
 # The added delay: `tc netem` on each machine's veth when the kernel has it; else
 # bench/delay-proxy.py, a userspace proxy that delays every chunk 25 ms in each direction, with
 # iptables nat OUTPUT rules (chain BSLAB-DELAY) redirecting this host's connections to the
-# machines' port 22 into it. The inventory is untouched (the playbooks use its addresses, so a
-# changed one would make the rerun no no-op); the proxy runs as `nobody` and its own upstream
+# machines' port 22 into it. The inventory is untouched (the playbooks render its addresses, so
+# changing them would make the rerun change things); the proxy runs as `nobody` and its own upstream
 # connections are exempt from the redirect. Only SSH is delayed that way (all bootstrap sends);
 # netem would also delay the machines' traffic to this host (apt proxy, stand-in repository),
 # which a no-op rerun does not use.
@@ -67,12 +67,15 @@ redirect_off() {
 }
 
 # A proxy left by a run killed hard (its rules go with redirect_off): stop it by its pid file,
-# if that pid is still a delay proxy.
+# if that pid is still a delay proxy, and remove that run's temp dir once it has exited.
 stale_proxy_off() {
-  local pid
+  local pid dir
   pid="$(cat "$pidfile" 2>/dev/null)" || return 0
-  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'delay-proxy.py'; then
+  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q 'delay-proxy.py'; then
+    dir="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's|^\(/tmp/bootstrap-bench\.[A-Za-z0-9]*\)/delay-proxy\.py$|\1|p')"
     kill "$pid" 2>/dev/null || true
+    tail --pid="$pid" -f /dev/null # not our child: wait for its exit without polling
+    [[ -z $dir ]] || rm -rf -- "$dir"
   fi
   rm -f "$pidfile"
 }
