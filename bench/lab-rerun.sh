@@ -7,8 +7,9 @@
 # Brings the lab up unless it is up already (and then leaves it up; a lab it started it takes
 # down, also on failure). Converges `all` if it can, else each part that converges on the lab
 # (the Kubernetes parts need the cluster), then times each converged command's no-op rerun.
-# Env: BOOTSTRAP_BIN (default target/release/bootstrap); BENCH_BINS="label=path ..." to time
-# several binaries on the same converged lab (e.g. before=... after=...); BENCH_PARTS (default
+# Env: BOOTSTRAP_BIN (default target/release/bootstrap); BENCH_BINS="label=path[@playbooks] ..."
+# to time several binaries on the same converged lab (e.g. before=...@/old/checkout/playbooks
+# after=...: a binary with the playbooks of its own commit); BENCH_PARTS (default
 # "all worker elk": the first that converges among `all`, else the others one by one).
 #
 # The added delay: `tc netem` on each machine's veth when the kernel has it; else
@@ -168,6 +169,12 @@ stats() { sort -n | awk '{ t[NR] = $1 } END { printf "min %.3f s  median %.3f s 
 
 measure() {
   local label="$1" b="$2" part="$3" out
+  # path@playbooks: that binary with those playbooks.
+  if [[ $b == *@* ]]; then
+    local BOOTSTRAP_PLAYBOOKS="${b#*@}"
+    export BOOTSTRAP_PLAYBOOKS
+    b="${b%%@*}"
+  fi
   if command -v hyperfine >/dev/null; then
     out="$(mktemp)"
     hyperfine -N --warmup 1 --runs "$runs" --export-json "$out" "$b -i $inv $part" >/dev/null 2>&1
@@ -202,6 +209,7 @@ time_parts() {
   done
 }
 last="${bins##*=}"
+last="${last%%@*}"
 
 echo "lab link:"
 path_rtt
