@@ -362,8 +362,10 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         }
     }
 
-    // The tail every run goes through: locks given back, connections closed.
-    for (name, cell) in sessions {
+    // The tail every run goes through: locks given back, connections closed; every host at
+    // once (each waits a round trip for its lock's keeper to end).
+    let logs = &logs;
+    join_all(sessions.into_iter().map(|(name, cell)| async move {
         if let Some(Ok(conn)) = cell.into_inner() {
             if let Ok(conn) = Arc::try_unwrap(conn) {
                 if let Some(lock) = conn.lock.into_inner() {
@@ -373,7 +375,8 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                 conn.session.close().await;
             }
         }
-    }
+    }))
+    .await;
     let mut summary = Summary::from_hosts(recaps, req.mode.check);
     summary.interrupted = req.interrupt.requested();
     summary.stages_not_run = stages_not_run;
@@ -438,7 +441,10 @@ async fn open_host(
         if let Some(script) = &facts_script {
             log.write("facts (with the lock)", script);
         }
-        let (lock, found) = match host::lock(&session, remote_state, who, take, facts_script.as_deref()).await {
+        // The prefetch's channel is opened while the lock's command runs: a round trip saved.
+        let locking = host::lock(&session, remote_state, who, take, facts_script.as_deref());
+        let (locked, ()) = tokio::join!(locking, session.open_spare_channel());
+        let (lock, found) = match locked {
             Ok(r) => r,
             Err(e) => {
                 refuse(format!("{e:#}"));

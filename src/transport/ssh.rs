@@ -51,6 +51,20 @@ pub(super) struct Link {
     lost: Arc<Mutex<Option<String>>>,
     /// 0 for the first connection of a session, then 1, 2, ... after each reconnection.
     generation: u32,
+    /// A channel opened ahead of need (`open_spare_channel`): the next command uses it instead
+    /// of waiting a round trip for a new one.
+    spare: Mutex<Option<russh::Channel<client::Msg>>>,
+}
+
+impl Link {
+    /// The spare channel if there is one, else a new channel (one round trip).
+    async fn channel(&self) -> Result<russh::Channel<client::Msg>, russh::Error> {
+        let spare = self.spare.lock().unwrap().take();
+        match spare {
+            Some(channel) => Ok(channel),
+            None => self.handle.channel_open_session().await,
+        }
+    }
 }
 
 impl Session {
@@ -215,6 +229,22 @@ impl Session {
         }
     }
 
+    /// Opens a channel for the next command ahead of need, so that command does not wait a
+    /// round trip for it (the run opens one while the lock's command runs). Best effort: on
+    /// failure the next command opens its own and reports what is wrong.
+    pub async fn open_spare_channel(&self) {
+        let link = self.link();
+        if link.spare.lock().unwrap().is_some() {
+            return;
+        }
+        if let Ok(channel) = link.handle.channel_open_session().await {
+            let mut spare = link.spare.lock().unwrap();
+            if spare.is_none() {
+                *spare = Some(channel);
+            }
+        }
+    }
+
     pub async fn close(self) {
         // The peer may already be gone; there is nothing useful to do about it then.
         let _ = self
@@ -238,8 +268,7 @@ impl Session {
         let command = shell::command_line(&self.target.user, privileged, None);
         let link = self.link();
         let channel = link
-            .handle
-            .channel_open_session()
+            .channel()
             .await
             .map_err(|e| self.broken(&link, "opening a channel", &e))?;
         channel
@@ -368,8 +397,7 @@ impl Session {
         privileged: bool,
     ) -> Result<ExecOutput, TransportError> {
         let channel = link
-            .handle
-            .channel_open_session()
+            .channel()
             .await
             .map_err(|e| self.broken(link, "opening a channel", &e))?;
         channel
@@ -564,6 +592,7 @@ async fn connect_once(
         handle,
         lost,
         generation,
+        spare: Mutex::new(None),
     };
     Ok((link, new_host_key))
 }
