@@ -81,6 +81,8 @@ pub struct Found {
     keeper_pid: Option<String>,
     /// What the facts script printed, when one was sent with the lock.
     pub facts: Option<String>,
+    /// What the early probe batch printed, when one was sent with the lock.
+    pub probes: Option<String>,
 }
 
 /// Reports what is pending and what fired; the part shared by the lock and the check-mode look.
@@ -103,7 +105,7 @@ fn report_script(acknowledge: bool) -> String {
 }
 
 /// The keeper: takes the lock (or says who holds it), reports, then holds it for the session.
-fn lock_script(d: &str, who: &RunInfo, facts: Option<&str>) -> String {
+fn lock_script(d: &str, who: &RunInfo, early: &Early) -> String {
     format!(
         "d={d}\n\
          umask 077\n\
@@ -124,12 +126,12 @@ fn lock_script(d: &str, who: &RunInfo, facts: Option<&str>) -> String {
         admin = quote(&who.admin),
         started = quote(&who.started),
         report = report_script(true),
-        facts = facts_block(facts),
+        facts = early_block(early),
     )
 }
 
 /// Check mode: the same answers, read-only (nothing created, the lock not taken).
-fn look_script(d: &str, facts: Option<&str>) -> String {
+fn look_script(d: &str, early: &Early) -> String {
     format!(
         "d={d}\n\
          {facts}\
@@ -139,21 +141,53 @@ fn look_script(d: &str, facts: Option<&str>) -> String {
          echo ready\n",
         d = quote(d),
         report = report_script(false),
-        facts = facts_block(facts),
+        facts = early_block(early),
     )
 }
 
-/// The host's facts, asked in the same round trip as the lock: the script's whole output on
-/// one `facts` line, base64 (nothing a fact prints can pass for a lock word or the ready line).
-/// No stdin (the keeper's is the unlock word) and not the lock's descriptor (a daemon a fact
-/// command started must not keep the lock).
-fn facts_block(facts: Option<&str>) -> String {
-    match facts {
-        None => String::new(),
-        Some(script) => format!(
-            "printf 'facts %s\\n' \"$( ( {script}\n) </dev/null 9>&- 2>/dev/null | base64 -w0)\"\n"
-        ),
+/// What the run asks a host together with its lock (see `prefetch`): scripts whose output
+/// comes back whole on the lock's answer.
+#[derive(Debug, Default)]
+pub struct Early {
+    /// The facts of the host's plays.
+    pub facts: Option<String>,
+    /// The probes that need no fact (a batch with no stdin of its own).
+    pub probes: Option<String>,
+}
+
+/// The early scripts, both at once, each's whole output on one line (`facts ...`, `probes
+/// ...`), base64: nothing they print can pass for a lock word or the ready line. No stdin (the
+/// keeper's is the unlock word) and not the lock's descriptor (a daemon a command started must
+/// not keep the lock).
+fn early_block(early: &Early) -> String {
+    let asked: Vec<(&str, &String)> = [("facts", &early.facts), ("probes", &early.probes)]
+        .into_iter()
+        .filter_map(|(word, script)| script.as_ref().map(|s| (word, s)))
+        .collect();
+    if asked.is_empty() {
+        return String::new();
     }
+    let mut block = String::from("if __bs_e=$(mktemp -d 2>/dev/null); then\n");
+    for (word, script) in &asked {
+        block.push_str(&format!(
+            "( ( {script}\n) >\"$__bs_e/{word}\" 2>/dev/null ) </dev/null 9>&- &\n"
+        ));
+    }
+    block.push_str("wait\n");
+    for (word, _) in &asked {
+        block.push_str(&format!(
+            "printf '{word} %s\\n' \"$(base64 -w0 < \"$__bs_e/{word}\")\"\n"
+        ));
+    }
+    block.push_str("rm -rf \"$__bs_e\"\nfi\n");
+    block
+}
+
+fn decode(base64_text: &str) -> Option<String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(base64_text.trim())
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 fn parse(text: &str) -> Found {
@@ -176,12 +210,8 @@ fn parse(text: &str) -> Found {
             }
             "fw-pending" => found.fw_pending = Some(rest.trim().to_string()),
             "fw-fired" => found.fw_fired = Some(rest.trim().to_string()),
-            "facts" => {
-                found.facts = base64::engine::general_purpose::STANDARD
-                    .decode(rest.trim())
-                    .ok()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-            }
+            "facts" => found.facts = decode(rest),
+            "probes" => found.probes = decode(rest),
             _ => {}
         }
     }
@@ -200,12 +230,12 @@ pub async fn lock(
     dir: &str,
     who: &RunInfo,
     take: bool,
-    facts: Option<&str>,
+    early: &Early,
 ) -> anyhow::Result<(Option<HostLock>, Found)> {
     let script = if take {
-        lock_script(dir, who, facts)
+        lock_script(dir, who, early)
     } else {
-        look_script(dir, facts)
+        look_script(dir, early)
     };
     match session.hold(&script, "ready").await? {
         Ok((text, held)) => {
@@ -302,14 +332,16 @@ mod tests {
         assert!(sh(&record_pending_script(d, "worker", &names))
             .status
             .success());
-        let look = sh(&look_script(d, None));
+        let look = sh(&look_script(d, &Early::default()));
         let found = parse(&String::from_utf8_lossy(&look.stdout));
         assert_eq!(found.pending["worker"], names);
         assert!(found.busy.is_none() && found.fw_fired.is_none());
         assert!(sh(&clear_pending_script(d, "worker", "it's"))
             .status
             .success());
-        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d, None)).stdout));
+        let found = parse(&String::from_utf8_lossy(
+            &sh(&look_script(d, &Early::default())).stdout,
+        ));
         assert_eq!(
             found.pending["worker"],
             BTreeSet::from(["restart postgresql".to_string()])
@@ -317,7 +349,9 @@ mod tests {
         assert!(sh(&clear_pending_script(d, "worker", "restart postgresql"))
             .status
             .success());
-        let found = parse(&String::from_utf8_lossy(&sh(&look_script(d, None)).stdout));
+        let found = parse(&String::from_utf8_lossy(
+            &sh(&look_script(d, &Early::default())).stdout,
+        ));
         assert!(found.pending.is_empty());
         let mode = std::fs::metadata(d).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -331,11 +365,12 @@ mod tests {
         let d = d.to_str().unwrap();
         // A fact printing the keeper's own words, and one reading stdin (it must get none).
         let facts = "echo busy; echo ready; echo 'pending worker x'; cat; echo last";
+        let early = Early {
+            facts: Some(facts.to_string()),
+            probes: Some("echo 'probes x'; echo stale; cat".to_string()),
+        };
         let who = RunInfo::new("run-1");
-        for script in [
-            lock_script(d, &who, Some(facts)),
-            look_script(d, Some(facts)),
-        ] {
+        for script in [lock_script(d, &who, &early), look_script(d, &early)] {
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&script)
@@ -354,7 +389,11 @@ mod tests {
                 Some("busy\nready\npending worker x\nlast\n"),
                 "{text}"
             );
-            assert!(found.busy.is_none() && found.pending.is_empty(), "{text}");
+            assert_eq!(found.probes.as_deref(), Some("probes x\nstale\n"), "{text}");
+            assert!(
+                found.busy.is_none() && found.pending.is_empty() && found.stale_lock.is_none(),
+                "{text}"
+            );
         }
     }
 

@@ -64,8 +64,8 @@ pub(crate) struct HostConn {
     state_dir: String,
     lock: Mutex<Option<host::HostLock>>,
     found: host::Found,
-    /// The facts of the host's plays, read with the lock, and `Moves::now()` before they were.
-    facts: Option<(u64, BTreeMap<PathBuf, facts::Facts>)>,
+    /// What the host answered with the lock: its plays' facts and the probes that need none.
+    known: Option<prefetch::Prefetched>,
 }
 
 /// Why a host gets no work: it does not answer, or it must not be touched now.
@@ -192,12 +192,30 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             .filter(|(p, _)| host.has_role(&p.hosts))
             .collect()
     };
-    let facts_requests: BTreeMap<String, facts::FactsRequest> = involved
+    let facts_requests: BTreeMap<String, prefetch::WithTheLock> = involved
         .iter()
         .filter_map(|h| {
-            let plays: Vec<&Playbook> = plays_of(h).into_iter().map(|(p, _)| p).collect();
-            (!plays.is_empty())
-                .then(|| (h.name.clone(), facts::FactsRequest::for_playbooks(&plays)))
+            let plays = plays_of(h);
+            if plays.is_empty() {
+                return None;
+            }
+            let playbooks: Vec<&Playbook> = plays.iter().map(|(p, _)| *p).collect();
+            let probes = prefetch::EarlyBatch::before_connecting(
+                &req.inventory,
+                h,
+                &req.secrets,
+                &req.tags,
+                &state_dir,
+                req.mode.diff,
+                &plays,
+            );
+            Some((
+                h.name.clone(),
+                prefetch::WithTheLock {
+                    facts: facts::FactsRequest::for_playbooks(&playbooks),
+                    probes,
+                },
+            ))
         })
         .collect();
     let prefetches: BTreeMap<String, OnceCell<prefetch::Prefetched>> = involved
@@ -334,12 +352,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                 };
                 let known = prefetches[&host.name]
                     .get_or_init(|| async {
-                        let known = match &conn.facts {
-                            Some((asked_at, facts)) => {
-                                prefetch::Prefetched::with_facts(*asked_at, facts.clone())
-                            }
-                            None => prefetch::Prefetched::default(),
-                        };
+                        let known = conn.known.clone().unwrap_or_default();
                         prefetch::ask(&ctx, &all_plays, known).await
                     })
                     .await;
@@ -394,7 +407,7 @@ async fn open_host(
     who: &host::RunInfo,
     log: &log::HostLog,
     reporter: &dyn Reporter,
-    (facts, moves): (Option<&facts::FactsRequest>, &prefetch::Moves),
+    (early, moves): (Option<&prefetch::WithTheLock>, &prefetch::Moves),
 ) -> Result<Arc<HostConn>, HostRefusal> {
     let remote_state = host::state_dir(&host.name);
     let remote_state = remote_state.as_str();
@@ -436,13 +449,22 @@ async fn open_host(
                 duration: std::time::Duration::ZERO,
             }));
         };
-        let facts_asked_at = moves.now();
-        let facts_script = facts.map(|f| f.script());
-        if let Some(script) = &facts_script {
+        let asked_at = moves.now();
+        let asked = host::Early {
+            facts: early.map(|e| e.facts.script()),
+            probes: early.and_then(|e| e.probes.as_ref()).map(|p| p.script()),
+        };
+        if let Some(script) = &asked.facts {
             log.write("facts (with the lock)", script);
         }
+        if let Some(probes) = early.and_then(|e| e.probes.as_ref()) {
+            log.write(
+                "probes with the lock",
+                &format!("the probes that need no fact\n{}", probes.logged()),
+            );
+        }
         // The prefetch's channel is opened while the lock's command runs: a round trip saved.
-        let locking = host::lock(&session, remote_state, who, take, facts_script.as_deref());
+        let locking = host::lock(&session, remote_state, who, take, &asked);
         let (locked, ()) = tokio::join!(locking, session.open_spare_channel());
         let (lock, found) = match locked {
             Ok(r) => r,
@@ -505,11 +527,15 @@ async fn open_host(
             }
             note(message);
         }
-        let facts = match (facts, &found.facts) {
-            (Some(request), Some(text)) => {
-                let all = request.read_all(text);
+        let known = match (early, &found.facts) {
+            (Some(early), Some(text)) => {
+                let all = early.facts.read_all(text);
                 log.write("facts result", &format!("{all:?}"));
-                Some((facts_asked_at, all))
+                let answers = match (&early.probes, &found.probes) {
+                    (Some(batch), Some(out)) => batch.read(out, log, "probes with the lock"),
+                    _ => Vec::new(),
+                };
+                Some(prefetch::Prefetched::with_facts(asked_at, all).with_answers(answers))
             }
             _ => None,
         };
@@ -518,7 +544,7 @@ async fn open_host(
             state_dir: remote_state.to_string(),
             lock: Mutex::new(lock),
             found,
-            facts,
+            known,
         }))
     })
     .await

@@ -1,9 +1,9 @@
-//! A host's run asks it everything it can, early, in one round trip: the facts of every play
-//! the host runs (with the lock), then the probes of every step of those plays that can be
-//! rendered already, in this stage and later ones, and of the steps they delegate to other
-//! hosts (on those hosts, at the same time). A play then takes its answers from here instead
-//! of asking again, so a converged host costs two commands after connecting, however many
-//! plays and stages it has.
+//! A host's run asks it everything it can, early: with the lock, the facts of every play the
+//! host runs and the probes of their steps that need no fact (rendered before connecting); then
+//! the probes of every other step of those plays that can be rendered with the facts, in this
+//! stage and later ones, and of the steps they delegate to other hosts (on those hosts, at the
+//! same time). A play then takes its answers from here instead of asking again, so a converged
+//! host costs at most two commands after connecting, however many plays and stages it has.
 //!
 //! An answer is only as good as the state it saw: it is used while this run has applied no
 //! change anywhere since it was asked (`Moves`), and for exactly the script it answered
@@ -18,12 +18,15 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::inventory::{Host, Inventory, Secrets};
 use crate::modules::{ProbeOptions, ProbeOutput};
 use crate::playbook::template::Renderer;
 use crate::playbook::Playbook;
 use crate::runner::batch::Batch;
+use crate::runner::context::{host_context_with, RegisteredValues};
 use crate::runner::facts::Facts;
-use crate::runner::play::{self, PlayCtx, Prepared, PROBE_CONCURRENCY};
+use crate::runner::log::HostLog;
+use crate::runner::play::{self, PlayCtx, Prepared, TagFilter, PROBE_CONCURRENCY};
 
 /// How many times this run has applied a change, on any host. A change on one host can change
 /// what another host's probe sees (a node joining shows in the master's API), so one counter.
@@ -44,7 +47,7 @@ impl Moves {
 
 /// A probe as sent: where it runs, its script and its input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Question {
+pub struct Question {
     target: String,
     script: String,
     input: Option<Vec<u8>>,
@@ -58,7 +61,7 @@ pub struct Answer {
 }
 
 /// What a host said early in the run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Prefetched {
     /// `Moves::now()` before the first of these questions was sent.
     asked_at: u64,
@@ -74,6 +77,12 @@ impl Prefetched {
             facts,
             answers: HashMap::new(),
         }
+    }
+
+    /// Adds answers asked no earlier than `asked_at` (the lock's).
+    pub fn with_answers(mut self, answers: Vec<(Question, Answer)>) -> Prefetched {
+        self.answers.extend(answers);
+        self
     }
 
     fn current(&self, moves: &Moves) -> bool {
@@ -159,12 +168,17 @@ pub async fn ask(
                 continue;
             }
             let target = delegate.unwrap_or_else(|| ctx.host.name.clone());
-            by_target.entry(target.clone()).or_default().push(Asked {
-                question: Question {
-                    target,
-                    script,
-                    input: module.probe_stdin().map(<[u8]>::to_vec),
-                },
+            let question = Question {
+                target: target.clone(),
+                script,
+                input: module.probe_stdin().map(<[u8]>::to_vec),
+            };
+            // Asked with the lock already.
+            if known.answers.contains_key(&question) {
+                continue;
+            }
+            by_target.entry(target).or_default().push(Asked {
+                question,
                 hide_script: sensitive,
                 hide_output: sensitive || secret_output || module.probe_is_sensitive(),
             });
@@ -194,30 +208,7 @@ async fn ask_one_host(
             None => return Vec::new(),
         }
     };
-    let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
-    let mut logged = String::new();
-    let mut hidden = Vec::new();
-    let parts: Vec<usize> = asked
-        .iter()
-        .map(|a| {
-            let part = match &a.question.input {
-                Some(input) => batch.push_with_input(&a.question.script, input),
-                None => batch.push(&a.question.script),
-            };
-            if hidden.len() <= part {
-                hidden.resize(part + 1, false);
-            }
-            hidden[part] |= a.hide_output;
-            if a.hide_script {
-                logged.push_str(&format!(
-                    "# part {part}: a sensitive step's probe (not logged)\n"
-                ));
-            } else {
-                logged.push_str(&format!("# part {part}\n{}\n", a.question.script));
-            }
-            part
-        })
-        .collect();
+    let early = EarlyBatch::of(asked);
     let on = if target == ctx.host.name {
         String::new()
     } else {
@@ -225,10 +216,13 @@ async fn ask_one_host(
     };
     ctx.log.write(
         &format!("prefetch{on}"),
-        &format!("every probe of this host's plays that can be asked now\n{logged}"),
+        &format!(
+            "every probe of this host's plays that can be asked now\n{}",
+            early.logged
+        ),
     );
-    let input = Some(batch.input()).filter(|i| !i.is_empty());
-    let out = match session.exec(&batch.script(), input).await {
+    let input = Some(early.batch.input()).filter(|i| !i.is_empty());
+    let out = match session.exec(&early.batch.script(), input).await {
         Ok(out) => out,
         Err(e) => {
             ctx.log.write(
@@ -238,41 +232,159 @@ async fn ask_one_host(
             return Vec::new();
         }
     };
-    let stdout = out.stdout_str();
-    let parsed = batch.parse(&stdout);
-    let elapsed = batch.elapsed(&stdout);
-    for (i, part) in parsed.iter().enumerate() {
-        let shown = match part {
-            _ if hidden.get(i).copied().unwrap_or(false) => {
-                "(sensitive output not logged)".to_string()
-            }
-            Some((status, text)) => format!("exit {status}\n{text}"),
-            None => "(no output: the probe script stopped early)".to_string(),
-        };
-        let took = elapsed[i]
-            .map(|d| format!(" ({} ms)", d.as_millis()))
-            .unwrap_or_default();
-        ctx.log
-            .write(&format!("prefetch{on} result {i}{took}"), &shown);
+    early.read(&out.stdout_str(), ctx.log, &format!("prefetch{on}"))
+}
+
+/// What a host is asked with its lock: its plays' facts, and the probes that need none.
+pub struct WithTheLock {
+    pub facts: crate::runner::facts::FactsRequest,
+    pub probes: Option<EarlyBatch>,
+}
+
+/// Probes in one concurrent batch, with what may be logged of each.
+pub struct EarlyBatch {
+    batch: Batch,
+    asked: Vec<Asked>,
+    parts: Vec<usize>,
+    hidden: Vec<bool>,
+    logged: String,
+}
+
+impl EarlyBatch {
+    fn of(asked: Vec<Asked>) -> EarlyBatch {
+        let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
+        let mut logged = String::new();
+        let mut hidden = Vec::new();
+        let parts: Vec<usize> = asked
+            .iter()
+            .map(|a| {
+                let part = match &a.question.input {
+                    Some(input) => batch.push_with_input(&a.question.script, input),
+                    None => batch.push(&a.question.script),
+                };
+                if hidden.len() <= part {
+                    hidden.resize(part + 1, false);
+                }
+                hidden[part] |= a.hide_output;
+                if a.hide_script {
+                    logged.push_str(&format!(
+                        "# part {part}: a sensitive step's probe (not logged)\n"
+                    ));
+                } else {
+                    logged.push_str(&format!("# part {part}\n{}\n", a.question.script));
+                }
+                part
+            })
+            .collect();
+        EarlyBatch {
+            batch,
+            asked,
+            parts,
+            hidden,
+            logged,
+        }
     }
-    asked
-        .into_iter()
-        .zip(parts)
-        // A part that did not finish is asked again by its play.
-        .filter_map(|(a, part)| {
-            let (exit_status, stdout) = parsed[part].clone()?;
-            Some((
-                a.question,
-                Answer {
-                    output: Some(ProbeOutput {
-                        exit_status,
-                        stdout,
-                    }),
-                    took: elapsed[part],
-                },
-            ))
-        })
-        .collect()
+
+    /// The probes of `plays` (the host's, in run order) that need no fact, no registered value
+    /// and no input, rendered before the host is reached: they travel with the lock. `None`
+    /// when there are none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn before_connecting(
+        inventory: &Inventory,
+        host: &Host,
+        secrets: &Secrets,
+        tags: &TagFilter,
+        local_dir: &Path,
+        diff: bool,
+        plays: &[(&Playbook, &Renderer)],
+    ) -> Option<EarlyBatch> {
+        let no_facts = Facts::new();
+        let vars = host_context_with(
+            inventory,
+            host,
+            secrets,
+            &no_facts,
+            &RegisteredValues::default(),
+        );
+        let opts = ProbeOptions { want_content: diff };
+        let mut asked = Vec::new();
+        for (playbook, renderer) in plays {
+            for step in &playbook.steps {
+                // Delegated steps run elsewhere; a step needing a fact or a registered value
+                // fails to render here and is asked later.
+                if !tags.allows(&step.tags) || step.delegate_to.is_some() {
+                    continue;
+                }
+                let Ok(Some(module)) =
+                    play::build_step(playbook, renderer, step, &vars, &no_facts, local_dir)
+                else {
+                    continue;
+                };
+                let script = module.probe(opts);
+                if script.trim().is_empty() || module.probe_stdin().is_some() {
+                    continue;
+                }
+                asked.push(Asked {
+                    question: Question {
+                        target: host.name.clone(),
+                        script,
+                        input: None,
+                    },
+                    hide_script: step.sensitive,
+                    hide_output: step.sensitive
+                        || step.register_secret
+                        || module.probe_is_sensitive(),
+                });
+            }
+        }
+        (!asked.is_empty()).then(|| EarlyBatch::of(asked))
+    }
+
+    pub fn script(&self) -> String {
+        self.batch.script()
+    }
+
+    /// What may be logged of the batch (sensitive steps' probes left out).
+    pub fn logged(&self) -> &str {
+        &self.logged
+    }
+
+    /// Each answer, by question; results logged under `label` (sensitive ones without their
+    /// output). A part that did not finish is left out: its play asks again.
+    pub fn read(&self, stdout: &str, log: &HostLog, label: &str) -> Vec<(Question, Answer)> {
+        let parsed = self.batch.parse(stdout);
+        let elapsed = self.batch.elapsed(stdout);
+        for (i, part) in parsed.iter().enumerate() {
+            let shown = match part {
+                _ if self.hidden.get(i).copied().unwrap_or(false) => {
+                    "(sensitive output not logged)".to_string()
+                }
+                Some((status, text)) => format!("exit {status}\n{text}"),
+                None => "(no output: the probe script stopped early)".to_string(),
+            };
+            let took = elapsed[i]
+                .map(|d| format!(" ({} ms)", d.as_millis()))
+                .unwrap_or_default();
+            log.write(&format!("{label} result {i}{took}"), &shown);
+        }
+        self.asked
+            .iter()
+            .zip(&self.parts)
+            .filter_map(|(a, &part)| {
+                let (exit_status, stdout) = parsed[part].clone()?;
+                Some((
+                    a.question.clone(),
+                    Answer {
+                        output: Some(ProbeOutput {
+                            exit_status,
+                            stdout,
+                        }),
+                        took: elapsed[part],
+                    },
+                ))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

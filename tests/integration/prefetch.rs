@@ -121,3 +121,32 @@ fn a_converged_host_costs_two_commands_whatever_its_plays_and_stages() {
     let drifted = p.bootstrap(&["--json", "all"], &[]);
     assert_eq!(drifted.changed_steps(), vec!["a line"], "{}", drifted.all());
 }
+
+#[test]
+fn a_converged_host_whose_steps_need_no_fact_costs_one_command() {
+    let sshd = TestSshd::start();
+    let p = project(&sshd);
+    // The same plays without the fact-reading one: every probe travels with the lock.
+    p.write(
+        "playbooks/site.toml",
+        "[[stages]]\nname = \"first\"\nplaybooks = [\"two.toml\"]\n\n[[stages]]\nname = \"second\"\nplaybooks = [\"three.toml\"]\n",
+    );
+    // The first play that made the marker is gone: the marker is there already.
+    fs::write(p.remote("w/marker"), "made by hand\n").unwrap();
+    let first = p.bootstrap(&["--json", "all"], &[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let before = sshd.log().len();
+    let rerun = p.bootstrap(&["--json", "all"], &[]);
+    assert_eq!(rerun.summary()["changed"], 0, "{}", rerun.all());
+    let log = sshd.log();
+    assert_eq!(commands_in(&log[before..]), 1, "{}", &log[before..]);
+    // Drift is still seen.
+    fs::write(p.remote("w/three.conf"), "three = no\n").unwrap();
+    let drifted = p.bootstrap(&["--json", "all"], &[]);
+    assert_eq!(
+        drifted.changed_steps(),
+        vec!["a third line"],
+        "{}",
+        drifted.all()
+    );
+}
