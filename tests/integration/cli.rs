@@ -944,27 +944,35 @@ fn a_secret_on_a_command_line_is_refused() {
     assert!(!run.all().contains(SECRET));
 }
 
+/// A master play whose first step succeeds on its third look (a counter on the host says how
+/// often it was tried), touching `up` then, and `rest` after it.
+fn third_try_playbook(delay: &str, rest: &str) -> String {
+    format!(
+        r#"
+name = "wait"
+hosts = "master"
+[[steps]]
+name = "ready on the third try"
+command = {{ cmd = "n=$(cat {{{{ root }}}}/count 2>/dev/null || echo 0); echo $((n + 1)) > {{{{ root }}}}/count; [ $n -ge 2 ] && touch {{{{ root }}}}/up", read_only = true }}
+retries = 5
+delay = {delay}
+{rest}"#
+    )
+}
+
 /// Regression: the steps after one that waited (retries) planned from the probe taken before
 /// the wait, so a control plane that came up meanwhile was initialised again.
 #[test]
 fn steps_after_one_that_waited_are_probed_again() {
     let sshd = TestSshd::start();
     let p = cluster_project(&sshd);
-    // The "service" comes up on the third look; the next step acts only while it is down.
+    // The next step acts only while the "service" is down.
     p.write(
         "playbooks/wait.toml",
-        r#"
-name = "wait"
-hosts = "master"
-[[steps]]
-name = "up on the third look"
-command = { cmd = "n=$(cat {{ root }}/count 2>/dev/null || echo 0); echo $((n + 1)) > {{ root }}/count; [ $n -ge 2 ] && touch {{ root }}/up", read_only = true }
-retries = 5
-delay = 0
-[[steps]]
-name = "only while it is down"
-command = { cmd = "echo ran >> {{ root }}/ran", unless = "test -e {{ root }}/up" }
-"#,
+        &third_try_playbook(
+            "0",
+            "[[steps]]\nname = \"only while it is down\"\ncommand = { cmd = \"echo ran >> {{ root }}/ran\", unless = \"test -e {{ root }}/up\" }\n",
+        ),
     );
     let run = p.run("playbooks/wait.toml", &[]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -980,19 +988,8 @@ command = { cmd = "echo ran >> {{ root }}/ran", unless = "test -e {{ root }}/up"
 fn retries_wait_for_a_step_to_succeed_within_a_bound() {
     let sshd = TestSshd::start();
     let p = cluster_project(&sshd);
-    // Fails twice, then succeeds: a counter on the host says how often it was tried.
-    p.write(
-        "playbooks/wait.toml",
-        r#"
-name = "wait"
-hosts = "master"
-[[steps]]
-name = "ready on the third try"
-command = { cmd = "n=$(cat {{ root }}/count 2>/dev/null || echo 0); echo $((n + 1)) > {{ root }}/count; [ $n -ge 2 ]", read_only = true }
-retries = 5
-delay = "1s"
-"#,
-    );
+    // Fails twice, then succeeds.
+    p.write("playbooks/wait.toml", &third_try_playbook("\"1s\"", ""));
     let run = p.run("playbooks/wait.toml", &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(fs::read_to_string(p.remote("count")).unwrap().trim(), "3");
