@@ -153,6 +153,8 @@ pub struct Early {
     pub facts: Option<String>,
     /// The probes that need no fact (a batch with no stdin of its own).
     pub probes: Option<String>,
+    /// Bound on each script, like any command's (`timeout` stops it and what it started).
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// The early scripts, both at once, each's whole output on one line (`facts ...`, `probes
@@ -168,9 +170,25 @@ fn early_block(early: &Early) -> String {
         return String::new();
     }
     let mut block = String::from("if __bs_e=$(mktemp -d 2>/dev/null); then\n");
+    // Each script goes to a file (a script may be larger than an argument can be), then runs
+    // under `timeout` when there is a deadline, so a hung fact cannot keep the lock's answer.
+    let bound = match early.deadline {
+        Some(d) => format!(
+            "timeout -k {} {} ",
+            crate::transport::shell::KILL_AFTER.as_secs(),
+            d.as_secs().max(1)
+        ),
+        None => String::new(),
+    };
+    let nonce: String =
+        rand::Rng::sample_iter(rand::thread_rng(), &rand::distributions::Alphanumeric)
+            .take(16)
+            .map(char::from)
+            .collect();
     for (word, script) in &asked {
         block.push_str(&format!(
-            "( ( {script}\n) >\"$__bs_e/{word}\" 2>/dev/null ) </dev/null 9>&- &\n"
+            "cat >\"$__bs_e/{word}.sh\" <<'__BS_EARLY_{nonce}'\n{script}\n__BS_EARLY_{nonce}\n\
+             ( {bound}sh \"$__bs_e/{word}.sh\" >\"$__bs_e/{word}\" 2>/dev/null ) </dev/null 9>&- &\n"
         ));
     }
     block.push_str("wait\n");
@@ -368,6 +386,7 @@ mod tests {
         let early = Early {
             facts: Some(facts.to_string()),
             probes: Some("echo 'probes x'; echo stale; cat".to_string()),
+            deadline: None,
         };
         let who = RunInfo::new("run-1");
         for script in [lock_script(d, &who, &early), look_script(d, &early)] {
@@ -395,6 +414,27 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_hung_script_sent_with_the_lock_is_stopped_at_its_deadline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("state");
+        let early = Early {
+            facts: Some("echo first; sleep 60; echo never".to_string()),
+            probes: Some("echo probed".to_string()),
+            deadline: Some(std::time::Duration::from_secs(1)),
+        };
+        let started = std::time::Instant::now();
+        let out = sh(&look_script(d.to_str().unwrap(), &early));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the hung fact kept the answer {:?}",
+            started.elapsed()
+        );
+        let found = parse(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(found.facts.as_deref(), Some("first\n"));
+        assert_eq!(found.probes.as_deref(), Some("probed\n"));
     }
 
     #[test]

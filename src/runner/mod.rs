@@ -453,6 +453,7 @@ async fn open_host(
         let asked = host::Early {
             facts: early.map(|e| e.facts.script()),
             probes: early.and_then(|e| e.probes.as_ref()).map(|p| p.script()),
+            deadline: req.connect.command_deadline,
         };
         if let Some(script) = &asked.facts {
             log.write("facts (with the lock)", script);
