@@ -200,7 +200,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                 return None;
             }
             let playbooks: Vec<&Playbook> = plays.iter().map(|(p, _)| *p).collect();
-            let probes = prefetch::EarlyBatch::before_connecting(
+            let probes = prefetch::ProbeBatch::before_connecting(
                 &req.inventory,
                 h,
                 &req.secrets,

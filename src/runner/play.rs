@@ -12,13 +12,12 @@ use crate::modules::{self, BuildContext, Change, Module, ProbeOptions, ProbeOutp
 use crate::playbook::template::{RenderError, Renderer};
 use crate::playbook::{Playbook, Step};
 use crate::runner::apply::{apply, ApplyCtx, Mode};
-use crate::runner::batch::Batch;
 use crate::runner::context::{host_context_with, resolve_delegate, Registry};
 use crate::runner::events::{Event, HostRecap, Reporter, Status, StepResult, Timing, TimingKind};
 use crate::runner::facts::FactsRequest;
 use crate::runner::interrupt::{Interrupt, GRACE};
 use crate::runner::log::HostLog;
-use crate::runner::prefetch::{Moves, Prefetched};
+use crate::runner::prefetch::{Answer, Asked, Moves, Prefetched, ProbeBatch};
 use crate::runner::{deadline, host};
 use crate::transport::Session;
 
@@ -597,14 +596,11 @@ pub fn build_step_ignoring_when(
     modules::build(&step.module, &args, &build_ctx).map(|_| ())
 }
 
-/// Sends every ready step's probe as one script; returns the outputs by probe index.
-/// Probes running at once on a host (each a process or two: bounded for small machines).
-pub(crate) const PROBE_CONCURRENCY: usize = 4;
-
 /// Each step's probe output, and how long its probe took on the host (when measurable).
 type Probed = (Vec<Option<ProbeOutput>>, Vec<Option<std::time::Duration>>);
 
-/// `fresh`: ask the host even when the run's prefetch holds an answer.
+/// Asks every ready step's probe (the host's in one batch); returns the outputs by probe
+/// index. `fresh`: ask the host even when the run's prefetch holds an answer.
 async fn probe_all(
     ctx: &PlayCtx<'_>,
     prepared: &[Prepared],
@@ -613,127 +609,79 @@ async fn probe_all(
     let opts = ProbeOptions {
         want_content: ctx.mode.diff,
     };
-    // Probes are read-only and independent: four at a time, so the host's probe time is
-    // near its slowest probe.
-    let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
-    let mut sensitive = Vec::new();
-    // The batch as logged: a sensitive step's probe (its `unless` command, say) is left out.
-    let mut logged_script = String::new();
-    // Indices into `prepared` are mapped to batch parts by position.
-    let mut parts: Vec<Option<usize>> = Vec::with_capacity(prepared.len());
-    // Delegated steps are probed on their own host, one by one, after the batch; steps the
-    // prefetch answered are not asked again.
-    let mut delegated: BTreeMap<usize, Option<ProbeOutput>> = BTreeMap::new();
-    let mut answered_times: BTreeMap<usize, std::time::Duration> = BTreeMap::new();
+    // Each prepared step's answer, by index: from the prefetch, from its delegate (probed on
+    // its own host, one by one), or from the host's batch. A step with nothing to probe gets
+    // an empty answer.
+    let mut answers: BTreeMap<usize, Answer> = BTreeMap::new();
+    // Probes are read-only and independent: in one batch, four at a time, so the host's probe
+    // time is near its slowest probe.
+    let mut local: Vec<(usize, Asked)> = Vec::new();
     let mut from_prefetch = 0;
     let prefetched = ctx.prefetched.filter(|_| !fresh);
     for (i, p) in prepared.iter().enumerate() {
-        if let (
-            Prepared::Ready {
-                module, delegate, ..
-            },
-            Some(known),
-        ) = (p, prefetched)
+        let Prepared::Ready {
+            module,
+            delegate,
+            sensitive,
+            secret_output,
+        } = p
+        else {
+            continue;
+        };
+        let script = module.probe(opts);
+        if script.trim().is_empty() {
+            continue;
+        }
+        let target = delegate.as_deref().unwrap_or(&ctx.host.name);
+        if let Some(answer) =
+            prefetched.and_then(|k| k.answer(ctx.moves, target, &script, module.probe_stdin()))
         {
-            let target = delegate.as_deref().unwrap_or(&ctx.host.name);
-            let script = module.probe(opts);
-            if let Some(answer) = known.answer(ctx.moves, target, &script, module.probe_stdin()) {
-                parts.push(None);
-                delegated.insert(i, answer.output.clone());
-                if let Some(took) = answer.took {
-                    answered_times.insert(i, took);
-                }
-                from_prefetch += 1;
-                continue;
-            }
+            answers.insert(i, answer.clone());
+            from_prefetch += 1;
+            continue;
         }
-        match p {
-            Prepared::Ready {
-                module,
-                delegate: Some(d),
-                sensitive: step_sensitive,
-                secret_output: secret,
-            } => {
-                parts.push(None);
-                let script = module.probe(opts);
-                if script.trim().is_empty() {
-                    continue;
-                }
-                let session = match session_for(ctx, Some(d)) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        // Reported when the step runs: no output means "did not finish".
-                        delegated.insert(i, None);
-                        continue;
-                    }
-                };
-                let logged = if *step_sensitive {
-                    "(a sensitive step's probe, not logged)"
-                } else {
-                    script.as_str()
-                };
-                ctx.log.write(&format!("probe on {d}"), logged);
-                let out = session.exec(&script, module.probe_stdin()).await?;
-                let shown = if *secret || *step_sensitive || module.probe_is_sensitive() {
-                    "(sensitive output not logged)".to_string()
-                } else {
-                    format!("exit {}\n{}", out.exit_status, out.stdout_str())
-                };
-                ctx.log.write(&format!("probe result on {d}"), &shown);
-                delegated.insert(
-                    i,
-                    Some(ProbeOutput {
-                        exit_status: out.exit_status as i32,
-                        stdout: out.stdout_str(),
-                    }),
-                );
-            }
-            Prepared::Ready {
-                module,
-                sensitive: step_sensitive,
-                secret_output: secret,
-                ..
-            } => {
-                let script = module.probe(opts);
-                if script.trim().is_empty() {
-                    parts.push(None);
-                } else {
-                    let part = match module.probe_stdin() {
-                        Some(input) => batch.push_with_input(&script, input),
-                        None => batch.push(&script),
-                    };
-                    // Indexed by batch part: identical probes share one part.
-                    if sensitive.len() <= part {
-                        sensitive.resize(part + 1, false);
-                    }
-                    sensitive[part] |= module.probe_is_sensitive() || *step_sensitive || *secret;
-                    parts.push(Some(part));
-                    if *step_sensitive {
-                        logged_script.push_str(&format!(
-                            "# part {part}: a sensitive step's probe (not logged)\n"
-                        ));
-                    } else {
-                        logged_script.push_str(&format!("# part {part}\n{script}\n"));
-                    }
-                }
-            }
-            _ => parts.push(None),
-        }
-    }
-    let take_delegated = |parts: Vec<Option<usize>>, parsed: &[Option<(i32, String)>]| {
-        parts
-            .into_iter()
-            .enumerate()
-            .map(|(i, part)| match (delegated.get(&i), part) {
-                (Some(out), _) => out.clone(),
-                (None, None) => Some(ProbeOutput::default()),
-                (None, Some(p)) => parsed[p].clone().map(|(exit_status, stdout)| ProbeOutput {
-                    exit_status,
-                    stdout,
+        let Some(d) = delegate else {
+            local.push((
+                i,
+                Asked::new(target, module.as_ref(), script, *sensitive, *secret_output),
+            ));
+            continue;
+        };
+        let Ok(session) = session_for(ctx, Some(d)) else {
+            // Reported when the step runs: no output means "did not finish".
+            answers.insert(
+                i,
+                Answer {
+                    output: None,
+                    took: None,
+                },
+            );
+            continue;
+        };
+        let logged = if *sensitive {
+            "(a sensitive step's probe, not logged)"
+        } else {
+            script.as_str()
+        };
+        ctx.log.write(&format!("probe on {d}"), logged);
+        let out = session.exec(&script, module.probe_stdin()).await?;
+        let shown = if *secret_output || *sensitive || module.probe_is_sensitive() {
+            "(sensitive output not logged)".to_string()
+        } else {
+            format!("exit {}\n{}", out.exit_status, out.stdout_str())
+        };
+        ctx.log.write(&format!("probe result on {d}"), &shown);
+        answers.insert(
+            i,
+            Answer {
+                output: Some(ProbeOutput {
+                    exit_status: out.exit_status as i32,
+                    stdout: out.stdout_str(),
                 }),
-            })
-            .collect::<Vec<_>>()
-    };
+                took: None,
+            },
+        );
+    }
     if from_prefetch > 0 {
         ctx.log.write(
             "probe",
@@ -742,45 +690,34 @@ async fn probe_all(
             ),
         );
     }
-    let times_of = |parts: &[Option<usize>], elapsed: &[Option<std::time::Duration>]| {
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, part)| {
-                part.and_then(|p| elapsed[p])
-                    .or_else(|| answered_times.get(&i).copied())
-            })
-            .collect::<Vec<_>>()
-    };
-    if batch.is_empty() {
-        let times = times_of(&parts, &[]);
-        return Ok((take_delegated(parts, &[]), times));
+    if !local.is_empty() {
+        let (indices, asked): (Vec<usize>, Vec<Asked>) = local.into_iter().unzip();
+        let batch = ProbeBatch::of(asked);
+        ctx.log.write("probe", batch.logged());
+        let input = Some(batch.input()).filter(|i| !i.is_empty());
+        let out = ctx.session.exec(&batch.script(), input).await?;
+        let got = batch.answers(&out.stdout_str(), ctx.log, "probe");
+        if !out.stderr.is_empty() {
+            ctx.log.write("probe stderr", &out.stderr_str());
+        }
+        for (i, answer) in indices.into_iter().zip(got) {
+            let unfinished = Answer {
+                output: None,
+                took: None,
+            };
+            answers.insert(i, answer.unwrap_or(unfinished));
+        }
     }
-    ctx.log.write("probe", &logged_script);
-    let input = Some(batch.input()).filter(|i| !i.is_empty());
-    let out = ctx.session.exec(&batch.script(), input).await?;
-    let stdout = out.stdout_str();
-    let parsed = batch.parse(&stdout);
-    let elapsed = batch.elapsed(&stdout);
-    for (i, part) in parsed.iter().enumerate() {
-        let shown = match part {
-            _ if sensitive.get(i).copied().unwrap_or(false) => {
-                "(sensitive output not logged)".to_string()
-            }
-            Some((status, text)) => format!("exit {status}\n{text}"),
-            None => "(no output: the probe script stopped early)".to_string(),
-        };
-        let took = match elapsed[i] {
-            Some(d) => format!(" ({} ms)", d.as_millis()),
-            None => String::new(),
-        };
-        ctx.log.write(&format!("probe result {i}{took}"), &shown);
-    }
-    if !out.stderr.is_empty() {
-        ctx.log.write("probe stderr", &out.stderr_str());
-    }
-    let times = times_of(&parts, &elapsed);
-    Ok((take_delegated(parts, &parsed), times))
+    let outputs = (0..prepared.len())
+        .map(|i| match answers.get(&i) {
+            Some(a) => a.output.clone(),
+            None => Some(ProbeOutput::default()),
+        })
+        .collect();
+    let times = (0..prepared.len())
+        .map(|i| answers.get(&i).and_then(|a| a.took))
+        .collect();
+    Ok((outputs, times))
 }
 
 /// Plans and applies one prepared step; also returns the value `register` would keep.

@@ -19,14 +19,14 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::inventory::{Host, Inventory, Secrets};
-use crate::modules::{ProbeOptions, ProbeOutput};
+use crate::modules::{Module, ProbeOptions, ProbeOutput};
 use crate::playbook::template::Renderer;
 use crate::playbook::Playbook;
 use crate::runner::batch::Batch;
 use crate::runner::context::{host_context_with, RegisteredValues};
 use crate::runner::facts::Facts;
 use crate::runner::log::HostLog;
-use crate::runner::play::{self, PlayCtx, Prepared, TagFilter, PROBE_CONCURRENCY};
+use crate::runner::play::{self, PlayCtx, Prepared, TagFilter};
 
 /// How many times this run has applied a change, on any host. A change on one host can change
 /// what another host's probe sees (a node joining shows in the master's API), so one counter.
@@ -120,12 +120,34 @@ impl Prefetched {
 }
 
 /// One probe to send, and whether its script or output may be logged.
-struct Asked {
+pub(crate) struct Asked {
     question: Question,
     /// The step is `sensitive`: its probe script is not logged either.
     hide_script: bool,
     /// Its output is not logged (a secret, a password verifier).
     hide_output: bool,
+}
+
+impl Asked {
+    /// `step_sensitive`: the step says `sensitive = true`; `secret_output`: it registers a
+    /// secret. Either, or a module whose probe reads secrets, keeps the output out of logs.
+    pub(crate) fn new(
+        target: &str,
+        module: &dyn Module,
+        script: String,
+        step_sensitive: bool,
+        secret_output: bool,
+    ) -> Asked {
+        Asked {
+            question: Question {
+                target: target.to_string(),
+                script,
+                input: module.probe_stdin().map(<[u8]>::to_vec),
+            },
+            hide_script: step_sensitive,
+            hide_output: step_sensitive || secret_output || module.probe_is_sensitive(),
+        }
+    }
 }
 
 /// Asks every probe of `plays` (the host's plays in run order) that can be rendered with the
@@ -168,20 +190,12 @@ pub async fn ask(
                 continue;
             }
             let target = delegate.unwrap_or_else(|| ctx.host.name.clone());
-            let question = Question {
-                target: target.clone(),
-                script,
-                input: module.probe_stdin().map(<[u8]>::to_vec),
-            };
+            let asked = Asked::new(&target, module.as_ref(), script, sensitive, secret_output);
             // Asked with the lock already.
-            if known.answers.contains_key(&question) {
+            if known.answers.contains_key(&asked.question) {
                 continue;
             }
-            by_target.entry(target).or_default().push(Asked {
-                question,
-                hide_script: sensitive,
-                hide_output: sensitive || secret_output || module.probe_is_sensitive(),
-            });
+            by_target.entry(target).or_default().push(asked);
         }
     }
     let asks = by_target
@@ -208,7 +222,7 @@ async fn ask_one_host(
             None => return Vec::new(),
         }
     };
-    let early = EarlyBatch::of(asked);
+    let early = ProbeBatch::of(asked);
     let on = if target == ctx.host.name {
         String::new()
     } else {
@@ -221,8 +235,8 @@ async fn ask_one_host(
             early.logged
         ),
     );
-    let input = Some(early.batch.input()).filter(|i| !i.is_empty());
-    let out = match session.exec(&early.batch.script(), input).await {
+    let input = Some(early.input()).filter(|i| !i.is_empty());
+    let out = match session.exec(&early.script(), input).await {
         Ok(out) => out,
         Err(e) => {
             ctx.log.write(
@@ -238,11 +252,15 @@ async fn ask_one_host(
 /// What a host is asked with its lock: its plays' facts, and the probes that need none.
 pub struct WithTheLock {
     pub facts: crate::runner::facts::FactsRequest,
-    pub probes: Option<EarlyBatch>,
+    pub probes: Option<ProbeBatch>,
 }
 
-/// Probes in one concurrent batch, with what may be logged of each.
-pub struct EarlyBatch {
+/// Probes running at once on a host (each a process or two: bounded for small machines).
+const PROBE_CONCURRENCY: usize = 4;
+
+/// Probes in one concurrent batch on one host, with what may be logged of each: the prefetch's,
+/// the lock's and each play's own.
+pub struct ProbeBatch {
     batch: Batch,
     asked: Vec<Asked>,
     parts: Vec<usize>,
@@ -250,8 +268,8 @@ pub struct EarlyBatch {
     logged: String,
 }
 
-impl EarlyBatch {
-    fn of(asked: Vec<Asked>) -> EarlyBatch {
+impl ProbeBatch {
+    pub(crate) fn of(asked: Vec<Asked>) -> ProbeBatch {
         let mut batch = Batch::concurrent(PROBE_CONCURRENCY);
         let mut logged = String::new();
         let mut hidden = Vec::new();
@@ -276,7 +294,7 @@ impl EarlyBatch {
                 part
             })
             .collect();
-        EarlyBatch {
+        ProbeBatch {
             batch,
             asked,
             parts,
@@ -297,7 +315,7 @@ impl EarlyBatch {
         local_dir: &Path,
         diff: bool,
         plays: &[(&Playbook, &Renderer)],
-    ) -> Option<EarlyBatch> {
+    ) -> Option<ProbeBatch> {
         let no_facts = Facts::new();
         let vars = host_context_with(
             inventory,
@@ -324,20 +342,16 @@ impl EarlyBatch {
                 if script.trim().is_empty() || module.probe_stdin().is_some() {
                     continue;
                 }
-                asked.push(Asked {
-                    question: Question {
-                        target: host.name.clone(),
-                        script,
-                        input: None,
-                    },
-                    hide_script: step.sensitive,
-                    hide_output: step.sensitive
-                        || step.register_secret
-                        || module.probe_is_sensitive(),
-                });
+                asked.push(Asked::new(
+                    &host.name,
+                    module.as_ref(),
+                    script,
+                    step.sensitive,
+                    step.register_secret,
+                ));
             }
         }
-        (!asked.is_empty()).then(|| EarlyBatch::of(asked))
+        (!asked.is_empty()).then(|| ProbeBatch::of(asked))
     }
 
     pub fn script(&self) -> String {
@@ -349,9 +363,24 @@ impl EarlyBatch {
         &self.logged
     }
 
+    /// The bytes the batch reads on its stdin (empty when no probe reads input).
+    pub fn input(&self) -> &[u8] {
+        self.batch.input()
+    }
+
     /// Each answer, by question; results logged under `label` (sensitive ones without their
     /// output). A part that did not finish is left out: its play asks again.
     pub fn read(&self, stdout: &str, log: &HostLog, label: &str) -> Vec<(Question, Answer)> {
+        self.asked
+            .iter()
+            .zip(self.answers(stdout, log, label))
+            .filter_map(|(a, answer)| Some((a.question.clone(), answer?)))
+            .collect()
+    }
+
+    /// Each probe's answer, in the order asked (`None`: its part did not finish); results
+    /// logged under `label`, sensitive ones without their output.
+    pub(crate) fn answers(&self, stdout: &str, log: &HostLog, label: &str) -> Vec<Option<Answer>> {
         let parsed = self.batch.parse(stdout);
         let elapsed = self.batch.elapsed(stdout);
         for (i, part) in parsed.iter().enumerate() {
@@ -367,21 +396,17 @@ impl EarlyBatch {
                 .unwrap_or_default();
             log.write(&format!("{label} result {i}{took}"), &shown);
         }
-        self.asked
+        self.parts
             .iter()
-            .zip(&self.parts)
-            .filter_map(|(a, &part)| {
+            .map(|&part| {
                 let (exit_status, stdout) = parsed[part].clone()?;
-                Some((
-                    a.question.clone(),
-                    Answer {
-                        output: Some(ProbeOutput {
-                            exit_status,
-                            stdout,
-                        }),
-                        took: elapsed[part],
-                    },
-                ))
+                Some(Answer {
+                    output: Some(ProbeOutput {
+                        exit_status,
+                        stdout,
+                    }),
+                    took: elapsed[part],
+                })
             })
             .collect()
     }
