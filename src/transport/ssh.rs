@@ -316,17 +316,23 @@ impl Session {
                 Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = exit_status,
                 Some(ChannelMsg::Close) | None => {
                     if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
-                        return Err(TransportError::Sudo {
-                            address: address_of(&self.target),
-                            user: self.target.user.clone(),
-                            missing: out.exit_status == 127,
-                            message: sudo_message(&out),
-                        });
+                        return Err(self.sudo_refused(&out));
                     }
                     return Ok(Err(out));
                 }
                 Some(_) => {}
             }
+        }
+    }
+
+    /// A command whose output lacks the privileged marker never got past `sudo -n`: told with
+    /// sudo's own words.
+    fn sudo_refused(&self, out: &ExecOutput) -> TransportError {
+        TransportError::Sudo {
+            address: address_of(&self.target),
+            user: self.target.user.clone(),
+            missing: out.exit_status == 127,
+            message: sudo_message(out),
         }
     }
 
@@ -365,12 +371,7 @@ impl Session {
             Err(e) => return Err(e),
         };
         if privileged && shell::strip_privileged_marker(&mut out.stdout).is_none() {
-            return Err(TransportError::Sudo {
-                address: address_of(&self.target),
-                user: self.target.user.clone(),
-                missing: out.exit_status == 127,
-                message: sudo_message(&out),
-            });
+            return Err(self.sudo_refused(&out));
         }
         if let Some(d) = deadline {
             // 124: stopped by TERM; 137: by the KILL that followed.
