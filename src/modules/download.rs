@@ -188,19 +188,24 @@ pub fn fetch_to_cache(url: &str, sha256: &str, cache_dir: &Path) -> anyhow::Resu
     Ok(cached)
 }
 
+/// A GET on the admin machine, with bounds on connecting and on each read.
+fn get(url: &str) -> anyhow::Result<ureq::Response> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(15))
+        .timeout_read(std::time::Duration::from_secs(60))
+        .build();
+    agent
+        .get(url)
+        .call()
+        .with_context(|| format!("downloading {url}"))
+}
+
 /// Fetches the OpenPGP key at `url` on the admin machine and returns it only if it holds
 /// exactly the primary key `fingerprint` (see `openpgp::verify_key`). Keys are small; anything
 /// over 1 MiB is refused rather than read.
 pub fn fetch_key(url: &str, fingerprint: &str) -> anyhow::Result<Vec<u8>> {
     const LIMIT: u64 = 1 << 20;
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(std::time::Duration::from_secs(15))
-        .timeout_read(std::time::Duration::from_secs(60))
-        .build();
-    let response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("downloading {url}"))?;
+    let response = get(url)?;
     let mut key = Vec::new();
     response
         .into_reader()
@@ -219,14 +224,7 @@ pub fn fetch_key(url: &str, fingerprint: &str) -> anyhow::Result<Vec<u8>> {
 /// Streams `url` into `path`, returning the sha256 of what was written.
 fn download_into(url: &str, path: &Path) -> anyhow::Result<String> {
     use sha2::Digest as _;
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(std::time::Duration::from_secs(15))
-        .timeout_read(std::time::Duration::from_secs(60))
-        .build();
-    let response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("downloading {url}"))?;
+    let response = get(url)?;
     let mut reader = response.into_reader();
     let mut file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
