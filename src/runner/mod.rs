@@ -107,7 +107,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         })
         .collect();
     // Hosts that steps are delegated to are connected too, whatever --limit says.
-    let delegates_of = |host: &Host, playbooks: &[Playbook]| -> BTreeSet<String> {
+    let delegates_of = |host: &Host, playbooks: &[&Playbook]| -> BTreeSet<String> {
         playbooks
             .iter()
             .filter(|p| host.has_role(&p.hosts))
@@ -118,11 +118,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             .filter(|name| *name != host.name)
             .collect()
     };
-    let all_playbooks: Vec<Playbook> = req
-        .stages
-        .iter()
-        .flat_map(|s| s.playbooks.iter().cloned())
-        .collect();
+    let all_playbooks: Vec<&Playbook> = req.stages.iter().flat_map(|s| &s.playbooks).collect();
     let delegate_hosts: BTreeSet<String> = involved
         .iter()
         .flat_map(|h| delegates_of(h, &all_playbooks))
@@ -192,7 +188,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             .filter(|(p, _)| host.has_role(&p.hosts))
             .collect()
     };
-    let facts_requests: BTreeMap<String, prefetch::WithTheLock> = involved
+    let with_the_lock: BTreeMap<String, prefetch::WithTheLock> = involved
         .iter()
         .filter_map(|h| {
             let plays = plays_of(h);
@@ -265,13 +261,12 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
             let who = &who;
             let registry = &registry;
             let moves = &moves;
-            let facts_requests = &facts_requests;
+            let with_the_lock = &with_the_lock;
             let prefetches = &prefetches;
             // The delegates of all the host's plays, later stages' too: the prefetch asks them
             // their probes now.
-            let all_playbooks: Vec<Playbook> =
-                all_plays.iter().map(|(p, _)| (*p).clone()).collect();
-            let wanted_delegates = delegates_of(host, &all_playbooks);
+            let own_playbooks: Vec<&Playbook> = all_plays.iter().map(|(p, _)| *p).collect();
+            let wanted_delegates = delegates_of(host, &own_playbooks);
             async move {
                 let mut recap = HostRecap::default();
                 if plays.is_empty() {
@@ -290,7 +285,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     who,
                     log,
                     reporter.as_ref(),
-                    (facts_requests.get(&host.name), moves),
+                    (with_the_lock.get(&host.name), moves),
                 )
                 .await
                 {
@@ -314,7 +309,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                     // A delegate is worked on too: connected and locked like a play host.
                     let cell = &sessions[&name];
                     let delegate_log = &logs[&name];
-                    let facts = (facts_requests.get(&name), moves);
+                    let early = (with_the_lock.get(&name), moves);
                     if let Ok(c) = open_host(
                         cell,
                         target,
@@ -322,7 +317,7 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
                         who,
                         delegate_log,
                         reporter.as_ref(),
-                        facts,
+                        early,
                     )
                     .await
                     {

@@ -113,10 +113,6 @@ impl Prefetched {
             input: input.map(<[u8]>::to_vec),
         })
     }
-
-    pub fn answers(&self) -> usize {
-        self.answers.len()
-    }
 }
 
 /// One probe to send, and whether its script or output may be logged.
