@@ -808,12 +808,19 @@ fn run_stages(
             println!("{lines}");
         }
     }
-    Ok(match interrupt.signal() {
-        // The shell's convention: 128 + the signal (130 for SIGINT, 143 for SIGTERM).
+    Ok(exit_code_of(&summary, interrupt.signal()))
+}
+
+/// A run's exit code: a stop not confirmed on a host first (something may still be running
+/// there), then the signal's (the shell's convention: 128 + the signal, 130 for SIGINT, 143 for
+/// SIGTERM), then success or failure.
+fn exit_code_of(summary: &runner::Summary, signal: Option<i32>) -> i32 {
+    match signal {
+        _ if !summary.unconfirmed_stops.is_empty() => exit::STOP_NOT_CONFIRMED,
         Some(signal) if summary.interrupted => 128 + signal,
         _ if summary.success() => exit::OK,
         _ => exit::FAILED,
-    })
+    }
 }
 
 /// First SIGINT/SIGTERM: the run stops scheduling and ends through its tail (locks given back,
@@ -852,6 +859,22 @@ async fn watch_signals(interrupt: Arc<Interrupt>, reporter: Arc<dyn runner::Repo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unconfirmed_stop_is_its_own_exit_code_even_after_a_signal() {
+        let mut s = runner::Summary {
+            interrupted: true,
+            ..Default::default()
+        };
+        assert_eq!(exit_code_of(&s, Some(15)), 143);
+        s.unconfirmed_stops = vec!["a: bootstrap-cmd-1-2-end (no answer)".into()];
+        assert_eq!(exit_code_of(&s, Some(15)), exit::STOP_NOT_CONFIRMED);
+        s.interrupted = false;
+        assert_eq!(exit_code_of(&s, None), exit::STOP_NOT_CONFIRMED);
+        assert!(!s.success());
+        s.unconfirmed_stops.clear();
+        assert_eq!(exit_code_of(&s, None), exit::OK);
+    }
 
     /// The worker's rendered PostgreSQL files for the shipped inventory, as the host gets them.
     fn render_for_shipped_worker(src: &str) -> String {

@@ -109,6 +109,9 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// Bad input (flags, inventory, playbook, template); nothing was touched.
     pub const BAD_INPUT: i32 = 2;
+    /// A command the run stopped on a host (signal grace, deadline) was not confirmed gone: it
+    /// may still be running there. Wins over the signal's 128 + N.
+    pub const STOP_NOT_CONFIRMED: i32 = 3;
 }
 
 /// Maps an error chain to the exit code: any `InputError` in the chain means bad input.

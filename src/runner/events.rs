@@ -107,6 +107,10 @@ pub struct Summary {
     pub hosts: BTreeMap<String, HostRecap>,
     /// Stages not run because an earlier one failed.
     pub stages_not_run: Vec<String>,
+    /// Commands the run stopped on a host (signal grace, deadline) whose end the host did not
+    /// confirm: `host: command (why)`. They may still be running there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unconfirmed_stops: Vec<String>,
     pub duration_ms: u128,
 }
 
@@ -116,6 +120,7 @@ impl Summary {
             && self.unreachable == 0
             && self.stages_not_run.is_empty()
             && !self.interrupted
+            && self.unconfirmed_stops.is_empty()
     }
 
     pub fn from_hosts(hosts: BTreeMap<String, HostRecap>, check: bool) -> Summary {

@@ -105,21 +105,28 @@ fn report_script(acknowledge: bool) -> String {
 }
 
 /// The keeper: takes the lock (or says who holds it), reports, then holds it for the session.
+///
+/// The gate (`lock.gate`, held only for an instant) makes taking the lock and writing the
+/// holder's details one step for anyone who looks: a run that finds the lock held reads
+/// `lock.info` under the gate, so it always names the current holder, never a half-written
+/// file nor a dead run's leftover. The keeper gives the lock back under the gate too.
 fn lock_script(d: &str, who: &RunInfo, early: &Early) -> String {
     format!(
         "d={d}\n\
          umask 077\n\
          mkdir -p \"$d/handlers\" \"$d/fw\" && chmod 700 \"$d\" || exit 3\n\
-         exec 9>>\"$d/lock\" || exit 3\n\
+         exec 9>>\"$d/lock\" 8>>\"$d/lock.gate\" || exit 3\n\
+         flock -w {GATE_WAIT} 8 || {{ echo \"the lock's gate $d/lock.gate stayed held for {GATE_WAIT}s\" >&2; exit 3; }}\n\
          if ! flock -n 9; then echo busy; tr '\\n' ' ' < \"$d/lock.info\" 2>/dev/null; echo; exit 75; fi\n\
          if [ -s \"$d/lock.info\" ]; then printf 'stale %s\\n' \"$(tr '\\n' ' ' < \"$d/lock.info\")\"; fi\n\
          printf 'run=%s\\nadmin=%s\\nstarted=%s\\nkeeper=%s\\n' {run} {admin} {started} \"$$\" > \"$d/lock.info.tmp\" && mv -f \"$d/lock.info.tmp\" \"$d/lock.info\" || exit 3\n\
+         exec 8>&-\n\
          echo \"keeper $$\"\n\
          {report}\
          {facts}\
          echo ready\n\
          IFS= read -r word || true\n\
-         [ \"$word\" = unlock ] && rm -f \"$d/lock.info\"\n\
+         if [ \"$word\" = unlock ]; then exec 8>>\"$d/lock.gate\" && flock -w {GATE_WAIT} 8; rm -f \"$d/lock.info\"; fi\n\
          exit 0\n",
         d = quote(d),
         run = quote(&who.run_id),
@@ -130,13 +137,19 @@ fn lock_script(d: &str, who: &RunInfo, early: &Early) -> String {
     )
 }
 
+/// Seconds a run waits for the lock's gate (held by others only while they take, describe or
+/// give back the lock: an instant).
+const GATE_WAIT: u32 = 10;
+
 /// Check mode: the same answers, read-only (nothing created, the lock not taken).
 fn look_script(d: &str, early: &Early) -> String {
     format!(
         "d={d}\n\
          {facts}\
          [ -d \"$d\" ] || {{ echo ready; exit 0; }}\n\
+         if [ -f \"$d/lock.gate\" ] && exec 8<\"$d/lock.gate\"; then flock -w {GATE_WAIT} 8; fi\n\
          if [ -f \"$d/lock\" ] && ! flock -n \"$d/lock\" true; then echo busy; tr '\\n' ' ' < \"$d/lock.info\" 2>/dev/null; echo; fi\n\
+         exec 8<&-\n\
          {report}\
          echo ready\n",
         d = quote(d),
@@ -339,6 +352,78 @@ mod tests {
             .arg(script)
             .output()
             .unwrap()
+    }
+
+    /// `flock` processes whose parent is `pid` (a lock script waiting for the gate).
+    fn flock_children_of(pid: u32) -> usize {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                // "pid (comm) state ppid ..."
+                let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+                let ppid = after.split(' ').nth(1).unwrap_or("");
+                stat.contains("(flock)") && ppid == pid.to_string()
+            })
+            .count()
+    }
+
+    /// Issue 23: a run arriving between another run's `flock` and its `lock.info` used to show
+    /// "(its details are not written yet)", or a dead run's leftover `lock.info` as the holder.
+    /// Here the winner is held in that gap on purpose, with a dead run's file in place.
+    #[test]
+    fn a_run_finding_the_lock_taken_but_not_yet_described_names_the_new_holder() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("state");
+        let d = d.to_str().unwrap();
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(format!("{d}/lock.info"), "run=dead-run\nkeeper=1\n").unwrap();
+        let winner_script = format!(
+            "d={d}; exec 9>>\"$d/lock\" 8>>\"$d/lock.gate\"; flock 8; flock 9; echo held; read x; \
+             printf 'run=winner-run\\n' > \"$d/lock.info\"; exec 8>&-; echo described; read y"
+        );
+        let mut winner = Command::new("sh")
+            .args(["-c", &winner_script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut winner_in = winner.stdin.take().unwrap();
+        let mut winner_out = std::io::BufReader::new(winner.stdout.take().unwrap());
+        let mut line = String::new();
+        winner_out.read_line(&mut line).unwrap();
+        assert_eq!(line, "held\n");
+
+        let mut loser = Command::new("sh")
+            .args([
+                "-c",
+                &lock_script(d, &RunInfo::new("loser-run"), &Early::default()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until the loser either answered already or waits at the gate.
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while loser.try_wait().unwrap().is_none() && flock_children_of(loser.id()) == 0 {
+            assert!(
+                std::time::Instant::now() < limit,
+                "the loser neither answered nor waited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        winner_in.write_all(b"go\n").unwrap();
+        line.clear();
+        winner_out.read_line(&mut line).unwrap();
+        assert_eq!(line, "described\n");
+        let out = loser.wait_with_output().unwrap();
+        let found = parse(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(found.busy.as_deref(), Some("run=winner-run"), "{found:?}");
+        winner_in.write_all(b"end\n").unwrap();
+        winner.wait().unwrap();
     }
 
     #[test]

@@ -370,27 +370,57 @@ pub async fn run(req: RunRequest, reporter: Arc<dyn Reporter>) -> Summary {
         }
     }
 
-    // The tail every run goes through: locks given back, connections closed; every host at
-    // once (each waits a round trip for its lock's keeper to end).
-    let logs = &logs;
-    join_all(sessions.into_iter().map(|(name, cell)| async move {
-        if let Some(Ok(conn)) = cell.into_inner() {
-            if let Ok(conn) = Arc::try_unwrap(conn) {
-                if let Some(lock) = conn.lock.into_inner() {
-                    lock.unlock().await;
-                    logs[&name].write("unlock", "run lock given back");
-                }
-                conn.session.close().await;
-            }
-        }
-    }))
-    .await;
+    let unconfirmed = give_back_hosts(sessions, &logs, reporter.as_ref()).await;
     let mut summary = Summary::from_hosts(recaps, req.mode.check);
     summary.interrupted = req.interrupt.requested();
+    summary.unconfirmed_stops = unconfirmed;
     summary.stages_not_run = stages_not_run;
     summary.duration_ms = started.elapsed().as_millis();
     reporter.event(&Event::Finished(summary.clone()));
     summary
+}
+
+/// The tail every run goes through, every host at once: what the run abandoned there (a step
+/// stopped at the end of the signal grace, a deadline) is confirmed stopped on the host, then
+/// its lock is given back and the connection closed. Returns `host: command (why)` for each
+/// stop that could not be confirmed: the host is given back all the same (the connection may be
+/// gone), and the summary and the exit code say so.
+async fn give_back_hosts(
+    sessions: BTreeMap<String, SessionCell>,
+    logs: &BTreeMap<String, log::HostLog>,
+    reporter: &dyn Reporter,
+) -> Vec<String> {
+    let unconfirmed = join_all(sessions.into_iter().map(|(name, cell)| async move {
+        let Some(Ok(conn)) = cell.into_inner() else {
+            return Vec::new();
+        };
+        let Ok(conn) = Arc::try_unwrap(conn) else {
+            return Vec::new();
+        };
+        let unconfirmed = conn.session.settle_stops().await;
+        for why in &unconfirmed {
+            let message = format!(
+                "a command this run stopped could not be confirmed gone: {why}; it may still be \
+                 running on the host: look before rerunning"
+            );
+            logs[&name].write("stop not confirmed", &message);
+            reporter.event(&Event::HostNote {
+                host: name.clone(),
+                message,
+            });
+        }
+        if let Some(lock) = conn.lock.into_inner() {
+            lock.unlock().await;
+            logs[&name].write("unlock", "run lock given back");
+        }
+        conn.session.close().await;
+        unconfirmed
+            .into_iter()
+            .map(|why| format!("{name}: {why}"))
+            .collect::<Vec<_>>()
+    }))
+    .await;
+    unconfirmed.into_iter().flatten().collect()
 }
 
 /// The head of a host's run, once per run on first use: connect, then take the host's lock

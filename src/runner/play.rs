@@ -832,7 +832,7 @@ async fn run_prepared(
         let outcome = tokio::select! {
             r = apply(&apply_ctx, change, limit, secret_output) => r,
             _ = ctx.interrupt.grace_over() => Err(anyhow::anyhow!(
-                "interrupted: the change did not finish within {}s of the signal and was stopped{}",
+                "interrupted: the change did not finish within {}s of the signal and was stopped on the host{}",
                 GRACE.as_secs(),
                 if matches!(change.action, modules::Action::GuardedFirewall { .. }) {
                     "; the firewall rollback armed on the host restores the previous firewall"

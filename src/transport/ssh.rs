@@ -16,7 +16,7 @@ use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect, Sig};
 use sha2::Digest as _;
 
-use super::abandon::{AbandonGuard, Abandoned, COMMANDS};
+use super::abandon::{AbandonGuard, Abandoned, Stops, COMMANDS};
 use super::handler::{host_key_algorithms, read_known_hosts, Client, HandlerError};
 use super::known_hosts::{self, Entry};
 use super::shell::{self, quote};
@@ -42,6 +42,8 @@ pub struct Session {
     target: SshTarget,
     opts: ConnectOptions,
     new_host_key: Option<String>,
+    /// Stops of abandoned commands still under way (see `abandon`).
+    stops: Arc<Stops>,
 }
 
 /// One SSH connection.
@@ -89,6 +91,7 @@ impl Session {
             target: target.clone(),
             opts: opts.clone(),
             new_host_key,
+            stops: Arc::default(),
         })
     }
 
@@ -245,7 +248,15 @@ impl Session {
         }
     }
 
+    /// Waits (bounded) until every command this session abandoned (a deadline, an interrupt)
+    /// is confirmed stopped on the host. Returns, per command, why its stop is not confirmed.
+    pub async fn settle_stops(&self) -> Vec<String> {
+        self.stops.settle().await
+    }
+
     pub async fn close(self) {
+        // Nothing abandoned may outlive the connection unseen: its stop needs the connection.
+        let _ = self.settle_stops().await;
         // The peer may already be gone; there is nothing useful to do about it then.
         let _ = self
             .link()
@@ -415,50 +426,57 @@ impl Session {
             token,
             user: self.target.user.clone(),
             privileged,
+            stops: self.stops.clone(),
         }));
 
-        let input = async {
-            writer.data(stdin).await?;
-            writer.eof().await
-        };
-        let mut input = std::pin::pin!(input);
-        let mut input_done = false;
-        let mut out = ExecOutput::default();
-        let mut status = None;
-        let mut signal = None;
-        loop {
-            tokio::select! {
-                // A command may exit without reading its stdin; the read side tells what happened.
-                _ = &mut input, if !input_done => input_done = true,
-                msg = reader.wait() => match msg {
-                    Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
-                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                        out.stderr.extend_from_slice(&data)
+        // Whatever ends this block (the command's end, a refusal, the connection's loss) ends the
+        // command: only a drop of this future before then abandons it.
+        let outcome = async {
+            let input = async {
+                writer.data(stdin).await?;
+                writer.eof().await
+            };
+            let mut input = std::pin::pin!(input);
+            let mut input_done = false;
+            let mut out = ExecOutput::default();
+            let mut status = None;
+            let mut signal = None;
+            loop {
+                tokio::select! {
+                    // A command may exit without reading its stdin; the read side tells what happened.
+                    _ = &mut input, if !input_done => input_done = true,
+                    msg = reader.wait() => match msg {
+                        Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
+                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                            out.stderr.extend_from_slice(&data)
+                        }
+                        Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                        Some(ChannelMsg::ExitSignal { signal_name, .. }) => signal = Some(signal_name),
+                        Some(ChannelMsg::Failure) => {
+                            return Err(TransportError::Protocol {
+                                address: address_of(&self.target),
+                                reason: "the server refused to run the command".into(),
+                            })
+                        }
+                        Some(ChannelMsg::Close) | None => break,
+                        Some(_) => {}
                     }
-                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => signal = Some(signal_name),
-                    Some(ChannelMsg::Failure) => {
-                        return Err(TransportError::Protocol {
-                            address: address_of(&self.target),
-                            reason: "the server refused to run the command".into(),
-                        })
-                    }
-                    Some(ChannelMsg::Close) | None => break,
-                    Some(_) => {}
                 }
             }
-        }
-        match (status, signal) {
-            (Some(code), _) => out.exit_status = code,
-            (None, Some(sig)) => {
-                out.exit_status = 128 + signal_number(&sig);
-                let note = format!("\n[remote command killed by signal {sig:?}]\n");
-                out.stderr.extend_from_slice(note.as_bytes());
+            match (status, signal) {
+                (Some(code), _) => out.exit_status = code,
+                (None, Some(sig)) => {
+                    out.exit_status = 128 + signal_number(&sig);
+                    let note = format!("\n[remote command killed by signal {sig:?}]\n");
+                    out.stderr.extend_from_slice(note.as_bytes());
+                }
+                (None, None) => return Err(self.lost_error(link, "a command was running")),
             }
-            (None, None) => return Err(self.lost_error(link, "a command was running")),
+            Ok(out)
         }
+        .await;
         abandon.finished();
-        Ok(out)
+        outcome
     }
 
     /// A channel operation failed: name the cause the handler saw if the connection is gone.

@@ -141,7 +141,14 @@ pub fn recap_lines(s: &Summary) -> Vec<String> {
     for stage in &s.stages_not_run {
         lines.push(format!("stage {stage}: not run"));
     }
-    let verdict = if s.interrupted {
+    for stop in &s.unconfirmed_stops {
+        lines.push(format!(
+            "NOT CONFIRMED STOPPED (may still be running; look on the host): {stop}"
+        ));
+    }
+    let verdict = if !s.unconfirmed_stops.is_empty() {
+        "a stopped command may still be running on a host"
+    } else if s.interrupted {
         "interrupted"
     } else if !s.success() {
         "failed"

@@ -489,3 +489,119 @@ fn timings_name_the_slow_probe_first_and_the_log_keeps_each_duration() {
         assert!(e["duration_ms"].is_u64(), "{e}");
     }
 }
+
+/// A change that outlives the signal grace: a uniquely named process tree (a shell and its
+/// `sleep`) that would run for an hour.
+fn long_change(marker: &str) -> String {
+    format!(
+        r#"
+name = "long"
+hosts = "all"
+[[steps]]
+name = "a change that outlives the grace"
+command = {{ cmd = "touch {{{{ root }}}}/started; sh -c '{marker} & wait' & wait" }}
+"#
+    )
+}
+
+/// Issue 23: the stop of a change abandoned at the end of the grace used to be a background
+/// task that the runtime's teardown cancelled, so the command went on after `bootstrap` exited
+/// (and after the lock was given back). Through sudo, as the field saw it.
+#[test]
+fn a_change_stopped_at_the_end_of_the_grace_is_gone_from_the_host_when_bootstrap_exits() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", crate::support::SUDO_USER)]);
+    let marker = format!("sleep 3599.{}", std::process::id());
+    p.write("playbooks/long.toml", &long_change(&marker));
+    let child = spawn(&p, &["--json", "run", "playbooks/long.toml"]);
+    wait_until(
+        "the long change on the host",
+        Duration::from_secs(30),
+        || !processes_with(&marker).is_empty(),
+    );
+    signal(&child, "-TERM");
+    let run = Run::from(child.wait_with_output().unwrap());
+    // Looked at once, the moment bootstrap has exited: no waiting for it to go away.
+    let left = processes_with(&marker);
+    assert!(
+        left.is_empty(),
+        "still running on the host: {left:?}\n{}",
+        run.all()
+    );
+    assert_eq!(run.code, 143, "{}", run.all());
+    let summary = run.summary();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(summary.get("unconfirmed_stops").is_none(), "{summary}");
+    assert!(
+        run.all().contains("was stopped on the host"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !p.host_state("a").join("lock.info").exists(),
+        "lock given back"
+    );
+}
+
+/// Issue 23: two runs started together; the loser names the winner's run id, never "(its
+/// details are not written yet)" nor the `lock.info` of a run that is gone.
+#[test]
+fn the_loser_of_two_runs_started_together_names_the_winner_every_time() {
+    let sshd = TestSshd::start();
+    let p = Project::new(&sshd, &[("a", "root")]);
+    p.write("playbooks/holding.toml", HOLDING);
+    let info = p.host_state("a").join("lock.info");
+    let mut contested = 0;
+    for round in 0..50 {
+        let _ = fs::remove_file(p.remote("started"));
+        let _ = fs::remove_file(p.remote("release"));
+        // What a run that died holding the lock leaves: the next ones must never name it.
+        fs::create_dir_all(p.host_state("a")).unwrap();
+        fs::write(
+            &info,
+            "run=dead-run-of-round\nadmin=gone\nstarted=0\nkeeper=1\n",
+        )
+        .unwrap();
+        let first = spawn(&p, &["--json", "run", "playbooks/holding.toml"]);
+        let second = spawn(&p, &["--json", "run", "playbooks/holding.toml"]);
+        wait_until("a run's long step", Duration::from_secs(30), || {
+            p.remote("started").exists()
+        });
+        let winner_info = fs::read_to_string(&info).unwrap();
+        let winner = winner_info
+            .lines()
+            .find_map(|l| l.strip_prefix("run="))
+            .unwrap()
+            .to_string();
+        assert_ne!(winner, "dead-run-of-round", "round {round}");
+        fs::write(p.remote("release"), "").unwrap();
+        let runs = [
+            Run::from(first.wait_with_output().unwrap()),
+            Run::from(second.wait_with_output().unwrap()),
+        ];
+        for run in &runs {
+            let text = run.all();
+            if run.code == 0 {
+                continue;
+            }
+            assert!(
+                text.contains("another bootstrap run is working on this host"),
+                "round {round}: {text}"
+            );
+            contested += 1;
+            assert!(
+                !text.contains("not written yet") && !text.contains("dead-run-of-round"),
+                "round {round}: {text}"
+            );
+            assert!(
+                text.contains(&winner),
+                "round {round}: names {winner}: {text}"
+            );
+        }
+    }
+    // Started together, one of the two finds the lock held in (nearly) every round.
+    assert!(
+        contested >= 25,
+        "only {contested} of 50 rounds were contested"
+    );
+}
