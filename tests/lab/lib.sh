@@ -27,6 +27,12 @@ NETNS_PREFIX="bslab-"
 VETH_PREFIX="bsl-"
 
 MACHINES=(master worker elk)
+# BOOTSTRAP_LAB_K8S=real: master and worker run real Kubernetes (tests/lab/build/: built from
+# source, served by the lab's apt repository and registry); standin: the stand-ins of
+# tests/lab/standins/ answer kubeadm, the kubelet, kubectl and the API.
+LAB_K8S="${BOOTSTRAP_LAB_K8S:-standin}"
+# Whether machine $1 runs containers (real Kubernetes): it is booted with what runc needs.
+runs_containers() { [[ $LAB_K8S == real && ($1 == master || $1 == worker) ]]; }
 declare -A MACHINE_IP=([master]="${LAB_NET_PREFIX}.11" [worker]="${LAB_NET_PREFIX}.12" [elk]="${LAB_NET_PREFIX}.13" [outsider]="${LAB_NET_PREFIX}.99")
 SSH_WAIT_SECONDS="${BOOTSTRAP_LAB_SSH_WAIT:-120}"
 
@@ -156,6 +162,43 @@ Acquire::http::Proxy::$LAB_HOST_IP "DIRECT";
 Acquire::Retries "3";
 EOF
   give_kernel_modules "$root"
+  if runs_containers "$name"; then writable_cgroups_unit "$root"; fi
+}
+
+# Lab only: nspawn mounts the host's cgroup v1 hierarchies read-only in the machine, and runc
+# needs them writable. A unit remounts them (bind,rw: a plain remount,rw fails with "mount point
+# is busy" once anything uses them) before containerd and the kubelet start. A real host boots
+# cgroup v2 and needs none of this.
+writable_cgroups_unit() {
+  local root="$1"
+  cat >"$root/usr/local/sbin/lab-writable-cgroups" <<'EOF'
+#!/bin/sh
+# Written by tests/lab (lab only): makes the cgroup hierarchies writable for runc.
+set -e
+mount -o remount,bind,rw /sys/fs/cgroup
+for d in /sys/fs/cgroup/*; do
+  if [ ! -L "$d" ] && mountpoint -q "$d"; then mount -o remount,bind,rw "$d"; fi
+done
+EOF
+  chmod 0755 "$root/usr/local/sbin/lab-writable-cgroups"
+  cat >"$root/etc/systemd/system/lab-writable-cgroups.service" <<'EOF'
+# Written by tests/lab (lab only): see /usr/local/sbin/lab-writable-cgroups.
+[Unit]
+Description=Lab: cgroup hierarchies writable for runc
+DefaultDependencies=no
+Before=containerd.service kubelet.service
+After=local-fs.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/lab-writable-cgroups
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+  ln -sf ../lab-writable-cgroups.service "$root/etc/systemd/system/multi-user.target.wants/lab-writable-cgroups.service"
 }
 
 # The machines share the host's kernel: they cannot load modules, the host must have them
@@ -364,12 +407,23 @@ boot_machine() {
   mapfile -t cgroups < <(machine_cgroups "$name")
   # --private-network beside the namespace path: it gives CAP_NET_ADMIN and a writable
   # /proc/sys/net, so UFW and net.* sysctls work in the machine's own namespace.
+  local -a env=() containers=()
+  if runs_containers "$name"; then
+    # What runc needs inside nspawn (tests/lab/README.md, "Real Kubernetes"): writable API file
+    # systems, every capability, /dev/kmsg for the kubelet, the syscalls runc and containerd
+    # use, and containerd's state on a host directory (the overlayfs snapshotter cannot put its
+    # layers on the machine's own overlay root).
+    mkdir -p "$dir/containerd"
+    env=(env SYSTEMD_NSPAWN_API_VFS_WRITABLE=1)
+    containers=(--capability=all --bind=/dev/kmsg "--system-call-filter=add_key keyctl bpf"
+      "--bind=$dir/containerd:/var/lib/containerd")
+  fi
   spawn_bg "$dir/nspawn.pid" "$dir/console.log" \
     bash -c 'for cg in "${@:2:$1}"; do echo $$ >"$cg/cgroup.procs"; done; shift $(($1 + 1)); exec "$@"' \
     lab-cgroup-enter "${#cgroups[@]}" "${cgroups[@]}" \
-    systemd-nspawn --boot --register=no --keep-unit --console=read-only \
+    "${env[@]}" systemd-nspawn --boot --register=no --keep-unit --console=read-only \
     --private-network --network-namespace-path="/run/netns/$(netns_name "$name")" \
-    --directory="$dir/root" --machine="$name" --hostname="$name"
+    --directory="$dir/root" --machine="$name" --hostname="$name" "${containers[@]}"
 }
 
 # Bounded polling with bash's /dev/tcp, so no netcat is needed on the host.
