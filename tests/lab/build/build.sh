@@ -76,6 +76,14 @@ deps_of() {
     esac
 }
 
+# The shared functions a recipe calls (their text is part of its input hash).
+helpers_of() {
+    case $1 in
+        debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
+        *) echo go_module_build go_module_init go_ldflags_x write_info ;;
+    esac
+}
+
 recipe_fn() { echo "build_${1//-/_}"; }
 
 input_hash() { # ARTIFACT -> 12 hex digits
@@ -87,7 +95,7 @@ input_hash() { # ARTIFACT -> 12 hex digits
         go version
         for v in $(pins_of "$a"); do echo "$v=${!v}"; done
         for d in $(deps_of "$a"); do echo "dep $d=$(input_hash "$d")"; done
-        declare -f go_module_build go_module_init go_ldflags_x write_info "$(recipe_fn "$a")"
+        declare -f $(helpers_of "$a") "$(recipe_fn "$a")"
     } | sha256sum | cut -c1-12)
     HASH_MEMO[$key]=$h
     echo "$h"
@@ -284,11 +292,157 @@ build_crane() {
 }
 
 build_calico() {
-    die "calico: recipe not written yet"
+    # The module proxy refuses github.com/projectcalico/calico at any commit (403 "This module
+    # version is not available"), so the source comes from a local git repository holding
+    # CALICO_COMMIT (CALICO_SRC); its dependencies still come from the proxy.
+    [[ -n "${CALICO_SRC:-}" ]] || die "CALICO_SRC is not set (the module proxy does not serve Calico)"
+    git -C "$CALICO_SRC" cat-file -e "$CALICO_COMMIT^{commit}" || die "$CALICO_SRC has no commit $CALICO_COMMIT"
+    mkdir -p "$WORK/src" "$OUT/bin"
+    git -C "$CALICO_SRC" archive "$CALICO_COMMIT" | tar -x -C "$WORK/src"
+    local flags date
+    date=$(git -C "$CALICO_SRC" log -1 --format=%cI "$CALICO_COMMIT")
+    flags=$(go_ldflags_x "github.com/projectcalico/calico/pkg/buildinfo.Version=v$CALICO_VERSION" \
+        "github.com/projectcalico/calico/pkg/buildinfo.GitRevision=$CALICO_COMMIT" \
+        "github.com/projectcalico/calico/pkg/buildinfo.BuildDate=$date" \
+        "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=v$CALICO_VERSION")
+    # No cgo: felix's libbpf stub replaces the BPF dataplane (the lab runs the iptables/nftables
+    # dataplane with VXLAN, no BIRD).
+    (cd "$WORK/src" &&
+        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/calico-node" ./node/cmd/calico-node &&
+        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/calico" ./cni-plugin/cmd/calico &&
+        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/install" ./cni-plugin/cmd/install &&
+        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/kube-controllers" ./kube-controllers/cmd/kube-controllers &&
+        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/check-status" ./kube-controllers/cmd/check-status)
+    # One program answers as both CNI plugins, by the name it is called with.
+    cp "$OUT/bin/calico" "$OUT/bin/calico-ipam"
+    "$OUT/bin/calico-node" -v | grep -q "v$CALICO_VERSION" || die "calico-node -v: $("$OUT/bin/calico-node" -v 2>&1)"
+}
+
+# One binary package from ROOT (a tree holding DEBIAN/ and the files) into $OUT.
+deb_pack() { # ROOT NAME VERSION DEPENDS DESCRIPTION [EXTRA CONTROL LINES]
+    local root=$1 name=$2 version=$3 depends=$4 desc=$5 extra=${6:-} size
+    mkdir -p "$root/DEBIAN"
+    size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+    {
+        echo "Package: $name"
+        echo "Version: $version"
+        echo "Architecture: amd64"
+        echo "Maintainer: bootstrap lab build <lab@bootstrap.invalid>"
+        echo "Installed-Size: $size"
+        if [[ -n "$depends" ]]; then echo "Depends: $depends"; fi
+        if [[ -n "$extra" ]]; then printf '%s\n' "$extra"; fi
+        echo "Section: admin"
+        echo "Priority: optional"
+        echo "Homepage: https://kubernetes.io"
+        echo "Description: $desc"
+        echo " Built from source by bootstrap's lab (tests/lab/build/build.sh) under the name of the"
+        echo " real package, for the container lab only; same file layout as the real one."
+    } >"$root/DEBIAN/control"
+    find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    dpkg-deb --root-owner-group -Zxz --build "$root" "$OUT/${name}_${version}_amd64.deb" >/dev/null
+}
+
+# Maintainer scripts for a unit the package enables and starts, as the real packages do
+# (the kubelet then restarts every 10 s until kubeadm writes its configuration).
+unit_scripts() { # ROOT UNIT
+    local root=$1 unit=$2
+    mkdir -p "$root/DEBIAN"
+    printf '%s\n' '#!/bin/sh' 'set -e' \
+        'if [ "$1" = configure ] && [ -d /run/systemd/system ]; then' \
+        '    systemctl daemon-reload || true' \
+        "    systemctl enable $unit >/dev/null 2>&1 || true" \
+        "    systemctl restart $unit || true" \
+        'fi' >"$root/DEBIAN/postinst"
+    printf '%s\n' '#!/bin/sh' 'set -e' \
+        'if [ "$1" = remove ] && [ -d /run/systemd/system ]; then' \
+        "    systemctl stop $unit || true" \
+        'fi' >"$root/DEBIAN/prerm"
+    printf '%s\n' '#!/bin/sh' 'set -e' \
+        "if [ \"\$1\" = purge ]; then systemctl disable $unit >/dev/null 2>&1 || true; fi" \
+        'if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi' >"$root/DEBIAN/postrm"
+    chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 }
 
 build_debs() {
-    die "debs: recipe not written yet"
+    need_apt dpkg-dev
+    local k8s crictl cni ctd runc kv r
+    k8s=$(entry_of kubernetes)/bin; crictl=$(entry_of cri-tools)/bin; cni=$(entry_of cni-plugins)/bin
+    ctd=$(entry_of containerd)/bin; runc=$(entry_of runc)/bin
+    kv=$KUBERNETES_VERSION-$K8S_DEB_REVISION
+    SOURCE_DATE_EPOCH=$(date -d "$(go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | jq -r .Time)" +%s)
+    export SOURCE_DATE_EPOCH
+
+    # kubectl, cri-tools: one program each, no dependencies (as pkgs.k8s.io's).
+    r=$WORK/kubectl; install -D -m 0755 "$k8s/kubectl" "$r/usr/bin/kubectl"
+    deb_pack "$r" kubectl "$kv" "" "Command-line utility for interacting with a Kubernetes cluster"
+    r=$WORK/cri-tools; install -D -m 0755 "$crictl/crictl" "$r/usr/bin/crictl"
+    deb_pack "$r" cri-tools "$CRI_TOOLS_VERSION-$K8S_DEB_REVISION" "" "Command-line utility for interacting with a container runtime (crictl)"
+
+    # kubernetes-cni: every plugin in /opt/cni/bin, and the (empty) config directory.
+    r=$WORK/kubernetes-cni; mkdir -p "$r/opt/cni/bin" "$r/etc/cni/net.d"
+    install -m 0755 "$cni"/* "$r/opt/cni/bin/"
+    deb_pack "$r" kubernetes-cni "$CNI_PLUGINS_VERSION-$K8S_DEB_REVISION" "" "Binaries required to provision Kubernetes container networking (CNI plugins)"
+
+    # kubelet: the program, its unit (started with no flags: kubeadm's drop-in gives them),
+    # /etc/default/kubelet for KUBELET_EXTRA_ARGS (a conffile), its state and manifest dirs.
+    r=$WORK/kubelet
+    install -D -m 0755 "$k8s/kubelet" "$r/usr/bin/kubelet"
+    mkdir -p "$r/usr/lib/systemd/system" "$r/var/lib/kubelet" "$r/etc/kubernetes/manifests" "$r/etc/default"
+    printf '%s\n' '[Unit]' 'Description=kubelet: The Kubernetes Node Agent' 'Documentation=https://kubernetes.io/docs/' \
+        'Wants=network-online.target' 'After=network-online.target' '' \
+        '[Service]' 'ExecStart=/usr/bin/kubelet' 'Restart=always' 'StartLimitInterval=0' 'RestartSec=10' '' \
+        '[Install]' 'WantedBy=multi-user.target' >"$r/usr/lib/systemd/system/kubelet.service"
+    echo "KUBELET_EXTRA_ARGS=" >"$r/etc/default/kubelet"
+    unit_scripts "$r" kubelet.service
+    echo /etc/default/kubelet >"$r/DEBIAN/conffiles"
+    deb_pack "$r" kubelet "$kv" "iptables (>= 1.4.21), kubernetes-cni (>= 1.2.0), mount, util-linux" "Node agent for Kubernetes clusters"
+
+    # kubeadm: the program and the kubelet drop-in that hands the kubelet kubeadm's files.
+    r=$WORK/kubeadm
+    install -D -m 0755 "$k8s/kubeadm" "$r/usr/bin/kubeadm"
+    mkdir -p "$r/usr/lib/systemd/system/kubelet.service.d"
+    printf '%s\n' '# From the kubeadm package: the kubelet'"'"'s flags come from the files kubeadm init/join write.' \
+        '[Service]' \
+        'Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"' \
+        'Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"' \
+        '# KUBELET_KUBEADM_ARGS, written by kubeadm init/join.' \
+        'EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env' \
+        '# KUBELET_EXTRA_ARGS, the administrator'"'"'s last resort (bootstrap sets the node IP there).' \
+        'EnvironmentFile=-/etc/default/kubelet' \
+        'ExecStart=' \
+        'ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS' \
+        >"$r/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf"
+    deb_pack "$r" kubeadm "$kv" "" "Command-line utility for administering a Kubernetes cluster"
+
+    # containerd.io: containerd, its runc shim, ctr and runc in /usr/bin, the unit in
+    # /lib/systemd/system, /etc/containerd/config.toml as a conffile; it takes the place of
+    # Debian's containerd and runc packages.
+    r=$WORK/containerd.io
+    mkdir -p "$r/usr/bin" "$r/lib/systemd/system" "$r/etc/containerd"
+    install -m 0755 "$ctd/containerd" "$ctd/containerd-shim-runc-v2" "$ctd/ctr" "$runc/runc" "$r/usr/bin/"
+    printf '%s\n' '[Unit]' 'Description=containerd container runtime' 'Documentation=https://containerd.io' \
+        'After=network.target local-fs.target dbus.service' '' \
+        '[Service]' \
+        '# overlay may be built in or loaded already: a failed modprobe is not fatal.' \
+        'ExecStartPre=-/sbin/modprobe overlay' \
+        'ExecStart=/usr/bin/containerd' \
+        'Type=notify' \
+        '# Shims and containers live in this unit'"'"'s cgroup; a restart of containerd must not kill them.' \
+        'Delegate=yes' 'KillMode=process' 'Restart=always' 'RestartSec=5' \
+        'LimitNPROC=infinity' 'LimitCORE=infinity' 'TasksMax=infinity' 'OOMScoreAdjust=-999' '' \
+        '[Install]' 'WantedBy=multi-user.target' >"$r/lib/systemd/system/containerd.service"
+    printf '%s\n' '# containerd configuration (containerd.io as built for bootstrap'"'"'s lab).' \
+        '# Nothing set on purpose: containerd'"'"'s built-in defaults apply, its CRI plugin included' \
+        '# (`containerd config default` prints them). bootstrap writes its own file here.' \
+        'version = 3' >"$r/etc/containerd/config.toml"
+    unit_scripts "$r" containerd.service
+    echo /etc/containerd/config.toml >"$r/DEBIAN/conffiles"
+    deb_pack "$r" containerd.io "$CONTAINERD_VERSION-$CONTAINERD_DEB_REVISION" "libc6 (>= 2.34), libseccomp2 (>= 2.5.0)" \
+        "An industry-standard container runtime (containerd $CONTAINERD_VERSION with runc $RUNC_VERSION)" \
+        "$(printf 'Provides: containerd, runc\nConflicts: containerd, runc\nReplaces: containerd, runc')"
+
+    (cd "$OUT" && sha256sum ./*.deb >SHA256SUMS)
+    for r in "$OUT"/*.deb; do dpkg-deb --field "$r" Package Version Depends | tr '\n' ' '; echo; done
 }
 
 # ---- driver -------------------------------------------------------------------------------
@@ -346,6 +500,10 @@ main() {
     # recipe's subshell too.
     local rc
     for a in "${want[@]}"; do
+        if [[ $a == calico && -z "${CALICO_SRC:-}" && $# -eq 0 ]]; then
+            log "skipped calico $CALICO_VERSION: the module proxy refuses github.com/projectcalico/calico; set CALICO_SRC (see README.md)"
+            continue
+        fi
         for d in $(deps_of "$a"); do
             [[ -d "$(entry_of "$d")" ]] && continue
             set +e; build_one "$d"; rc=$?; set -e
