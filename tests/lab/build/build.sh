@@ -27,7 +27,7 @@ export GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/cache"
 export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
 export GOOS=linux GOARCH=amd64 LC_ALL=C
 
-ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc crane calico debs)
+ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs crane calico)
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build.sh: $*"; exit 1; }
@@ -183,7 +183,8 @@ build_kubernetes() {
     done
     grep -q '^godebug' "$kdir/go.mod" && grep '^godebug' "$kdir/go.mod" >>"$WORK/mod/go.mod"
     local date flags=() k
-    date=$(go mod download -json "k8s.io/kubernetes@v$v" | jq -r .Time)
+    date=$(go list -m -json "k8s.io/kubernetes@v$v" | jq -r .Time)
+    [[ $date == 20* ]] || die "no release time for k8s.io/kubernetes@v$v: $date"
     for k in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         flags+=("$k.gitVersion=v$v" "$k.gitMajor=1" "$k.gitMinor=$minor" "$k.gitCommit=$KUBERNETES_GIT_COMMIT"
             "$k.gitTreeState=clean" "$k.buildDate=$date")
@@ -369,7 +370,7 @@ build_debs() {
     k8s=$(entry_of kubernetes)/bin; crictl=$(entry_of cri-tools)/bin; cni=$(entry_of cni-plugins)/bin
     ctd=$(entry_of containerd)/bin; runc=$(entry_of runc)/bin
     kv=$KUBERNETES_VERSION-$K8S_DEB_REVISION
-    SOURCE_DATE_EPOCH=$(date -d "$(go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | jq -r .Time)" +%s)
+    SOURCE_DATE_EPOCH=$(date -d "$(go list -m -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | jq -r .Time)" +%s)
     export SOURCE_DATE_EPOCH
 
     # kubectl, cri-tools: one program each, no dependencies (as pkgs.k8s.io's).
