@@ -80,7 +80,7 @@ deps_of() {
 helpers_of() {
     case $1 in
         debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
-        *) echo go_module_build go_module_init go_ldflags_x write_info ;;
+        *) echo go_module_build go_module_init go_ldflags_x write_info expect_output moddir need_apt ;;
     esac
 }
 
@@ -156,6 +156,13 @@ write_info() { # ENTRY ARTIFACT SECONDS
     } >"$e/BUILD-INFO"
 }
 
+# The output of CMD must match the extended regexp PATTERN (whatever CMD exits with).
+expect_output() { # PATTERN CMD...
+    local pat=$1 out; shift
+    out=$("$@" 2>&1 </dev/null || true)
+    grep -Eq -- "$pat" <<<"$out" || die "$(basename "$1") ${*:2}: expected /$pat/, got: $out"
+}
+
 moddir() { go mod download -json "$1" | jq -r .Dir; }
 
 need_apt() { # PACKAGE... installed with apt-get when missing
@@ -209,14 +216,14 @@ build_etcd() {
     # Three modules of one release; their replace directives (../api, ...) are ignored from
     # outside, so every go.etcd.io/etcd/* module resolves to the released v$v.
     go_module_init "$WORK/mod" "go.etcd.io/etcd/server/v3@v$v" "go.etcd.io/etcd/etcdctl/v3@v$v" "go.etcd.io/etcd/etcdutl/v3@v$v"
-    # All three main packages end in /v3 (go build would name them all v3): one by one.
-    local m name
+    # Each its own -o: go build would name the server package "server", not etcd.
+    local m
     for m in server:etcd etcdctl:etcdctl etcdutl:etcdutl; do
-        name=${m#*:}
-        go_module_build "$WORK/mod" "$WORK/out-$name" "" "" "go.etcd.io/etcd/${m%%:*}/v3"
-        mkdir -p "$OUT/bin" && mv "$WORK/out-$name/v3" "$OUT/bin/$name"
+        (cd "$WORK/mod" && go build -trimpath -ldflags "-s -w" -o "$OUT/bin/${m#*:}" "go.etcd.io/etcd/${m%%:*}/v3")
     done
-    "$OUT/bin/etcd" --version | grep -q "etcd Version: $v" || die "etcd --version: $("$OUT/bin/etcd" --version)"
+    expect_output "^etcd Version: $v\$" "$OUT/bin/etcd" --version
+    expect_output "^etcdctl version: $v\$" "$OUT/bin/etcdctl" version
+    expect_output "^etcdutl version: $v\$" "$OUT/bin/etcdutl" version
 }
 
 build_coredns() {
@@ -224,7 +231,7 @@ build_coredns() {
     go_module_init "$WORK/mod" "github.com/coredns/coredns@v$v"
     go_module_build "$WORK/mod" "$OUT/bin" "" "$(go_ldflags_x "github.com/coredns/coredns/coremain.GitCommit=${COREDNS_GIT_COMMIT:0:7}")" \
         github.com/coredns/coredns
-    "$OUT/bin/coredns" -version | grep -q "CoreDNS-$v" || die "coredns -version: $("$OUT/bin/coredns" -version)"
+    expect_output "^CoreDNS-$v\$" "$OUT/bin/coredns" -version
 }
 
 build_pause() {
@@ -234,7 +241,7 @@ build_pause() {
     mkdir -p "$OUT/bin"
     gcc -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION" -o "$OUT/bin/pause" "$kdir/build/pause/linux/pause.c"
     strip "$OUT/bin/pause"
-    "$OUT/bin/pause" -v | grep -q "v$PAUSE_VERSION" || die "pause -v: $("$OUT/bin/pause" -v)"
+    expect_output "v$PAUSE_VERSION\$" "$OUT/bin/pause" -v
 }
 
 build_cri_tools() {
@@ -242,7 +249,7 @@ build_cri_tools() {
     go_module_init "$WORK/mod" "sigs.k8s.io/cri-tools@v$v"
     go_module_build "$WORK/mod" "$OUT/bin" "" "$(go_ldflags_x "sigs.k8s.io/cri-tools/pkg/version.Version=v$v")" \
         sigs.k8s.io/cri-tools/cmd/crictl
-    "$OUT/bin/crictl" --version | grep -q "v$v" || die "crictl --version: $("$OUT/bin/crictl" --version)"
+    expect_output "^crictl version v$v\$" "$OUT/bin/crictl" --version
 }
 
 build_cni_plugins() {
@@ -256,7 +263,7 @@ build_cni_plugins() {
     for p in bridge host-local loopback portmap bandwidth firewall tuning; do
         [[ -x "$OUT/bin/$p" ]] || die "CNI plugin $p missing"
     done
-    "$OUT/bin/bridge" 2>&1 </dev/null | grep -q "v$v" || die "bridge plugin version: $("$OUT/bin/bridge" 2>&1 </dev/null)"
+    expect_output "v$v" "$OUT/bin/bridge"
 }
 
 build_containerd() {
@@ -269,7 +276,7 @@ build_containerd() {
         "github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2")" \
         github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
         github.com/containerd/containerd/v2/cmd/ctr
-    "$OUT/bin/containerd" --version | grep -q " v$v" || die "containerd --version: $("$OUT/bin/containerd" --version)"
+    expect_output " v$v( |\$)" "$OUT/bin/containerd" --version
 }
 
 build_runc() {
@@ -280,8 +287,8 @@ build_runc() {
     # runc's own default tags minus libpathrs (a Rust library Debian bookworm does not have).
     CGO_ENABLED=1 go_module_build "$WORK/mod" "$OUT/bin" "seccomp urfave_cli_no_docs" \
         "$(go_ldflags_x "main.version=$v")" github.com/opencontainers/runc
-    "$OUT/bin/runc" --version | grep -q "runc version $v" || die "runc --version: $("$OUT/bin/runc" --version)"
-    "$OUT/bin/runc" --version | grep -q "libseccomp" || die "runc without seccomp: $("$OUT/bin/runc" --version)"
+    expect_output "^runc version $v\$" "$OUT/bin/runc" --version
+    expect_output "^libseccomp: " "$OUT/bin/runc" --version
 }
 
 build_crane() {
@@ -289,7 +296,7 @@ build_crane() {
     go_module_init "$WORK/mod" "github.com/google/go-containerregistry@v$v"
     go_module_build "$WORK/mod" "$OUT/bin" "" "$(go_ldflags_x "github.com/google/go-containerregistry/cmd/crane/cmd.Version=v$v")" \
         github.com/google/go-containerregistry/cmd/crane
-    [[ "$("$OUT/bin/crane" version)" == "v$v" ]] || die "crane version: $("$OUT/bin/crane" version)"
+    expect_output "^v$v\$" "$OUT/bin/crane" version
 }
 
 build_calico() {
@@ -316,7 +323,7 @@ build_calico() {
         go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/check-status" ./kube-controllers/cmd/check-status)
     # One program answers as both CNI plugins, by the name it is called with.
     cp "$OUT/bin/calico" "$OUT/bin/calico-ipam"
-    "$OUT/bin/calico-node" -v | grep -q "v$CALICO_VERSION" || die "calico-node -v: $("$OUT/bin/calico-node" -v 2>&1)"
+    expect_output "v$CALICO_VERSION" "$OUT/bin/calico-node" -v
 }
 
 # One binary package from ROOT (a tree holding DEBIAN/ and the files) into $OUT.
