@@ -9,6 +9,7 @@
 pub mod apt;
 pub mod apt_repo;
 pub mod command;
+pub mod containerd_hosts;
 pub mod copy;
 pub mod download;
 pub mod fetch;
@@ -238,6 +239,7 @@ pub fn build(
         "line" => Box::new(line::Line::from_args(args, ctx)?),
         "apt" => Box::new(apt::Apt::from_args(args, ctx)?),
         "apt_repo" => Box::new(apt_repo::AptRepo::from_args(args, ctx)?),
+        "containerd_hosts" => Box::new(containerd_hosts::ContainerdHosts::from_args(args, ctx)?),
         "service" => Box::new(service::Service::from_args(args, ctx)?),
         "sysctl" => Box::new(sysctl::Sysctl::from_args(args, ctx)?),
         "kernel_module" => Box::new(kernel_module::KernelModule::from_args(args, ctx)?),
@@ -267,6 +269,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "line",
     "apt",
     "apt_repo",
+    "containerd_hosts",
     "service",
     "sysctl",
     "kernel_module",
