@@ -422,6 +422,10 @@ mod header_examples {
         };
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
+            // Only the modules' sources (their snapshot directory sits beside them).
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
             let source = std::fs::read_to_string(&path).unwrap();
             for example in examples(&source) {
                 let text = format!("name = \"example\"\nhosts = \"all\"\n\n{example}");
