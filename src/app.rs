@@ -850,6 +850,9 @@ async fn watch_signals(interrupt: Arc<Interrupt>, reporter: Arc<dyn runner::Repo
 }
 
 #[cfg(test)]
+mod kubernetes_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
