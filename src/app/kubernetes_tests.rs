@@ -93,6 +93,19 @@ fn render_step(
         .unwrap()
 }
 
+/// A step of a playbook on the master, on Debian 12, before anything was registered.
+fn master_step(inventory: &Inventory, playbook: &str, step_starts: &str) -> Option<toml::Value> {
+    let none = runner::context::RegisteredValues::new();
+    render_step(
+        inventory,
+        "master",
+        playbook,
+        step_starts,
+        &debian12(),
+        &none,
+    )
+}
+
 fn shipped() -> Inventory {
     Inventory::load(&root().join("inventory.toml")).unwrap()
 }
@@ -150,16 +163,7 @@ fn kubeadm_config_with_the_cgroup_v1_preflight_and_conntrack_knobs() {
 
 #[test]
 fn the_join_configuration_carries_the_ignored_preflight_checks_only_when_there_are_some() {
-    let registered = BTreeMap::from([(
-        "worker".to_string(),
-        BTreeMap::from([
-            (
-                "join".to_string(),
-                "abcdef.0123456789abcdef sha256:feed".to_string(),
-            ),
-            ("node_state".to_string(), "unknown".to_string()),
-        ]),
-    )]);
+    let registered = super::tests::minted_join_for_worker();
     let mut facts = debian12();
     facts.insert("kubelet_conf".into(), "absent".into());
     facts.insert("join_leftovers".into(), "absent".into());
@@ -193,15 +197,7 @@ fn the_join_configuration_carries_the_ignored_preflight_checks_only_when_there_a
 fn containerd_comes_from_dockers_repository_for_the_hosts_own_release_pinned_and_held() {
     let facts = debian12();
     let none = BTreeMap::new();
-    let repo = render_step(
-        &shipped(),
-        "master",
-        "node.toml",
-        "containerd's apt repository",
-        &facts,
-        &none,
-    )
-    .unwrap();
+    let repo = master_step(&shipped(), "node.toml", "containerd's apt repository").unwrap();
     assert_eq!(
         repo["url"].as_str(),
         Some("https://download.docker.com/linux/debian")
@@ -216,15 +212,7 @@ fn containerd_comes_from_dockers_repository_for_the_hosts_own_release_pinned_and
         Some("9DC8 5822 9FC7 DD38 854A E2D8 8D81 803C 0EBF CD88")
     );
     assert_eq!(repo["components"].as_array().unwrap().len(), 1);
-    let pkg = render_step(
-        &shipped(),
-        "master",
-        "node.toml",
-        "containerd (and runc)",
-        &facts,
-        &none,
-    )
-    .unwrap();
+    let pkg = master_step(&shipped(), "node.toml", "containerd (and runc)").unwrap();
     assert_eq!(
         pkg["packages"][0].as_str(),
         Some("containerd.io=2.3.3-1~debian.12~bookworm")
@@ -249,32 +237,13 @@ fn containerd_comes_from_dockers_repository_for_the_hosts_own_release_pinned_and
         pkg["packages"][0].as_str(),
         Some("containerd.io=2.3.3-1~ubuntu.24.04~noble")
     );
-    assert!(render_step(
-        &shipped(),
-        "master",
-        "node.toml",
-        "containerd from the distribution",
-        &facts,
-        &none
-    )
-    .is_none());
+    assert!(master_step(&shipped(), "node.toml", "containerd from the distribution").is_none());
     // The distribution's package instead: Docker's steps are skipped.
     let (distro, _dir) = inventory_with(&[("containerd_source", "\"distribution\"")]);
     for step in ["containerd's apt repository", "containerd (and runc)"] {
-        assert!(
-            render_step(&distro, "master", "node.toml", step, &facts, &none).is_none(),
-            "{step}"
-        );
+        assert!(master_step(&distro, "node.toml", step).is_none(), "{step}");
     }
-    let pkg = render_step(
-        &distro,
-        "master",
-        "node.toml",
-        "containerd from the distribution",
-        &facts,
-        &none,
-    )
-    .unwrap();
+    let pkg = master_step(&distro, "node.toml", "containerd from the distribution").unwrap();
     assert_eq!(pkg["packages"][0].as_str(), Some("containerd"));
 }
 
@@ -326,30 +295,13 @@ fn an_os_release_the_playbooks_do_not_support_stops_the_node_before_anything_cha
 
 #[test]
 fn registry_mirrors_reach_the_containerd_hosts_step_as_a_table() {
-    let none = BTreeMap::new();
-    let args = render_step(
-        &shipped(),
-        "master",
-        "node.toml",
-        "containerd registry mirrors",
-        &debian12(),
-        &none,
-    )
-    .unwrap();
+    let args = master_step(&shipped(), "node.toml", "containerd registry mirrors").unwrap();
     assert_eq!(args["mirrors"].as_table().map(|t| t.len()), Some(0));
     let (mirrored, _dir) = inventory_with(&[(
         "registry_mirrors",
         "{ \"registry.k8s.io\" = { url = \"http://10.0.0.5:5000\" }, \"quay.io\" = { url = \"http://10.0.0.5:5000\" } }",
     )]);
-    let args = render_step(
-        &mirrored,
-        "master",
-        "node.toml",
-        "containerd registry mirrors",
-        &debian12(),
-        &none,
-    )
-    .unwrap();
+    let args = master_step(&mirrored, "node.toml", "containerd registry mirrors").unwrap();
     let mirrors = args["mirrors"].as_table().unwrap();
     assert_eq!(
         mirrors.keys().collect::<Vec<_>>(),
@@ -414,22 +366,12 @@ fn calico_kustomization_for_vxlan_drops_bird_everywhere() {
 
 #[test]
 fn an_existing_calico_pool_is_switched_to_the_inventorys_encapsulation_and_checked_back() {
-    let none = BTreeMap::new();
-    let facts = debian12();
     let (vxlan, _dir) = inventory_with(&[("calico_encapsulation", "\"vxlan\"")]);
     for (inventory, ipip, vxlan_mode, backend) in [
         (shipped(), "Always", "Never", "bird"),
         (vxlan, "Never", "Always", "vxlan"),
     ] {
-        let pool = render_step(
-            &inventory,
-            "master",
-            "master.toml",
-            "Calico IP pool encapsulation",
-            &facts,
-            &none,
-        )
-        .unwrap();
+        let pool = master_step(&inventory, "master.toml", "Calico IP pool encapsulation").unwrap();
         let cmd = pool["cmd"].as_str().unwrap();
         assert!(
             cmd.contains(&format!(
@@ -441,15 +383,8 @@ fn an_existing_calico_pool_is_switched_to_the_inventorys_encapsulation_and_check
             .as_str()
             .unwrap()
             .contains(&format!("= '{ipip}/{vxlan_mode}' ]")));
-        let settings = render_step(
-            &inventory,
-            "master",
-            "master.toml",
-            "Calico settings in the cluster",
-            &facts,
-            &none,
-        )
-        .unwrap();
+        let settings =
+            master_step(&inventory, "master.toml", "Calico settings in the cluster").unwrap();
         let unless = settings["unless"].as_str().unwrap();
         assert!(
             unless.contains(&format!("[ \"$backend\" = '{backend}' ]")),
@@ -476,17 +411,8 @@ fn an_existing_calico_pool_is_switched_to_the_inventorys_encapsulation_and_check
 /// settings calico-node starts with.
 #[test]
 fn the_pool_check_runs_the_patch_only_for_an_existing_pool_with_other_modes() {
-    let none = BTreeMap::new();
     let (vxlan, _dir) = inventory_with(&[("calico_encapsulation", "\"vxlan\"")]);
-    let pool = render_step(
-        &vxlan,
-        "master",
-        "master.toml",
-        "Calico IP pool encapsulation",
-        &debian12(),
-        &none,
-    )
-    .unwrap();
+    let pool = master_step(&vxlan, "master.toml", "Calico IP pool encapsulation").unwrap();
     let unless = pool["unless"].as_str().unwrap();
     let bin = tempfile::tempdir().unwrap();
     let converged = |kubectl_says: &str, status: i32| {

@@ -302,11 +302,7 @@ impl Module for ContainerdHosts {
                     Action::Upload {
                         dest: path.clone(),
                         content: content.clone().into_bytes(),
-                        attrs: FileAttrs {
-                            mode: Some("0644".into()),
-                            owner: Some("root".into()),
-                            group: Some("root".into()),
-                        },
+                        attrs: FileAttrs::root("0644"),
                         validate: None,
                         backup: false,
                     },

@@ -169,6 +169,17 @@ pub struct FileAttrs {
     pub group: Option<String>,
 }
 
+impl FileAttrs {
+    /// Owned by root:root with `mode` (octal, e.g. "0644"): what system files get.
+    pub fn root(mode: &str) -> FileAttrs {
+        FileAttrs {
+            mode: Some(mode.to_string()),
+            owner: Some("root".into()),
+            group: Some("root".into()),
+        }
+    }
+}
+
 /// What the runner does to apply a change. Everything goes through `runner::apply`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
