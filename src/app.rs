@@ -857,6 +857,9 @@ async fn watch_signals(interrupt: Arc<Interrupt>, reporter: Arc<dyn runner::Repo
 }
 
 #[cfg(test)]
+mod kubernetes_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1293,6 +1296,20 @@ mod tests {
         }
     }
 
+    /// What the master registered for `worker` in a run that minted its join token.
+    pub(super) fn minted_join_for_worker() -> runner::context::RegisteredValues {
+        BTreeMap::from([(
+            "worker".to_string(),
+            BTreeMap::from([
+                (
+                    "join".to_string(),
+                    "abcdef.0123456789abcdef sha256:feed".to_string(),
+                ),
+                ("node_state".to_string(), "unknown".to_string()),
+            ]),
+        )])
+    }
+
     #[test]
     fn the_join_configuration_gets_the_token_and_hash_registered_on_the_master() {
         let inventory = shipped_inventory();
@@ -1304,16 +1321,7 @@ mod tests {
             .iter()
             .find(|s| s.name.starts_with("kubeadm join"))
             .unwrap();
-        let registered = BTreeMap::from([(
-            "worker".to_string(),
-            BTreeMap::from([
-                (
-                    "join".to_string(),
-                    "abcdef.0123456789abcdef sha256:feed".to_string(),
-                ),
-                ("node_state".to_string(), "unknown".to_string()),
-            ]),
-        )]);
+        let registered = minted_join_for_worker();
         let facts = BTreeMap::from([
             ("kubelet_conf".to_string(), "absent".to_string()),
             ("join_leftovers".to_string(), "absent".to_string()),

@@ -204,14 +204,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-fn root_file(mode: &str) -> FileAttrs {
-    FileAttrs {
-        mode: Some(mode.to_string()),
-        owner: Some("root".into()),
-        group: Some("root".into()),
-    }
-}
-
 impl Module for AptRepo {
     fn probe(&self, opts: ProbeOptions) -> String {
         let key = quote(&self.key_path());
@@ -255,7 +247,7 @@ impl Module for AptRepo {
                 url: self.key_url.clone(),
                 sha256: sha.clone(),
                 dest: self.key_path(),
-                attrs: root_file("0644"),
+                attrs: FileAttrs::root("0644"),
             }),
             KeyPin::Fingerprint(fpr) => {
                 let installed = kv.get("key_base64").and_then(|b| {
@@ -268,7 +260,7 @@ impl Module for AptRepo {
                     url: self.key_url.clone(),
                     fingerprint: fpr.clone(),
                     dest: self.key_path(),
-                    attrs: root_file("0644"),
+                    attrs: FileAttrs::root("0644"),
                 })
             }
         };
@@ -297,7 +289,7 @@ impl Module for AptRepo {
                     Action::Upload {
                         dest: self.list_path(),
                         content: self.line.clone().into_bytes(),
-                        attrs: root_file("0644"),
+                        attrs: FileAttrs::root("0644"),
                         validate: None,
                         backup: false,
                     },
@@ -549,7 +541,7 @@ mod tests {
                     url: "https://pkgs.k8s.io/core:/stable:/v1.35/deb/Release.key".into(),
                     fingerprint: fpr.clone(),
                     dest: "/etc/apt/keyrings/kubernetes.asc".into(),
-                    attrs: root_file("0644"),
+                    attrs: FileAttrs::root("0644"),
                 }
             );
         }

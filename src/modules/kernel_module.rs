@@ -120,11 +120,7 @@ impl Module for KernelModule {
                     Action::Upload {
                         dest: path,
                         content: new.clone().into_bytes(),
-                        attrs: FileAttrs {
-                            mode: Some("0644".into()),
-                            owner: Some("root".into()),
-                            group: Some("root".into()),
-                        },
+                        attrs: FileAttrs::root("0644"),
                         validate: None,
                         backup: false,
                     },

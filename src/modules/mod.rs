@@ -9,6 +9,7 @@
 pub mod apt;
 pub mod apt_repo;
 pub mod command;
+pub mod containerd_hosts;
 pub mod copy;
 pub mod download;
 pub mod fetch;
@@ -168,6 +169,17 @@ pub struct FileAttrs {
     pub group: Option<String>,
 }
 
+impl FileAttrs {
+    /// Owned by root:root with `mode` (octal, e.g. "0644"): what system files get.
+    pub fn root(mode: &str) -> FileAttrs {
+        FileAttrs {
+            mode: Some(mode.to_string()),
+            owner: Some("root".into()),
+            group: Some("root".into()),
+        }
+    }
+}
+
 /// What the runner does to apply a change. Everything goes through `runner::apply`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -238,6 +250,7 @@ pub fn build(
         "line" => Box::new(line::Line::from_args(args, ctx)?),
         "apt" => Box::new(apt::Apt::from_args(args, ctx)?),
         "apt_repo" => Box::new(apt_repo::AptRepo::from_args(args, ctx)?),
+        "containerd_hosts" => Box::new(containerd_hosts::ContainerdHosts::from_args(args, ctx)?),
         "service" => Box::new(service::Service::from_args(args, ctx)?),
         "sysctl" => Box::new(sysctl::Sysctl::from_args(args, ctx)?),
         "kernel_module" => Box::new(kernel_module::KernelModule::from_args(args, ctx)?),
@@ -267,6 +280,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "line",
     "apt",
     "apt_repo",
+    "containerd_hosts",
     "service",
     "sysctl",
     "kernel_module",
@@ -419,6 +433,10 @@ mod header_examples {
         };
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
+            // Only the modules' sources (their snapshot directory sits beside them).
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
             let source = std::fs::read_to_string(&path).unwrap();
             for example in examples(&source) {
                 let text = format!("name = \"example\"\nhosts = \"all\"\n\n{example}");

@@ -43,6 +43,7 @@ impl Renderer {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_loader(minijinja::path_loader(files_dir));
+        env.add_filter("fill", fill);
         Renderer {
             env,
             files_dir: files_dir.to_path_buf(),
@@ -162,6 +163,42 @@ impl Renderer {
             .map(|_| ())
             .map_err(|e| self.template_error(&file, &e, None))
     }
+}
+
+/// `{{ "https://example.com/{os_id}" | fill(facts) }}`: each `{name}` in the text replaced by
+/// the mapping's `name`, so an inventory value can name a host's facts (a repository URL per
+/// distribution) without being a template itself. A `{name}` the mapping lacks is an error, so a
+/// typo is not sent to a host.
+fn fill(text: String, values: Value) -> Result<String, minijinja::Error> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let name = after
+            .find('}')
+            .map(|close| &after[..close])
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let Some(name) = name else {
+            out.push('{');
+            rest = after;
+            continue;
+        };
+        let value = values
+            .get_attr(name)
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_none());
+        let Some(value) = value else {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!("fill: `{{{name}}}` in {text:?} has no value"),
+            ));
+        };
+        out.push_str(&value.to_string());
+        rest = &after[name.len() + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A string that is exactly one `{{ expression }}` keeps the expression's type, so a list or a
@@ -422,6 +459,33 @@ mod tests {
             std::fs::write(p, body).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn fill_puts_the_hosts_facts_into_an_inventory_value_and_refuses_unknown_names() {
+        let r = Renderer::new(Path::new("/nonexistent"));
+        let ctx = minijinja::context! {
+            url => "https://download.docker.com/linux/{os_id}",
+            version => "2.3.3-1~{os_id}.{os_version}~{os_codename}",
+            typo => "{os_name}",
+            facts => BTreeMap::from([("os_id", "debian"), ("os_version", "12"), ("os_codename", "bookworm")]),
+        };
+        let render = |t: &str| r.render_text(t, &ctx);
+        assert_eq!(
+            render("{{ url | fill(facts) }}").unwrap(),
+            "https://download.docker.com/linux/debian"
+        );
+        assert_eq!(
+            render("{{ version | fill(facts) }}").unwrap(),
+            "2.3.3-1~debian.12~bookworm"
+        );
+        // Braces that name nothing stay as they are.
+        assert_eq!(
+            render("{{ '{} {x-y} {' | fill(facts) }}").unwrap(),
+            "{} {x-y} {"
+        );
+        let err = render("{{ typo | fill(facts) }}").unwrap_err();
+        assert!(err.to_string().contains("os_name"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,10 @@ def toml_value(key, value):
         return toml_scalar(value)
     if isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
         return "[" + ", ".join(toml_scalar(v) for v in value) + "]"
-    sys.exit(f"inventory-vars.py: {key}: only strings, integers, booleans and lists of those are supported")
+    # Inline tables (registry_mirrors = { "registry.k8s.io" = { url = "..." } }).
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{toml_scalar(k)} = {toml_value(f'{key}.{k}', v)}" for k, v in value.items()) + " }" if value else "{}"
+    sys.exit(f"inventory-vars.py: {key}: only strings, integers, booleans, lists of those and tables are supported")
 
 
 def toml_scalar(value):
