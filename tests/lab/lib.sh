@@ -313,6 +313,12 @@ build_repo() {
   done
   rm -rf "$stage"
   cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
+  # The real containerd.io (containerd 2.3 and runc, built from source by tests/lab/build/, cached
+  # by version): the product's default containerd source, served here under the same name.
+  local debs
+  debs="$("$LAB_DIR/build/build.sh" --path debs)"
+  "$LAB_DIR/build/build.sh" debs || die "the lab's packages did not build (tests/lab/build/README.md)"
+  cp -f "$debs"/containerd.io_*.deb "$repo/pool/"
   cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
   cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
@@ -521,10 +527,19 @@ lab_vars() {
   echo "elastic_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
   # Kibana for the admin machine and the cluster nodes only, so the outsider is refused.
   echo "kibana_allowed = [\"$LAB_HOST_IP\", \"${MACHINE_IP[master]}\", \"${MACHINE_IP[worker]}\"]"
-  # Debian bookworm's real containerd is 1.6.20, older than the containerd project lists for
-  # Kubernetes 1.35; the lab's stand-in kubelet only needs its CRI socket to answer.
-  echo 'containerd_min_version = "1.6.20"'
+  # containerd.io from the lab repository (built from source, see build_repo): the product's
+  # default source, at the lab's pinned version.
+  echo "containerd_repo_url = \"$(lab_repo_url)\""
+  echo 'containerd_repo_suite = "./"'
+  echo 'containerd_repo_components = []'
+  echo "containerd_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
+  echo "containerd_repo_key_sha256 = \"$(sha256sum <"$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  echo 'containerd_repo_key_fingerprint = ""'
+  echo "containerd_repo_version = \"$(lab_build_pin CONTAINERD_VERSION)-$(lab_build_pin CONTAINERD_DEB_REVISION)\""
 }
+
+# A pin of the lab's build (tests/lab/build/versions.env).
+lab_build_pin() { (source "$LAB_DIR/build/versions.env" && printf '%s' "${!1}"); }
 
 random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | cut -c1-24; }
 

@@ -229,6 +229,30 @@ class ApplyTest(unittest.TestCase):
         self.assertNotIn("namespace", objs[0]["metadata"])
 
 
+    def test_kustomize_patches_merge_lists_by_name_and_replace_the_others(self):
+        d = tempfile.mkdtemp(dir=FAKE)
+        with open(f"{d}/ds.yaml", "w") as f:
+            f.write("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: calico-node, namespace: kube-system}\n"
+                    "spec:\n  template:\n    spec:\n      containers:\n      - name: calico-node\n"
+                    "        env: [{name: A, value: '1'}, {name: B, value: '2'}]\n"
+                    "        livenessProbe: {exec: {command: [/bin/calico-node, -felix-live, -bird-live]}}\n"
+                    "      - {name: other, image: x}\n")
+        with open(f"{d}/kustomization.yaml", "w") as f:
+            f.write("resources: [ds.yaml]\npatches:\n- patch: |-\n    apiVersion: apps/v1\n    kind: DaemonSet\n"
+                    "    metadata: {name: calico-node, namespace: kube-system}\n    spec:\n      template:\n"
+                    "        spec:\n          containers:\n          - name: calico-node\n"
+                    "            env: [{name: B, value: '3'}, {name: C, value: '4'}]\n"
+                    "            livenessProbe: {exec: {command: [/bin/calico-node, -felix-live]}}\n")
+        (_, ds), = kubectl.kustomize(d)
+        node, other = ds["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(node["env"], [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        self.assertEqual(node["livenessProbe"]["exec"]["command"], ["/bin/calico-node", "-felix-live"])
+        self.assertEqual(other, {"name": "other", "image": "x"})
+        with open(f"{d}/kustomization.yaml", "a") as f:
+            f.write("- patch: |-\n    kind: DaemonSet\n    metadata: {name: nowhere, namespace: kube-system}\n")
+        with self.assertRaisesRegex(Exception, "failed to find unique target"):
+            kubectl.kustomize(d)
+
 class TokenControllerTest(unittest.TestCase):
     SA_SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                  "metadata": {"name": "deployer-token", "namespace": "crypto-exchange",
@@ -401,6 +425,15 @@ class JsonpathTest(unittest.TestCase):
         self.assertEqual(kubectl.jsonpath(node, "{.metadata.annotations.projectcalico\\.org/IPv4Address}"), "10.0.0.1/24")
         self.assertEqual(kubectl.jsonpath({"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]},
                                           "{.items[*].metadata.name}"), "a b")
+
+    def test_nested_ranges_and_the_current_item(self):
+        # The Calico settings guard of master.toml: ranges inside a range, {@} for list strings.
+        ds = {"spec": {"template": {"spec": {"containers": [
+            {"name": "calico-node", "env": [{"name": "A", "value": "1"}],
+             "livenessProbe": {"exec": {"command": ["/bin/calico-node", "-felix-live"]}}}]}}}}
+        t = ('{range .spec.template.spec.containers[?(@.name=="calico-node")]}{range .env[*]}{.name}={.value}'
+             '{"\\n"}{end}live={range .livenessProbe.exec.command[*]}{@} {end}{"\\n"}{end}')
+        self.assertEqual(kubectl.jsonpath(ds, t), "A=1\nlive=/bin/calico-node -felix-live \n")
 
     def test_range_and_literals(self):
         items = {"items": [{"kind": "Namespace", "metadata": {"name": "app"}},

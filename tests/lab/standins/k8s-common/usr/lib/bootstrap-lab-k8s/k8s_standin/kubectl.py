@@ -426,8 +426,29 @@ def expand(docs):
     return out
 
 
+def strategic_merge(target, patch):
+    """Merges `patch` into `target` in place (see `kustomize`)."""
+    for key, value in patch.items():
+        have = target.get(key)
+        if isinstance(value, dict) and isinstance(have, dict):
+            strategic_merge(have, value)
+        elif (isinstance(value, list) and isinstance(have, list) and value
+              and all(isinstance(v, dict) and "name" in v for v in value + have)):
+            for item in value:
+                same = next((h for h in have if h["name"] == item["name"]), None)
+                if same is None:
+                    have.append(item)
+                else:
+                    strategic_merge(same, item)
+        else:
+            target[key] = value
+
+
 def kustomize(directory):
-    """The subset of kustomize the manifests use: `resources` (files and directories) and `namespace`."""
+    """The subset of kustomize the manifests use: `resources` (files and directories), `namespace`,
+    and `patches` given inline as strategic merge patches (`patch:` text naming its target by kind,
+    name and namespace), merged as kustomize does for the lists they touch: list items with a
+    `name` are merged by name (containers, env), other lists are replaced."""
     kfile = next((os.path.join(directory, n) for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")
                   if os.path.exists(os.path.join(directory, n))), None)
     if not kfile:
@@ -435,10 +456,10 @@ def kustomize(directory):
                    f"directory '{os.path.abspath(directory)}'")
     with open(kfile) as f:
         k = yaml.safe_load(f) or {}
-    unsupported = set(k) - {"apiVersion", "kind", "resources", "namespace"}
+    unsupported = set(k) - {"apiVersion", "kind", "resources", "namespace", "patches"}
     if unsupported:
         raise Fail(f"error: stand-in kubectl: kustomization fields {sorted(unsupported)} are not supported "
-                   f"({kfile}); only resources and namespace")
+                   f"({kfile}); only resources, namespace and inline patches")
     objs = []
     for r in k.get("resources") or []:
         p = os.path.join(directory, r)
@@ -446,6 +467,18 @@ def kustomize(directory):
             objs += [(kfile, o) for _, o in kustomize(p)]
         else:
             objs += [(kfile, o) for _, o in read_manifests(p)]
+    for entry in k.get("patches") or []:
+        if set(entry) != {"patch"}:
+            raise Fail(f"error: stand-in kubectl: only inline `patch:` entries are supported ({kfile})")
+        patch = yaml.safe_load(entry["patch"])
+        meta = patch.get("metadata", {})
+        targets = [o for _, o in objs if o.get("kind") == patch.get("kind")
+                   and o.get("metadata", {}).get("name") == meta.get("name")
+                   and o.get("metadata", {}).get("namespace") == meta.get("namespace")]
+        if len(targets) != 1:
+            raise Fail(f"error: no matches for Id {patch.get('kind')}.{meta.get('name')}; failed to find unique "
+                       f"target for patch ({kfile})")
+        strategic_merge(targets[0], patch)
     if k.get("namespace"):
         for _, o in objs:
             if o.get("kind") not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
@@ -520,14 +553,49 @@ def jsonpath(obj, template):
         return " ".join(v if isinstance(v, str) else json.dumps(v) for v in vals)
 
     def expand(text, root):
-        # {range EXPR}BODY{end}: BODY once per value of EXPR (no nesting: all the lab asks).
-        out, pos = [], 0
-        for m in re.finditer(r"\{range ([^}]*)\}(.*?)\{end\}", text, re.S):
-            out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), root), text[pos:m.start()]))
-            for item in walk([root], split_steps(m.group(1).strip().lstrip("."))):
-                out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), item), m.group(2)))
-            pos = m.end()
-        out.append(re.sub(r"\{([^}]*)\}", lambda f: render(f.group(1), root), text[pos:]))
+        # {range EXPR}BODY{end}, nested as kubectl allows: BODY once per value of EXPR, with {@}
+        # (or {.x}) read from that value.
+        tokens = [t for t in re.split(r"(\{[^}]*\})", text) if t]
+
+        def is_tag(t, word=None):
+            inner = t[1:-1].strip() if t.startswith("{") and t.endswith("}") else None
+            return inner is not None and (word is None or inner == word or inner.startswith(word + " "))
+
+        def matching_end(i):
+            depth = 0
+            for j in range(i, len(tokens)):
+                if is_tag(tokens[j], "range"):
+                    depth += 1
+                elif is_tag(tokens[j], "end"):
+                    depth -= 1
+                    if depth == 0:
+                        return j
+            raise Fail("error: error parsing jsonpath: unclosed range")
+
+        def run(lo, hi, ctx, out):
+            i = lo
+            while i < hi:
+                t = tokens[i]
+                if is_tag(t, "range"):
+                    j = matching_end(i)
+                    expr = t[1:-1].strip()[len("range"):].strip()
+                    items = [ctx] if expr == "@" else walk([ctx], split_steps(expr.lstrip(".")))
+                    for item in items:
+                        run(i + 1, j, item, out)
+                    i = j + 1
+                    continue
+                if is_tag(t):
+                    inner = t[1:-1].strip()
+                    if inner == "@":
+                        out.append(ctx if isinstance(ctx, str) else json.dumps(ctx))
+                    else:
+                        out.append(render(inner, ctx))
+                else:
+                    out.append(t)
+                i += 1
+
+        out = []
+        run(0, len(tokens), root, out)
         return "".join(out)
 
     return expand(template, obj)
