@@ -14,5 +14,7 @@ pub mod modules;
 pub mod playbook;
 pub mod redact;
 pub mod runner;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod transport;
 pub mod ui;

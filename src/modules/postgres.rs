@@ -964,25 +964,13 @@ mod tests {
 
     /// Runs SQL through the same command line the module uses; panics on failure.
     fn psql(sql: &str, script: Option<&str>) -> String {
-        use std::io::Write;
         let script = script.unwrap_or(
             "cd / && runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d postgres -f -",
         );
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::testing::output_with_stdin(
+            std::process::Command::new("sh").arg("-c").arg(script),
+            sql.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "{}",

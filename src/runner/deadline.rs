@@ -112,21 +112,12 @@ mod tests {
     #[test]
     fn a_remote_limit_stops_a_stuck_script_and_keeps_stdin() {
         let run = |script: &str, limit: u64, stdin: &str| {
-            let mut child = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(with_remote_limit(script, Duration::from_secs(limit)))
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
+            crate::testing::output_with_stdin(
+                std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(with_remote_limit(script, Duration::from_secs(limit))),
+                stdin.as_bytes(),
+            )
         };
         let out = run("read x; echo \"got $x\"; exit 3", 5, "secret\n");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "got secret\n");

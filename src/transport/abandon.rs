@@ -20,7 +20,7 @@ pub(super) static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::At
 
 /// The bound on one stop: a channel, TERM, up to `TERM_WAIT` for the processes to go, KILL to
 /// what is left, and the host's answer. Past it the stop is reported as not confirmed.
-pub const STOP_BOUND: Duration = Duration::from_secs(20);
+const STOP_BOUND: Duration = Duration::from_secs(20);
 
 /// A remote command whose result nobody waits for any more.
 pub(super) struct Abandoned {
@@ -186,7 +186,7 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     fn processes_with(needle: &str) -> usize {
         std::fs::read_dir("/proc")
@@ -230,19 +230,7 @@ mod tests {
                 c
             }
         };
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stop_script(token).as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::testing::output_with_stdin(&mut cmd, stop_script(token).as_bytes());
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 

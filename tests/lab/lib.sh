@@ -501,6 +501,9 @@ write_inventory() {
 
 # The lab's own variables, as TOML lines: they win over the product's [vars].
 lab_vars() {
+  # The lab repository's key, pinned by sha256 wherever a repository of it is named.
+  local key_sha256
+  key_sha256="$(sha256sum <"$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)"
   # As in the Vagrant lab: no overlap with the lab network.
   echo 'pod_cidr = "10.244.0.0/16"'
   echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
@@ -508,7 +511,7 @@ lab_vars() {
   # The Kubernetes stand-ins (tests/lab/standins/README.md): a flat, signed repository.
   echo "k8s_repo_url = \"$(lab_repo_url)\""
   echo "k8s_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
-  echo "k8s_repo_key_sha256 = \"$(sha256sum <"$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  echo "k8s_repo_key_sha256 = \"$key_sha256\""
   # The lab's throwaway key is pinned by its sha256 above; the product's fingerprint pin is off.
   echo 'k8s_repo_key_fingerprint = ""'
   echo "calico_manifest_url = \"$(lab_repo_url)calico.yaml\""
@@ -518,13 +521,13 @@ lab_vars() {
   echo "ingress_nginx_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/ingress-nginx.yaml" | cut -d' ' -f1)\""
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
   echo "lab_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
-  echo "lab_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  echo "lab_repo_key_sha256 = \"$key_sha256\""
   # The ELK host: the Elastic stand-ins from the lab repository (a flat one, signed by the lab).
   echo "elastic_repo_url = \"$(lab_repo_url)\""
   echo 'elastic_repo_suite = "./"'
   echo 'elastic_repo_components = []'
   echo "elastic_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
-  echo "elastic_repo_key_sha256 = \"$(sha256sum "$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  echo "elastic_repo_key_sha256 = \"$key_sha256\""
   # Kibana for the admin machine and the cluster nodes only, so the outsider is refused.
   echo "kibana_allowed = [\"$LAB_HOST_IP\", \"${MACHINE_IP[master]}\", \"${MACHINE_IP[worker]}\"]"
   # containerd.io from the lab repository (built from source, see build_repo): the product's
@@ -533,7 +536,7 @@ lab_vars() {
   echo 'containerd_repo_suite = "./"'
   echo 'containerd_repo_components = []'
   echo "containerd_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
-  echo "containerd_repo_key_sha256 = \"$(sha256sum <"$LAB_STATE/repo/lab-repo-key.asc" | cut -d' ' -f1)\""
+  echo "containerd_repo_key_sha256 = \"$key_sha256\""
   echo 'containerd_repo_key_fingerprint = ""'
   echo "containerd_repo_version = \"$(lab_build_pin CONTAINERD_VERSION)-$(lab_build_pin CONTAINERD_DEB_REVISION)\""
 }
