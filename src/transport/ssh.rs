@@ -429,54 +429,62 @@ impl Session {
             stops: self.stops.clone(),
         }));
 
-        // Whatever ends this block (the command's end, a refusal, the connection's loss) ends the
-        // command: only a drop of this future before then abandons it.
-        let outcome = async {
-            let input = async {
-                writer.data(stdin).await?;
-                writer.eof().await
-            };
-            let mut input = std::pin::pin!(input);
-            let mut input_done = false;
-            let mut out = ExecOutput::default();
-            let mut status = None;
-            let mut signal = None;
-            loop {
-                tokio::select! {
-                    // A command may exit without reading its stdin; the read side tells what happened.
-                    _ = &mut input, if !input_done => input_done = true,
-                    msg = reader.wait() => match msg {
-                        Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
-                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                            out.stderr.extend_from_slice(&data)
-                        }
-                        Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                        Some(ChannelMsg::ExitSignal { signal_name, .. }) => signal = Some(signal_name),
-                        Some(ChannelMsg::Failure) => {
-                            return Err(TransportError::Protocol {
-                                address: address_of(&self.target),
-                                reason: "the server refused to run the command".into(),
-                            })
-                        }
-                        Some(ChannelMsg::Close) | None => break,
-                        Some(_) => {}
-                    }
-                }
-            }
-            match (status, signal) {
-                (Some(code), _) => out.exit_status = code,
-                (None, Some(sig)) => {
-                    out.exit_status = 128 + signal_number(&sig);
-                    let note = format!("\n[remote command killed by signal {sig:?}]\n");
-                    out.stderr.extend_from_slice(note.as_bytes());
-                }
-                (None, None) => return Err(self.lost_error(link, "a command was running")),
-            }
-            Ok(out)
-        }
-        .await;
+        // Whatever ends the reading (the command's end, a refusal, the connection's loss) ends
+        // the command: only a drop of this future before then abandons it.
+        let outcome = self.read_command(link, &mut reader, &writer, stdin).await;
         abandon.finished();
         outcome
+    }
+
+    /// Sends `stdin` and reads the command's output until its channel closes.
+    async fn read_command(
+        &self,
+        link: &Link,
+        reader: &mut russh::ChannelReadHalf,
+        writer: &russh::ChannelWriteHalf<client::Msg>,
+        stdin: &[u8],
+    ) -> Result<ExecOutput, TransportError> {
+        let input = async {
+            writer.data(stdin).await?;
+            writer.eof().await
+        };
+        let mut input = std::pin::pin!(input);
+        let mut input_done = false;
+        let mut out = ExecOutput::default();
+        let mut status = None;
+        let mut signal = None;
+        loop {
+            tokio::select! {
+                // A command may exit without reading its stdin; the read side tells what happened.
+                _ = &mut input, if !input_done => input_done = true,
+                msg = reader.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => signal = Some(signal_name),
+                    Some(ChannelMsg::Failure) => {
+                        return Err(TransportError::Protocol {
+                            address: address_of(&self.target),
+                            reason: "the server refused to run the command".into(),
+                        })
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                }
+            }
+        }
+        match (status, signal) {
+            (Some(code), _) => out.exit_status = code,
+            (None, Some(sig)) => {
+                out.exit_status = 128 + signal_number(&sig);
+                let note = format!("\n[remote command killed by signal {sig:?}]\n");
+                out.stderr.extend_from_slice(note.as_bytes());
+            }
+            (None, None) => return Err(self.lost_error(link, "a command was running")),
+        }
+        Ok(out)
     }
 
     /// A channel operation failed: name the cause the handler saw if the connection is gone.
