@@ -44,14 +44,25 @@ fn check_table(path: &Path, text: &str, vars: &toml::Table) -> Result<(), InputE
             })?;
         }
     }
-    if let Some(value) = vars.get("kubelet_fail_cgroup_v1") {
-        if value.as_bool().is_none() {
-            return Err(InputError::new(
-                path,
-                at("kubelet_fail_cgroup_v1"),
-                format!("`kubelet_fail_cgroup_v1` = {value} is not true or false"),
-            )
-            .hint("true (the kubelet's default: refuse a cgroup v1 host) or false"));
+    for (name, hint) in [
+        (
+            "kubelet_fail_cgroup_v1",
+            "true (the kubelet's default: refuse a cgroup v1 host) or false",
+        ),
+        (
+            "containerd_restrict_oom_score_adj",
+            "false (containerd's default) or true (a node without CAP_SYS_RESOURCE)",
+        ),
+    ] {
+        if let Some(value) = vars.get(name) {
+            if value.as_bool().is_none() {
+                return Err(InputError::new(
+                    path,
+                    at(name),
+                    format!("`{name}` = {value} is not true or false"),
+                )
+                .hint(hint));
+            }
         }
     }
     if let Some(value) = vars.get("kubeadm_ignore_preflight_errors") {
@@ -128,6 +139,7 @@ mod tests {
                 "not a registry host",
             ),
             ("kubelet_fail_cgroup_v1 = \"no\"", 3, "true or false"),
+            ("containerd_restrict_oom_score_adj = 1", 3, "true or false"),
             ("kubeadm_ignore_preflight_errors = \"Swap\"", 3, "list"),
             ("kubeadm_ignore_preflight_errors = [\"a b\"]", 3, "list"),
             ("kube_proxy_conntrack_max_per_core = -1", 3, "0-2147483647"),
@@ -148,6 +160,7 @@ mod tests {
         parse(
             "registry_mirrors = { \"registry.k8s.io\" = { url = \"http://10.0.0.5:5000\" }, \"quay.io\" = { url = \"https://m.example.com\", ca_file = \"/etc/ssl/m.pem\" } }\n\
              kubelet_fail_cgroup_v1 = false\n\
+             containerd_restrict_oom_score_adj = true\n\
              kubeadm_ignore_preflight_errors = [\"SystemVerification\", \"FileAvailable--etc-kubernetes-kubelet.conf\"]\n\
              kube_proxy_conntrack_max_per_core = 0",
         )

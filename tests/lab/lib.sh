@@ -298,32 +298,55 @@ print(v.get("kubernetes_version") or (v["kubernetes_minor"] + ".0" if v.get("kub
 # A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README), signed
 # with a throwaway key made here (lab-repo-key.asc), plus the stand-in Calico manifest.
 build_repo() {
-  local repo="$LAB_STATE/repo" pkg stage version
+  local repo="$LAB_STATE/repo" pkg stage version debs
   mkdir -p "$repo/pool"
-  version="$(lab_kubernetes_version)" || die "cannot read the Kubernetes version from $REPO_ROOT/inventory.toml"
-  stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
-  for pkg in "$LAB_DIR"/standins/*/; do
-    [[ -f "$pkg/DEBIAN/control" ]] || continue
-    # Packages are built from a copy: @KUBERNETES_VERSION@ becomes the inventory's version.
-    cp -a "$pkg" "$stage/"
-    # A package without the placeholder (grep finds nothing) is copied as it is.
-    { grep -rlF '@KUBERNETES_VERSION@' "$stage/$(basename "$pkg")" || true; } | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
-    find "$stage/$(basename "$pkg")" -name __pycache__ -prune -exec rm -rf {} +
-    dpkg-deb --root-owner-group --build "$stage/$(basename "$pkg")" "$repo/pool/" >/dev/null
-  done
-  rm -rf "$stage"
-  cp -f "$LAB_DIR"/standins/*.deb "$repo/pool/" 2>/dev/null || true
-  # The real containerd.io (containerd 2.3 and runc, built from source by tests/lab/build/, cached
-  # by version): the product's default containerd source, served here under the same name.
-  local debs
+  # The real packages built from source by tests/lab/build/ (cached by version): containerd.io
+  # always (the product's default containerd source, served here under the same name), and with
+  # real Kubernetes kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni too.
   debs="$("$LAB_DIR/build/build.sh" --path debs)"
   "$LAB_DIR/build/build.sh" debs || die "the lab's packages did not build (tests/lab/build/README.md)"
   cp -f "$debs"/containerd.io_*.deb "$repo/pool/"
-  cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
+  if [[ $LAB_K8S == real ]]; then
+    local images
+    images="$("$LAB_DIR/build/build.sh" --path images)"
+    "$LAB_DIR/build/build.sh" images || die "the lab's images did not build (tests/lab/build/README.md)"
+    cp -f "$debs"/{kubeadm,kubelet,kubectl,cri-tools,kubernetes-cni}_*.deb "$repo/pool/"
+    # The Calico stand-in's manifest (tests/lab/standins/calico/): the images it names are in
+    # the lab registry.
+    cp -f "$images/calico.yaml" "$repo/calico.yaml"
+  else
+    version="$(lab_kubernetes_version)" || die "cannot read the Kubernetes version from $REPO_ROOT/inventory.toml"
+    stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
+    for pkg in "$LAB_DIR"/standins/*/; do
+      [[ -f "$pkg/DEBIAN/control" ]] || continue
+      case "$(basename "$pkg")" in elasticsearch | kibana) continue ;; esac
+      stage_package "$pkg" "$stage" "$version" "$repo"
+    done
+    rm -rf "$stage"
+    cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
+  fi
+  # The Elastic stand-ins, in both modes.
+  stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
+  for pkg in "$LAB_DIR"/standins/elasticsearch/ "$LAB_DIR"/standins/kibana/; do
+    stage_package "$pkg" "$stage" "$(lab_kubernetes_version)" "$repo"
+  done
+  rm -rf "$stage"
   cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
   sign_repo "$repo"
+}
+
+# Packs the stand-in package directory PKG (a copy in STAGE, @KUBERNETES_VERSION@ replaced by
+# VERSION) into REPO/pool.
+stage_package() {
+  local pkg="$1" stage="$2" version="$3" repo="$4" name
+  name="$(basename "$pkg")"
+  cp -a "$pkg" "$stage/"
+  # A package without the placeholder (grep finds nothing) is copied as it is.
+  { grep -rlF '@KUBERNETES_VERSION@' "$stage/$name" || true; } | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
+  find "$stage/$name" -name __pycache__ -prune -exec rm -rf {} +
+  dpkg-deb --root-owner-group --build "$stage/$name" "$repo/pool/" >/dev/null
 }
 
 # Signed with a throwaway key made for this lab session, so playbooks use the same `apt_repo`
@@ -348,6 +371,48 @@ start_repo() {
   spawn_bg "$LAB_STATE/repo.pid" "$LAB_STATE/repo.log" \
     "$py" -m http.server --bind "$LAB_HOST_IP" --directory "$LAB_STATE/repo" "$LAB_REPO_PORT"
   wait_tcp "$LAB_HOST_IP" "$LAB_REPO_PORT" 15 || die "the lab apt repository did not start (see $LAB_STATE/repo.log)"
+}
+
+# The lab registries (real Kubernetes): one Distribution registry per upstream registry host,
+# serving the images tests/lab/build/ built, read-only from the build cache, on the ports the
+# build wrote (registries.txt). The machines' containerd pulls through them by the images' own
+# names (registry_mirrors in the lab inventory).
+start_registries() {
+  [[ $LAB_K8S == real ]] || return 0
+  local images reg host port conf
+  images="$("$LAB_DIR/build/build.sh" --path images)"
+  reg="$("$LAB_DIR/build/build.sh" --path registry)/bin/docker-registry"
+  while read -r host port; do
+    conf="$LAB_STATE/registry-$host.yml"
+    printf '%s\n' "# Written by tests/lab: the lab mirror of $host (read-only)." 'version: 0.1' \
+      'log:' '  level: warn' 'storage:' '  filesystem:' "    rootdirectory: $images/registry/$host" \
+      '  maintenance:' '    uploadpurging:' '      enabled: false' '    readonly:' '      enabled: true' \
+      'http:' "  addr: $LAB_HOST_IP:$port" >"$conf"
+    spawn_bg "$LAB_STATE/registry-$host.pid" "$LAB_STATE/registry-$host.log" "$reg" serve "$conf"
+    wait_tcp "$LAB_HOST_IP" "$port" 15 || die "the lab registry for $host did not start (see $LAB_STATE/registry-$host.log)"
+    echo "$host $port" >>"$LAB_STATE/registries.txt"
+  done <"$images/registries.txt"
+}
+
+# The kubelet sets a few kernel-wide sysctls (kernel.panic, vm.overcommit_memory, ...) that no
+# namespace isolates: in the lab they are the host's. Their values are kept before the machines
+# boot and put back by `down`.
+KUBELET_HOST_SYSCTLS=(kernel/panic kernel/panic_on_oops vm/overcommit_memory kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
+save_host_sysctls() {
+  [[ $LAB_K8S == real ]] || return 0
+  local k
+  for k in "${KUBELET_HOST_SYSCTLS[@]}"; do
+    printf '%s %s\n' "$k" "$(cat "/proc/sys/$k")"
+  done >"$LAB_STATE/host-sysctls.orig"
+}
+
+restore_host_sysctls() {
+  local orig="$LAB_STATE/host-sysctls.orig" k v
+  [[ -f $orig ]] || return 0
+  while read -r k v; do
+    [[ "$(cat "/proc/sys/$k")" == "$v" ]] || { log "restoring the host's ${k//\//.} to $v"; echo "$v" >"/proc/sys/$k"; }
+  done <"$orig"
+  rm -f "$orig"
 }
 
 # vm.max_map_count is not namespaced: a container cannot set it (its /proc/sys is read-only), so
@@ -539,6 +604,32 @@ lab_vars() {
   echo "containerd_repo_key_sha256 = \"$key_sha256\""
   echo 'containerd_repo_key_fingerprint = ""'
   echo "containerd_repo_version = \"$(lab_build_pin CONTAINERD_VERSION)-$(lab_build_pin CONTAINERD_DEB_REVISION)\""
+  if [[ $LAB_K8S == real ]]; then real_kubernetes_vars; fi
+}
+
+# Real Kubernetes in the lab (tests/lab/README.md, "Real Kubernetes"): the version built, the
+# images through the lab registries, and what a container on a cgroup v1 host shared with
+# other machines needs.
+real_kubernetes_vars() {
+  local v host port mirrors=()
+  v="$(lab_build_pin KUBERNETES_VERSION)"
+  echo "kubernetes_version = \"$v\""
+  echo "kubernetes_minor = \"${v%.*}\""
+  while read -r host port; do
+    mirrors+=("\"$host\" = { url = \"http://$LAB_HOST_IP:$port\" }")
+  done <"$LAB_STATE/registries.txt"
+  local IFS=,
+  echo "registry_mirrors = { ${mirrors[*]} }"
+  # The host's kernel boots cgroup v1 (hybrid) and is not one kubeadm's kernel check knows.
+  echo 'kubelet_fail_cgroup_v1 = false'
+  echo 'kubeadm_ignore_preflight_errors = ["SystemVerification"]'
+  # nf_conntrack_max is the host's (not namespaced): kube-proxy leaves it alone.
+  echo 'kube_proxy_conntrack_max_per_core = 0'
+  # The machines have no CAP_SYS_RESOURCE (nor has the sandbox that runs the lab): containerd
+  # cannot give pod sandboxes the kubelet's -998 OOM score adjustment.
+  echo 'containerd_restrict_oom_score_adj = true'
+  # The host kernel has VXLAN but no IP-in-IP.
+  echo 'calico_encapsulation = "vxlan"'
 }
 
 # A pin of the lab's build (tests/lab/build/versions.env).
@@ -613,7 +704,7 @@ lab_pids() {
     p="${p#/proc/}"
     [[ $p == "$$" || $p == "$BASHPID" ]] && continue
     pid_is_ours "$p" 2>/dev/null && case "$(cat "/proc/$p/comm" 2>/dev/null)" in
-      systemd-nspawn | tinyproxy | python3*) echo "$p" ;;
+      systemd-nspawn | tinyproxy | python3* | docker-registry) echo "$p" ;;
     esac
   done
 }
@@ -649,5 +740,6 @@ teardown() {
   ip link del "$LAB_BRIDGE" 2>/dev/null || true
   remove_lab_cgroups
   restore_host_max_map_count
+  restore_host_sysctls
   rm -rf "$LAB_STATE"
 }

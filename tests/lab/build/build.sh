@@ -27,7 +27,7 @@ export GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/cache"
 export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
 export GOOS=linux GOARCH=amd64 LC_ALL=C
 
-ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs crane calico)
+ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs registry images)
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build.sh: $*"; exit 1; }
@@ -44,9 +44,8 @@ version_of() {
         cni-plugins) echo "$CNI_PLUGINS_VERSION" ;;
         containerd) echo "$CONTAINERD_VERSION" ;;
         runc) echo "$RUNC_VERSION" ;;
-        crane) echo "$CRANE_VERSION" ;;
-        calico) echo "$CALICO_VERSION" ;;
-        debs) echo "" ;;
+        registry) echo "${REGISTRY_DEB_VERSION%%+*}" ;;
+        debs | images) echo "" ;;
         *) die "unknown artifact: $1 (known: ${ARTIFACTS[*]})" ;;
     esac
 }
@@ -62,8 +61,8 @@ pins_of() {
         cni-plugins) echo CNI_PLUGINS_VERSION ;;
         containerd) echo CONTAINERD_VERSION ;;
         runc) echo RUNC_VERSION ;;
-        crane) echo CRANE_VERSION ;;
-        calico) echo CALICO_VERSION CALICO_COMMIT ;;
+        registry) echo REGISTRY_DEB_VERSION ;;
+        images) echo KUBERNETES_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION CALICO_IMAGE_TAG IMAGE_BASE_SUITE IMAGE_BASE_PACKAGES ;;
         debs) echo KUBERNETES_VERSION CRI_TOOLS_VERSION CNI_PLUGINS_VERSION CONTAINERD_VERSION RUNC_VERSION K8S_DEB_REVISION CONTAINERD_DEB_REVISION ;;
     esac
 }
@@ -72,6 +71,7 @@ pins_of() {
 deps_of() {
     case $1 in
         debs) echo kubernetes cri-tools cni-plugins containerd runc ;;
+        images) echo kubernetes etcd coredns pause registry ;;
         *) echo "" ;;
     esac
 }
@@ -80,11 +80,23 @@ deps_of() {
 helpers_of() {
     case $1 in
         debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
+        registry) echo write_info need_apt ;;
+        images) echo write_info need_apt image_layer image_push registry_config ;;
         *) echo go_module_build go_module_init go_ldflags_x write_info expect_output moddir need_apt ;;
     esac
 }
 
 recipe_fn() { echo "build_${1//-/_}"; }
+
+# Files of the repository (relative to this directory) a recipe packs.
+files_of() {
+    case $1 in
+        images) echo oci-image.py ../standins/calico/bin/calico-node ../standins/calico/bin/install \
+            ../standins/calico/bin/calico-ipam ../standins/calico/bin/kube-controllers ../standins/calico/bin/check-status \
+            ../standins/calico/calico.yaml ;;
+        *) echo "" ;;
+    esac
+}
 
 input_hash() { # ARTIFACT -> 12 hex digits
     local a=$1 key=${1//-/_} v d
@@ -96,6 +108,9 @@ input_hash() { # ARTIFACT -> 12 hex digits
         for v in $(pins_of "$a"); do echo "$v=${!v}"; done
         for d in $(deps_of "$a"); do echo "dep $d=$(input_hash "$d")"; done
         declare -f $(helpers_of "$a") "$(recipe_fn "$a")"
+        # The files a recipe packs (their content, not their dates).
+        local f
+        for f in $(files_of "$a"); do (cd "$HERE" && sha256sum "$f"); done
     } | sha256sum | cut -c1-12)
     HASH_MEMO[$key]=$h
     echo "$h"
@@ -291,39 +306,132 @@ build_runc() {
     expect_output "^libseccomp: " "$OUT/bin/runc" --version
 }
 
-build_crane() {
-    local v=$CRANE_VERSION
-    go_module_init "$WORK/mod" "github.com/google/go-containerregistry@v$v"
-    go_module_build "$WORK/mod" "$OUT/bin" "" "$(go_ldflags_x "github.com/google/go-containerregistry/cmd/crane/cmd.Version=v$v")" \
-        github.com/google/go-containerregistry/cmd/crane
-    expect_output "^v$v\$" "$OUT/bin/crane" version
+build_registry() {
+    # The registry program of Debian's docker-registry package, extracted (not installed: no
+    # system service; the lab starts it with its own configuration).
+    need_apt dpkg-dev
+    (cd "$WORK" && apt-get download "docker-registry=$REGISTRY_DEB_VERSION" >/dev/null)
+    dpkg-deb -x "$WORK"/docker-registry_*.deb "$WORK/x"
+    install -D -m 0755 "$WORK/x/usr/bin/docker-registry" "$OUT/bin/docker-registry"
+    expect_output "${REGISTRY_DEB_VERSION%%+*}" "$OUT/bin/docker-registry" --version
 }
 
-build_calico() {
-    # The module proxy refuses github.com/projectcalico/calico at any commit (403 "This module
-    # version is not available"), so the source comes from a local git repository holding
-    # CALICO_COMMIT (CALICO_SRC); its dependencies still come from the proxy.
-    [[ -n "${CALICO_SRC:-}" ]] || die "CALICO_SRC is not set (the module proxy does not serve Calico)"
-    git -C "$CALICO_SRC" cat-file -e "$CALICO_COMMIT^{commit}" || die "$CALICO_SRC has no commit $CALICO_COMMIT"
-    mkdir -p "$WORK/src" "$OUT/bin"
-    git -C "$CALICO_SRC" archive "$CALICO_COMMIT" | tar -x -C "$WORK/src"
-    local flags date
-    date=$(git -C "$CALICO_SRC" log -1 --format=%cI "$CALICO_COMMIT")
-    flags=$(go_ldflags_x "github.com/projectcalico/calico/pkg/buildinfo.Version=v$CALICO_VERSION" \
-        "github.com/projectcalico/calico/pkg/buildinfo.GitRevision=$CALICO_COMMIT" \
-        "github.com/projectcalico/calico/pkg/buildinfo.BuildDate=$date" \
-        "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=v$CALICO_VERSION")
-    # No cgo: felix's libbpf stub replaces the BPF dataplane (the lab runs the iptables/nftables
-    # dataplane with VXLAN, no BIRD).
-    (cd "$WORK/src" &&
-        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/calico-node" ./node/cmd/calico-node &&
-        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/calico" ./cni-plugin/cmd/calico &&
-        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/install" ./cni-plugin/cmd/install &&
-        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/kube-controllers" ./kube-controllers/cmd/kube-controllers &&
-        go build -trimpath -ldflags "-s -w $flags" -o "$OUT/bin/check-status" ./kube-controllers/cmd/check-status)
-    # One program answers as both CNI plugins, by the name it is called with.
-    cp "$OUT/bin/calico" "$OUT/bin/calico-ipam"
-    expect_output "v$CALICO_VERSION" "$OUT/bin/calico-node" -v
+# A registry configuration: storage in DIR, listening on ADDR; read-only when asked.
+registry_config() { # DIR ADDR readonly|writable
+    local ro=false
+    [[ $3 == readonly ]] && ro=true
+    printf '%s\n' 'version: 0.1' 'log:' '  level: warn' '  accesslog:' '    disabled: true' \
+        'storage:' '  filesystem:' "    rootdirectory: $1" '  delete:' '    enabled: false' \
+        '  maintenance:' '    uploadpurging:' '      enabled: false' '    readonly:' "      enabled: $ro" \
+        'http:' "  addr: $2"
+}
+
+# A tar layer of the tree DIR (numeric owners, fixed dates: the same tree gives the same digest).
+image_layer() { # DIR TAR
+    tar --sort=name --numeric-owner --owner=0 --group=0 --mtime="@${SOURCE_DATE_EPOCH:-0}" \
+        -C "$1" -cf "$2" .
+}
+
+# Builds IMAGE (registry host/name:tag) from the base layer plus the tree DIR and pushes it to
+# the registry for its host (REGISTRY_ADDR[host]).
+image_push() { # IMAGE DIR ENTRYPOINT_JSON
+    local image=$1 dir=$2 entry=$3 host rest name tag file mounts=()
+    host=${image%%/*}; rest=${image#*/}; name=${rest%:*}; tag=${rest##*:}; file=${name//\//_}
+    image_layer "$dir" "$WORK/layers/$file.tar"
+    python3 "$HERE/oci-image.py" build "$WORK/oci/$file" --layer "$WORK/layers/base.tar" \
+        --layer "$WORK/layers/$file.tar" --entrypoint "$entry" >/dev/null
+    # The base layer is sent once per registry, then mounted from the first repository.
+    [[ -n "${FIRST_REPO[$host]:-}" ]] && mounts=(--mount-from "${FIRST_REPO[$host]}")
+    python3 "$HERE/oci-image.py" push "$WORK/oci/$file" "${REGISTRY_ADDR[$host]}" "$name" "$tag" "${mounts[@]}"
+    FIRST_REPO[$host]=${FIRST_REPO[$host]:-$name}
+    echo "$image" >>"$OUT/images.txt"
+}
+
+build_images() {
+    need_apt debootstrap
+    local k8s etcd coredns pause reg kv=v$KUBERNETES_VERSION
+    k8s=$(entry_of kubernetes)/bin; etcd=$(entry_of etcd)/bin; coredns=$(entry_of coredns)/bin
+    pause=$(entry_of pause)/bin; reg=$(entry_of registry)/bin/docker-registry
+    SOURCE_DATE_EPOCH=$(date -d "$(go list -m -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | jq -r .Time)" +%s)
+    export SOURCE_DATE_EPOCH
+    mkdir -p "$WORK/layers" "$WORK/oci"
+
+    # The base layer: Debian minbase with iptables (nft, as the lab's machines), ip, conntrack.
+    debootstrap --variant=minbase --include="$IMAGE_BASE_PACKAGES" "$IMAGE_BASE_SUITE" "$WORK/base" \
+        http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; return 1; }
+    chroot "$WORK/base" apt-get clean
+    rm -rf "$WORK/base"/var/lib/apt/lists/* "$WORK/base"/usr/share/doc/* "$WORK/base"/usr/share/man/* \
+        "$WORK/base"/var/log/* "$WORK/base"/var/cache/debconf/*-old
+    : >"$WORK/base/etc/machine-id"
+    image_layer "$WORK/base" "$WORK/layers/base.tar"
+
+    # One registry per upstream host, each storing under $OUT/registry/<host> (the lab serves
+    # them read-only, the same storage, on the ports in registries.txt).
+    declare -gA REGISTRY_ADDR=() FIRST_REPO=()
+    declare -ga REGISTRY_PIDS=()
+    # The recipe runs in its own subshell: its EXIT stops them, whatever ends it.
+    trap 'kill "${REGISTRY_PIDS[@]}" 2>/dev/null || true' EXIT
+    local host port=5000 build_port
+    : >"$OUT/registries.txt"
+    for host in registry.k8s.io docker.io; do
+        mkdir -p "$OUT/registry/$host"
+        # A free port of this build's own (a registry left by another build must not answer).
+        build_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        REGISTRY_ADDR[$host]=127.0.0.1:$build_port
+        registry_config "$OUT/registry/$host" "${REGISTRY_ADDR[$host]}" writable >"$WORK/$host.yml"
+        # Not holding the cache lock (fd 9): a registry left behind must not block later builds.
+        "$reg" serve "$WORK/$host.yml" >"$WORK/$host.log" 2>&1 9>&- &
+        REGISTRY_PIDS+=($!)
+        echo "$host $port" >>"$OUT/registries.txt"
+        port=$((port + 1))
+    done
+    local i pid
+    for host in "${!REGISTRY_ADDR[@]}"; do
+        for i in $(seq 100); do
+            curl -sf "http://${REGISTRY_ADDR[$host]}/v2/" >/dev/null && break
+            sleep 0.1
+        done
+        curl -sf "http://${REGISTRY_ADDR[$host]}/v2/" >/dev/null || { cat "$WORK/$host.log"; die "registry for $host did not start"; }
+    done
+    for pid in "${REGISTRY_PIDS[@]}"; do kill -0 "$pid" || die "a build registry exited (logs: $WORK/*.log)"; done
+
+    # The control plane, as `kubeadm config images list` names it (checked by the kubernetes
+    # recipe): each program in /usr/local/bin, called by the command kubeadm's manifests give.
+    local c d
+    for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+        d=$WORK/tree/$c; install -D -m 0755 "$k8s/$c" "$d/usr/local/bin/$c"
+        image_push "registry.k8s.io/$c:$kv" "$d" "[\"/usr/local/bin/$c\"]"
+    done
+    d=$WORK/tree/etcd; mkdir -p "$d/usr/local/bin"; install -m 0755 "$etcd"/etcd* "$d/usr/local/bin/"
+    image_push "registry.k8s.io/etcd:$ETCD_IMAGE_TAG" "$d" '["/usr/local/bin/etcd"]'
+    d=$WORK/tree/coredns; install -D -m 0755 "$coredns/coredns" "$d/coredns"
+    image_push "registry.k8s.io/coredns/coredns:v$COREDNS_VERSION" "$d" '["/coredns"]'
+    d=$WORK/tree/pause; install -D -m 0755 "$pause/pause" "$d/pause"
+    image_push "registry.k8s.io/pause:$PAUSE_VERSION" "$d" '["/pause"]'
+
+    # The Calico stand-ins (labelled; see ../standins/calico/README.md), with kubectl.
+    local sb=$HERE/../standins/calico/bin
+    # /usr/bin: the base is merged-/usr (/bin is a link to usr/bin, which a bin/ of this layer would hide).
+    d=$WORK/tree/calico-node; install -D -m 0755 "$sb/calico-node" "$d/usr/bin/calico-node"
+    install -D -m 0755 "$k8s/kubectl" "$d/usr/local/bin/kubectl"
+    image_push "docker.io/calico/node:$CALICO_IMAGE_TAG" "$d" '["/usr/bin/calico-node"]'
+    d=$WORK/tree/calico-cni; mkdir -p "$d/opt/cni/bin"
+    install -m 0755 "$sb/install" "$sb/calico-ipam" "$d/opt/cni/bin/"
+    install -D -m 0755 "$k8s/kubectl" "$d/usr/local/bin/kubectl"
+    image_push "docker.io/calico/cni:$CALICO_IMAGE_TAG" "$d" '["/opt/cni/bin/install"]'
+    d=$WORK/tree/calico-kube-controllers; mkdir -p "$d/usr/bin"
+    install -m 0755 "$sb/kube-controllers" "$sb/check-status" "$d/usr/bin/"
+    install -D -m 0755 "$k8s/kubectl" "$d/usr/local/bin/kubectl"
+    image_push "docker.io/calico/kube-controllers:$CALICO_IMAGE_TAG" "$d" '["/usr/bin/kube-controllers"]'
+    install -m 0644 "$HERE/../standins/calico/calico.yaml" "$OUT/calico.yaml"
+
+    # Every image is in the storage the lab will serve (not only answered by some registry).
+    local image rest
+    while read -r image; do
+        host=${image%%/*}; rest=${image#*/}
+        [[ -d "$OUT/registry/$host/docker/registry/v2/repositories/${rest%:*}/_manifests/tags/${rest##*:}" ]] ||
+            die "$image is not in $OUT/registry/$host"
+    done <"$OUT/images.txt"
 }
 
 # One binary package from ROOT (a tree holding DEBIAN/ and the files) into $OUT.
@@ -508,10 +616,6 @@ main() {
     # recipe's subshell too.
     local rc
     for a in "${want[@]}"; do
-        if [[ $a == calico && -z "${CALICO_SRC:-}" && $# -eq 0 ]]; then
-            log "skipped calico $CALICO_VERSION: the module proxy refuses github.com/projectcalico/calico; set CALICO_SRC (see README.md)"
-            continue
-        fi
         for d in $(deps_of "$a"); do
             [[ -d "$(entry_of "$d")" ]] && continue
             set +e; build_one "$d"; rc=$?; set -e

@@ -6,9 +6,9 @@
       writes an OCI image layout (index.json, oci-layout, blobs/sha256/...) with uncompressed
       tar layers, in OUT_DIR.tmp renamed to OUT_DIR at the end (a killed build leaves no half
       image under the final name).
-  oci-image.py push LAYOUT_DIR REGISTRY NAME TAG
-      pushes it over plain HTTP to a registry on the lab bridge (the Docker Registry HTTP API
-      V2: blobs the registry has are skipped, then the manifest under TAG).
+  oci-image.py push LAYOUT_DIR REGISTRY NAME TAG [--mount-from REPO ...]
+      pushes it over plain HTTP to a registry (the Docker Registry HTTP API V2: blobs the
+      repository has are skipped, blobs REPO has are mounted, then the manifest under TAG).
 
 Layers stay uncompressed: the registry is local, and gzip of the control-plane binaries would
 cost more time than the bytes it saves. Written for the lab (tests/lab/build/README.md).
@@ -112,6 +112,12 @@ class Registry:
         status, _, _ = self.request("HEAD", f"/v2/{name}/blobs/{digest}")
         return status == 200
 
+    def mount(self, name, digest, source):
+        """Links a blob that repository SOURCE already has into NAME (no bytes sent)."""
+        status, _, _ = self.request(
+            "POST", f"/v2/{name}/blobs/uploads/?mount={digest}&from={source}")
+        return status == 201
+
     def upload(self, name, digest, path, size):
         status, headers, data = self.request("POST", f"/v2/{name}/blobs/uploads/")
         if status != 202:
@@ -138,6 +144,8 @@ def push(args):
     sent = 0
     for desc in [manifest["config"]] + manifest["layers"]:
         if reg.has_blob(args.name, desc["digest"]):
+            continue
+        if any(reg.mount(args.name, desc["digest"], src) for src in args.mount_from or []):
             continue
         path = os.path.join(blobs, desc["digest"].split(":", 1)[1])
         reg.upload(args.name, desc["digest"], path, desc["size"])
@@ -166,6 +174,8 @@ def main():
     u.add_argument("registry")
     u.add_argument("name")
     u.add_argument("tag")
+    u.add_argument("--mount-from", action="append",
+                   help="a repository of the same registry that may hold some of the blobs")
     u.set_defaults(run=push)
     args = p.parse_args()
     args.run(args)
