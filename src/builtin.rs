@@ -75,4 +75,39 @@ mod tests {
         // A second call reuses the copy.
         assert_eq!(playbooks_dir(state.path()).unwrap(), dir);
     }
+
+    /// Every string of a TOML value, depth first.
+    fn strings(value: &toml::Value, out: &mut Vec<String>) {
+        match value {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            toml::Value::Table(t) => t.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+
+    /// kubectl's jsonpath refuses a raw newline in a quoted string ("unterminated quoted
+    /// string"): in a TOML basic string `{"\n"}` must be written with the backslash doubled.
+    #[test]
+    fn no_jsonpath_string_in_a_playbook_holds_a_raw_newline() {
+        for file in all_files(&PLAYBOOKS) {
+            let text = std::str::from_utf8(file.contents()).unwrap();
+            let value: toml::Value = toml::from_str(text).unwrap();
+            let mut all = Vec::new();
+            strings(&value, &mut all);
+            for s in all.iter().filter(|s| s.contains("jsonpath=")) {
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("{\"") {
+                    let tail = &rest[start + 2..];
+                    let end = tail.find("\"}").unwrap_or(tail.len());
+                    assert!(
+                        !tail[..end].contains('\n'),
+                        "{}: a jsonpath string holds a raw newline in: {s}",
+                        file.path().display()
+                    );
+                    rest = &tail[end..];
+                }
+            }
+        }
+    }
 }

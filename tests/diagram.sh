@@ -22,7 +22,7 @@ lab_inventory() {
   # shellcheck source=lab/lib.sh
   ( source tests/lab/lib.sh
     args=()
-    for m in "${MACHINES[@]}"; do
+    for m in "${PLATFORM_MACHINES[@]}"; do
       old="$(awk -v h="[hosts.$m]" '$0 == h { f = 1; next } f && $1 == "address" { gsub(/"/, "", $3); print $3; exit }' inventory.toml)"
       args+=(-e "s/\"$old\"/\"${MACHINE_IP[$m]}\"/")
     done

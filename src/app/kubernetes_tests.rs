@@ -119,6 +119,29 @@ fn containerd_config_is_version_3_with_systemd_cgroups_the_pause_image_and_the_m
 }
 
 #[test]
+fn containerd_restricts_oom_score_adj_only_when_the_inventory_says_so() {
+    let runtime = |text: &str| -> Option<bool> {
+        let parsed: toml::Table = text.parse().unwrap();
+        parsed["plugins"]["io.containerd.cri.v1.runtime"]
+            .get("restrict_oom_score_adj")
+            .and_then(|v| v.as_bool())
+    };
+    let shipped_text = render_file(&shipped(), "master", "kubernetes/containerd-config.toml.j2");
+    assert_eq!(runtime(&shipped_text), None);
+    let (inventory, _dir) = inventory_with(&[("containerd_restrict_oom_score_adj", "true")]);
+    let text = render_file(&inventory, "master", "kubernetes/containerd-config.toml.j2");
+    assert_eq!(runtime(&text), Some(true));
+    // The runc runtime table under the same plugin is still there.
+    let parsed: toml::Table = text.parse().unwrap();
+    assert_eq!(
+        parsed["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+            ["options"]["SystemdCgroup"]
+            .as_bool(),
+        Some(true)
+    );
+}
+
+#[test]
 fn kubeadm_config_of_the_shipped_inventory() {
     insta::assert_snapshot!(render_file(
         &shipped(),

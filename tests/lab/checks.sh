@@ -542,8 +542,8 @@ check_worker_check_mode_on_a_fresh_host() {
 
 # Everything built so far, all at once: converged already by the checks before, so 0 changed.
 check_all_converged() {
-  # The manifests stage included: it applies nothing new on the converged lab (check_manifests).
-  check "all: exits 0" exit_code_is 0 bootstrap_json all-final all
+  # The manifests stage is in ALL where the lab can run it (see scenario.sh).
+  check "all: exits 0" exit_code_is 0 bootstrap_json all-final "${ALL[@]}"
   check "all: changes nothing on the converged lab" summary_is all-final changed 0
   check "all: nothing failed or unreachable" summary_ok all-final
   check "master: a rerun on the converged lab exits 0" exit_code_is 0 bootstrap_json master-final master
@@ -795,7 +795,8 @@ K8S_STEP_JOIN="kubeadm join (configuration on stdin)"
 K8S_STEP_STALE="stale node record removed from the API (on master)"
 K8S_STEP_LEFTOVERS="leftovers of an earlier join reset (kubeadm reset)"
 
-kubectl_on_master() { on_host master "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf $1"; }
+# KUBE_HOST: the machine of the cluster's master (standin for the stand-in cluster's checks).
+kubectl_on_master() { on_host "${KUBE_HOST:-master}" "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf $1"; }
 node_ready() { kubectl_on_master "wait --for=condition=Ready node/$1 --timeout=30s"; }
 node_unknown() {
   local out
@@ -866,11 +867,11 @@ check_kubernetes() {
   check "worker: node prerequisites hold" node_prerequisites_hold worker
   check "worker: node worker is Ready (asked on the master)" node_ready worker
   check "worker: its InternalIP is its inventory address" node_address_is worker "$(host_addr worker)"
-  check_converges all-k8s all
+  check_converges all-k8s "${ALL[@]}"
 
   before="$(worker_state)"
   on_host worker "sudo rm -f /etc/kubernetes/kubelet.conf"
-  check "rejoin: after kubelet.conf is deleted, all exits 0" exit_code_is 0 bootstrap_json rejoin all
+  check "rejoin: after kubelet.conf is deleted, all exits 0" exit_code_is 0 bootstrap_json rejoin "${ALL[@]}"
   check "rejoin: only the join steps changed" changed_steps_are rejoin \
     "$(printf 'worker\t%s\n' "$K8S_STEP_TOKEN" "$K8S_STEP_JOIN" "$K8S_STEP_LEFTOVERS" "$K8S_STEP_STALE" | sort)"
   check "rejoin: worker is Ready again" node_ready worker
@@ -888,9 +889,9 @@ check_kubernetes() {
   check "reset: PostgreSQL and its firewall are unchanged" test "$(worker_state)" = "$before"
   check "reset: PostgreSQL still runs with its database" on_host worker \
     "sudo -u postgres psql -Atc \"select 1 from pg_database where datname = '$(toml_get "$INVENTORY" vars.db_name)'\" | grep -qx 1"
-  check "after reset, all exits 0" exit_code_is 0 bootstrap_json after-reset all
+  check "after reset, all exits 0" exit_code_is 0 bootstrap_json after-reset "${ALL[@]}"
   check "after reset, the worker is Ready again" node_ready worker
-  check "after reset: the second all changes 0" exit_code_is 0 bootstrap_json after-reset-2 all
+  check "after reset: the second all changes 0" exit_code_is 0 bootstrap_json after-reset-2 "${ALL[@]}"
   check "after reset: ... and reports 0 changed" summary_is after-reset-2 changed 0
   check_worker_access "$pw" " (after the Kubernetes checks)"
   check "the join tokens are in no output, --json event or log" no_join_token_anywhere
@@ -989,6 +990,18 @@ check_manifests() {
     not_leaked_any "$LAB_LOGS" "$(state_logs)" -- "${values[@]}"
 }
 
+# The manifests stage against the stand-in cluster of the standin machine (its own inventory,
+# beside the platform's: tests/lab/lab up writes both), with the platform's secrets.
+check_manifests_on_standin() {
+  local platform="$INVENTORY"
+  local INVENTORY KUBE_HOST=standin
+  INVENTORY="$(dirname "$platform")/standin/inventory.toml"
+  install -m 0600 "$(dirname "$INVENTORY")/../secrets.toml" "$(dirname "$INVENTORY")/secrets.toml"
+  check "standin: bootstrap master converges the stand-in control plane" exit_code_is 0 bootstrap_json standin-master master
+  check "standin: the manifests stage exits 0" exit_code_is 0 bootstrap_json standin-manifests manifests
+  check_manifests
+}
+
 # `bootstrap check` connects to nothing: until the inventory checks refuse the CIDR it cannot
 # change the lab either (a run with that pod CIDR would rewrite the worker's firewall).
 overlap_refused() {
@@ -996,4 +1009,133 @@ overlap_refused() {
   out="$("$BOOTSTRAP_BIN" -i "$1" check 2>&1)" || rc=$?
   ((rc == 2)) || { echo "exit $rc"; printf '%s\n' "$out" | tail -5; return 1; }
   grep -q 'pod_cidr' <<<"$out" || { echo "no word of pod_cidr:"; printf '%s\n' "$out" | tail -5; return 1; }
+}
+
+# ---------------------------------------------------------------- the real cluster (issue 17)
+# Container lab: master and worker run real Kubernetes built from source (tests/lab/build/),
+# images from the lab registries; Calico's images are labelled stand-ins (tests/lab/standins/calico/).
+
+TOOLBOX_IMAGE="docker.io/bootstraplab/toolbox:1"
+
+# The real kubectl on the admin machine, with the kubeconfig bootstrap fetched there.
+admin_kubectl() { "${ADMIN_KUBECTL:?}" --kubeconfig "$(dirname "$INVENTORY")/.bootstrap/kubeconfig" "$@"; }
+
+nodes_ready_at_version() {
+  local want="v$(k8s_version)" got
+  got="$(admin_kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name} {.status.nodeInfo.kubeletVersion} {.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')" || return 1
+  [[ $got == "$(printf 'master %s True\nworker %s True' "$want" "$want")" ]] || { printf 'nodes:\n%s\nexpected master and worker Ready at %s\n' "$got" "$want"; return 1; }
+}
+
+server_version_is_pinned() {
+  local got
+  got="$(admin_kubectl version -o json | jq -r .serverVersion.gitVersion)"
+  [[ $got == "v$(k8s_version)" ]] || { echo "server version $got, pinned v$(k8s_version)"; return 1; }
+}
+
+# Every kube-system pod Running and ready, and the ones a kubeadm + Calico cluster has, per node.
+kube_system_pods_running() {
+  local pods want line missing=()
+  pods="$(admin_kubectl -n kube-system get pods -o 'jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.phase} {.status.containerStatuses[*].ready}{"\n"}{end}')" || return 1
+  if grep -v ' Running true\( true\)*$' <<<"$pods" | grep -q .; then
+    printf 'not Running and ready:\n%s\n' "$(grep -v ' Running true\( true\)*$' <<<"$pods")"
+    return 1
+  fi
+  for want in 'kube-apiserver-master master' 'etcd-master master' 'kube-controller-manager-master master' \
+    'kube-scheduler-master master' 'kube-proxy-.* master' 'kube-proxy-.* worker' 'calico-node-.* master' \
+    'calico-node-.* worker' 'coredns-.* ' 'calico-kube-controllers-.* '; do
+    grep -q "^$want" <<<"$pods" || missing+=("$want")
+  done
+  ((${#missing[@]} == 0)) || { printf 'missing: %s\npods:\n%s\n' "${missing[*]}" "$pods"; return 1; }
+}
+
+# None of the cluster's bootstrap tokens (kubeadm init's and every join's, as `kubeadm token list`
+# shows them while they live) in the kubelet's or containerd's journal on host $1.
+no_join_token_on_host() {
+  local tokens t hits=0
+  tokens="$(on_host master "sudo kubeadm token list -o jsonpath='{.token}{\"\\n\"}'")" || { echo "kubeadm token list failed"; return 1; }
+  [[ -n $tokens ]] || { echo "no token listed: nothing to look for"; return 1; }
+  for t in $tokens; do
+    if printf '%s\n' "$t" | on_host "$1" "sudo journalctl -u kubelet -u containerd --no-pager -o cat | grep -qFf -"; then
+      echo "a token (id ${t%%.*}) is in the journal of $1"
+      hits=1
+    fi
+  done
+  return "$hits"
+}
+
+# A toolbox pod (the lab image with psql, nc, getent) on node $2, named $1, Ready.
+toolbox_pod_on() {
+  kubectl_on_master "delete pod $1 --ignore-not-found --wait=true" >/dev/null
+  kubectl_on_master "run $1 --image=$TOOLBOX_IMAGE --restart=Never --overrides='{\"spec\":{\"nodeName\":\"$2\",\"terminationGracePeriodSeconds\":0}}' --command -- sleep 3600" >/dev/null &&
+    kubectl_on_master "wait --for=condition=Ready pod/$1 --timeout=120s" >/dev/null
+}
+
+pod_ip() { kubectl_on_master "get pod $1 -o jsonpath={.status.podIP}"; }
+
+# The app's login from pod $1: the password on stdin, never on a command line.
+pod_logs_in_to_postgres() {
+  local out
+  out="$(printf '%s\n' "$2" | kubectl_on_master "exec -i $1 -- sh -c 'read -r PGPASSWORD; export PGPASSWORD; psql -h $DB_ADDR -p $DB_PORT -U $DB_USER -d $DB_NAME -Atc \"select current_user\"'")" || { echo "$out"; return 1; }
+  [[ $out == "$DB_USER" ]] || { echo "psql answered: $out"; return 1; }
+}
+
+pod_resolves_kubernetes_default() {
+  local out
+  out="$(kubectl_on_master "exec $1 -- getent hosts kubernetes.default.svc.cluster.local")" || { echo "$out"; return 1; }
+  [[ $out == "$(kubectl_on_master "get service kubernetes -o jsonpath={.spec.clusterIP}") "* ]] || { echo "resolved: $out"; return 1; }
+}
+
+# A line sent from the pod on the worker to a listener in the pod on the master, while the lab
+# host sees VXLAN (UDP 4789) between the two nodes on the lab bridge.
+pod_to_pod_over_vxlan() {
+  local master_ip cap got pid i
+  master_ip="$(pod_ip lab-probe-master)"
+  kubectl_on_master "exec lab-probe-master -- sh -c 'nc -l -p 7000 >/tmp/got 2>&1 &'" >/dev/null
+  cap="$(mktemp)"
+  timeout 30 tcpdump -i "${LAB_BRIDGE:-bslab0}" -n --immediate-mode -c 4 \
+    "udp port 4789 and host $(host_addr master) and host $(host_addr worker)" >"$cap" 2>"$cap.err" &
+  pid=$!
+  # tcpdump says "listening on" once it captures.
+  for i in $(seq 100); do grep -q "listening on" "$cap.err" && break; sleep 0.1; done
+  kubectl_on_master "exec lab-probe-worker -- sh -c 'echo lab-vxlan-probe | nc -N -w 5 $master_ip 7000'" || { kill "$pid"; echo "no connection to $master_ip:7000"; return 1; }
+  wait "$pid" || true
+  got="$(kubectl_on_master "exec lab-probe-master -- cat /tmp/got")"
+  [[ $got == lab-vxlan-probe ]] || { echo "the master pod got: $got"; return 1; }
+  grep -q "UDP\|VXLAN\|4789" "$cap" || { echo "no UDP 4789 between the nodes seen on the bridge"; cat "$cap" "$cap.err"; rm -f "$cap" "$cap.err"; return 1; }
+  rm -f "$cap" "$cap.err"
+}
+
+pool_is_vxlan_always() {
+  local got
+  got="$(kubectl_on_master "get ippools.crd.projectcalico.org default-ipv4-ippool -o jsonpath={.spec.ipipMode}/{.spec.vxlanMode}")"
+  [[ $got == Never/Always ]] || { echo "ipipMode/vxlanMode = $got"; return 1; }
+}
+
+# The worker's pod block is routed through vxlan.calico on the master.
+route_via_vxlan() {
+  local block out
+  block="$(kubectl_on_master "get node worker -o jsonpath={.spec.podCIDR}")"
+  out="$(on_host master "ip route show $block")"
+  grep -q "dev vxlan.calico" <<<"$out" || { echo "route to $block on master: $out"; return 1; }
+}
+
+check_real_cluster() {
+  local pw
+  pw="$(secret_value db_password)"
+  check "cluster: master and worker Ready at the pinned version (admin kubectl, fetched kubeconfig)" nodes_ready_at_version
+  check "cluster: the API server's version is the pinned one" server_version_is_pinned
+  check "cluster: every kube-system pod Running and ready (control plane, kube-proxy and calico-node on both nodes, CoreDNS, kube-controllers)" kube_system_pods_running
+  check "cluster: no join token in the master's kubelet/containerd journal" no_join_token_on_host master
+  check "cluster: no join token in the worker's kubelet/containerd journal" no_join_token_on_host worker
+  check "cluster: a toolbox pod (lab registry image) runs on the master" toolbox_pod_on lab-probe-master master
+  check "cluster: a toolbox pod runs on the worker" toolbox_pod_on lab-probe-worker worker
+  check "data path: the pod on the worker logs in to PostgreSQL on $DB_ADDR as $DB_USER" pod_logs_in_to_postgres lab-probe-worker "$pw"
+  check "data path: the pod on the master logs in to PostgreSQL on $DB_ADDR as $DB_USER" pod_logs_in_to_postgres lab-probe-master "$pw"
+  check "dns: a pod resolves kubernetes.default through CoreDNS" pod_resolves_kubernetes_default lab-probe-worker
+  check "network: the pool is vxlanMode Always, ipipMode Never" pool_is_vxlan_always
+  check "network: the master routes the worker's pod block through vxlan.calico" route_via_vxlan
+  check "network: pod on the worker to pod on the master, carried as UDP 4789 between the nodes" pod_to_pod_over_vxlan
+  check "data path: the outsider still cannot open $DB_ADDR:$DB_PORT" \
+    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+  kubectl_on_master "delete pod lab-probe-master lab-probe-worker --ignore-not-found --wait=false" >/dev/null || true
 }

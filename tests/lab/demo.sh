@@ -3,8 +3,8 @@
 # `bootstrap all` against it (whatever `all` covers in this checkout's playbooks/site.toml),
 # draws the lab's diagram beside its inventory, then says where each service answers, how to
 # reach the machines and how to take the lab down. The lab stays up until `lab down`.
-# Arguments go to `bootstrap all`, e.g. `lab demo --skip-tags manifests` (the lab applies the
-# manifests to its stand-in API, ingress-nginx from the stand-in manifest of its repository).
+# Arguments go to `bootstrap all`; by default `--skip-tags manifests`: the lab's real cluster has
+# no images for the manifests stage yet (tests/lab/README.md, "The manifests stage").
 set -euo pipefail
 # shellcheck source=tests/lab/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,6 +19,7 @@ bs() { "$BOOTSTRAP_BIN" -i "$inv" --playbooks "$REPO_ROOT/playbooks" "$@"; }
 
 bs secrets init >/dev/null
 rc=0
+(($#)) || set -- --skip-tags manifests
 bs all "$@" || rc=$?
 diagrams="$LAB_STATE/diagram"
 mkdir -p "$diagrams"
@@ -35,7 +36,7 @@ echo
 if ((rc == 0)); then echo "demo: bootstrap all succeeded."; else echo "demo: bootstrap all exited $rc (see above); the lab is still up to look at."; fi
 echo
 echo "Machines (user vagrant, key $LAB_STATE/id_ed25519):"
-for name in "${MACHINES[@]}"; do
+for name in "${PLATFORM_MACHINES[@]}"; do
   printf '  %-7s %-13s tests/lab/lab ssh %s\n' "$name" "${MACHINE_IP[$name]}" "$name"
 done
 echo "  Run a host program at a machine's address: tests/lab/lab exec-ns NAME CMD (e.g. curl);"

@@ -26,14 +26,17 @@ LAB_REPO_PORT=8080
 NETNS_PREFIX="bslab-"
 VETH_PREFIX="bsl-"
 
-MACHINES=(master worker elk)
-# BOOTSTRAP_LAB_K8S=real: master and worker run real Kubernetes (tests/lab/build/: built from
-# source, served by the lab's apt repository and registry); standin: the stand-ins of
-# tests/lab/standins/ answer kubeadm, the kubelet, kubectl and the API.
-LAB_K8S="${BOOTSTRAP_LAB_K8S:-standin}"
+# The platform's machines (the lab inventory's hosts): master and worker run real Kubernetes
+# (tests/lab/build/: built from source, served by the lab's apt repository and registries).
+PLATFORM_MACHINES=(master worker elk)
+# standin: the master of a second, one-host inventory whose kubeadm, kubelet, kubectl and API are
+# the stand-ins of tests/lab/standins/; the manifests stage is checked there until its images
+# exist in the lab (tests/lab/README.md).
+MACHINES=("${PLATFORM_MACHINES[@]}" standin)
 # Whether machine $1 runs containers (real Kubernetes): it is booted with what runc needs.
-runs_containers() { [[ $LAB_K8S == real && ($1 == master || $1 == worker) ]]; }
-declare -A MACHINE_IP=([master]="${LAB_NET_PREFIX}.11" [worker]="${LAB_NET_PREFIX}.12" [elk]="${LAB_NET_PREFIX}.13" [outsider]="${LAB_NET_PREFIX}.99")
+runs_containers() { [[ $1 == master || $1 == worker ]]; }
+declare -A MACHINE_IP=([master]="${LAB_NET_PREFIX}.11" [worker]="${LAB_NET_PREFIX}.12" [elk]="${LAB_NET_PREFIX}.13"
+  [standin]="${LAB_NET_PREFIX}.14" [outsider]="${LAB_NET_PREFIX}.99")
 SSH_WAIT_SECONDS="${BOOTSTRAP_LAB_SSH_WAIT:-120}"
 
 log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -45,7 +48,7 @@ need_root() { [[ $EUID -eq 0 ]] || die "the lab needs root (namespaces, mounts, 
 ensure_host_tools() {
   local -A want=([debootstrap]=debootstrap [systemd-nspawn]=systemd-container [tinyproxy]=tinyproxy
     [dpkg-scanpackages]=dpkg-dev [apt-ftparchive]=apt-utils [ssh]=openssh-client
-    [ssh-keygen]=openssh-client [jq]=jq [ip]=iproute2 [python3]=python3 [gpg]=gpg [gpgconf]=gpgconf)
+    [ssh-keygen]=openssh-client [jq]=jq [tcpdump]=tcpdump [ip]=iproute2 [python3]=python3 [gpg]=gpg [gpgconf]=gpgconf)
   local tool missing=()
   for tool in "${!want[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
@@ -124,13 +127,17 @@ create_machine_tree() {
   fi
 }
 
+# The standin machine is the master of its inventory: its kubelet registers the node under its
+# host name, which must be the inventory's name (as on every real node).
+machine_hostname() { if [[ $1 == standin ]]; then echo master; else echo "$1"; fi; }
+
 configure_machine() {
   local name="$1" root
   root="$(machine_dir "$name")/root"
-  echo "$name" >"$root/etc/hostname"
+  machine_hostname "$name" >"$root/etc/hostname"
   tr -d '-' </proc/sys/kernel/random/uuid >"$root/etc/machine-id"
   {
-    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$name"
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$(machine_hostname "$name")"
     local m
     for m in "${MACHINES[@]}"; do printf '%s\t%s\n' "${MACHINE_IP[$m]}" "$m"; done
   } >"$root/etc/hosts"
@@ -255,10 +262,18 @@ create_netns() {
 # ---------------------------------------------------------------- host-side services
 
 # Started in its own session so it outlives the `up` shell; the pid file is how `down` finds it.
+# Every inherited descriptor above 2 is closed first: a daemon holding the lock of
+# `flock LOCK tests/lab/lab up` would make `flock LOCK tests/lab/lab down` wait forever.
 spawn_bg() {
   local pidfile="$1" logfile="$2"
   shift 2
-  setsid "$@" >"$logfile" 2>&1 </dev/null &
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd="${fd##*/}"
+      ((fd > 2)) && eval "exec $fd>&-"
+    done
+    exec setsid "$@"
+  ) >"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }
 
@@ -298,39 +313,26 @@ print(v.get("kubernetes_version") or (v["kubernetes_minor"] + ".0" if v.get("kub
 # A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README), signed
 # with a throwaway key made here (lab-repo-key.asc), plus the stand-in Calico manifest.
 build_repo() {
-  local repo="$LAB_STATE/repo" pkg stage version debs
+  local repo="$LAB_STATE/repo" pkg stage debs images
   mkdir -p "$repo/pool"
-  # The real packages built from source by tests/lab/build/ (cached by version): containerd.io
-  # always (the product's default containerd source, served here under the same name), and with
-  # real Kubernetes kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni too.
+  # The real packages and images built from source by tests/lab/build/ (cached by version):
+  # containerd.io (the product's default containerd source, served here under the same name),
+  # kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni at the lab's pinned version.
   debs="$("$LAB_DIR/build/build.sh" --path debs)"
-  "$LAB_DIR/build/build.sh" debs || die "the lab's packages did not build (tests/lab/build/README.md)"
-  cp -f "$debs"/containerd.io_*.deb "$repo/pool/"
-  if [[ $LAB_K8S == real ]]; then
-    local images
-    images="$("$LAB_DIR/build/build.sh" --path images)"
-    "$LAB_DIR/build/build.sh" images || die "the lab's images did not build (tests/lab/build/README.md)"
-    cp -f "$debs"/{kubeadm,kubelet,kubectl,cri-tools,kubernetes-cni}_*.deb "$repo/pool/"
-    # The Calico stand-in's manifest (tests/lab/standins/calico/): the images it names are in
-    # the lab registry.
-    cp -f "$images/calico.yaml" "$repo/calico.yaml"
-  else
-    version="$(lab_kubernetes_version)" || die "cannot read the Kubernetes version from $REPO_ROOT/inventory.toml"
-    stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
-    for pkg in "$LAB_DIR"/standins/*/; do
-      [[ -f "$pkg/DEBIAN/control" ]] || continue
-      case "$(basename "$pkg")" in elasticsearch | kibana) continue ;; esac
-      stage_package "$pkg" "$stage" "$version" "$repo"
-    done
-    rm -rf "$stage"
-    cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico.yaml"
-  fi
-  # The Elastic stand-ins, in both modes.
+  images="$("$LAB_DIR/build/build.sh" --path images)"
+  "$LAB_DIR/build/build.sh" debs images || die "the lab's packages or images did not build (tests/lab/build/README.md)"
+  cp -f "$debs"/{containerd.io,kubeadm,kubelet,kubectl,cri-tools,kubernetes-cni}_*.deb "$repo/pool/"
+  # The Calico stand-in's manifest (tests/lab/standins/calico/): its images are in the registry.
+  cp -f "$images/calico.yaml" "$repo/calico.yaml"
+  # The stand-ins, packed with the shipped inventory's Kubernetes version (the standin machine's
+  # inventory asks for that one, the platform's for the lab's pinned build: both sit in the pool).
   stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
-  for pkg in "$LAB_DIR"/standins/elasticsearch/ "$LAB_DIR"/standins/kibana/; do
+  for pkg in "$LAB_DIR"/standins/*/; do
+    [[ -f "$pkg/DEBIAN/control" ]] || continue
     stage_package "$pkg" "$stage" "$(lab_kubernetes_version)" "$repo"
   done
   rm -rf "$stage"
+  cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico-standin.yaml"
   cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
@@ -378,7 +380,6 @@ start_repo() {
 # build wrote (registries.txt). The machines' containerd pulls through them by the images' own
 # names (registry_mirrors in the lab inventory).
 start_registries() {
-  [[ $LAB_K8S == real ]] || return 0
   local images reg host port conf
   images="$("$LAB_DIR/build/build.sh" --path images)"
   reg="$("$LAB_DIR/build/build.sh" --path registry)/bin/docker-registry"
@@ -399,7 +400,6 @@ start_registries() {
 # boot and put back by `down`.
 KUBELET_HOST_SYSCTLS=(kernel/panic kernel/panic_on_oops vm/overcommit_memory kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
 save_host_sysctls() {
-  [[ $LAB_K8S == real ]] || return 0
   local k
   for k in "${KUBELET_HOST_SYSCTLS[@]}"; do
     printf '%s %s\n' "$k" "$(cat "/proc/sys/$k")"
@@ -494,7 +494,7 @@ boot_machine() {
     lab-cgroup-enter "${#cgroups[@]}" "${cgroups[@]}" \
     "${env[@]}" systemd-nspawn --boot --register=no --keep-unit --console=read-only \
     --private-network --network-namespace-path="/run/netns/$(netns_name "$name")" \
-    --directory="$dir/root" --machine="$name" --hostname="$name" "${containers[@]}"
+    --directory="$dir/root" --machine="$name" --hostname="$(machine_hostname "$name")" "${containers[@]}"
 }
 
 # Bounded polling with bash's /dev/tcp, so no netcat is needed on the host.
@@ -541,10 +541,26 @@ wait_machine() {
 
 # ---------------------------------------------------------------- inventory
 
+# The platform's inventory (master, worker, elk), printed path; and the standin machine's
+# (tests/lab/standins/: its one host is the master of a stand-in cluster) in a directory of its own,
+# so its .bootstrap/ state is its own too.
 write_inventory() {
-  local inv="$LAB_STATE/inventory.toml" m
+  write_inventory_file "$LAB_STATE/inventory.toml" platform "${PLATFORM_MACHINES[@]}"
+  mkdir -p "$LAB_STATE/standin"
+  install -m 0600 "$LAB_STATE/secrets.toml" "$LAB_STATE/standin/secrets.toml"
+  # The platform needs a worker and an elk host, and the manifests name them: the real ones (the
+  # stand-in cluster's runs, `master` and `manifests`, touch only its master).
+  write_inventory_file "$LAB_STATE/standin/inventory.toml" standin standin worker elk
+  echo "$LAB_STATE/inventory.toml"
+}
+
+# write_inventory_file PATH KIND MACHINE...: a host named after its role (the standin machine is
+# the master of its inventory).
+write_inventory_file() {
+  local inv="$1" kind="$2" m name
+  shift 2
   {
-    echo "# Written by tests/lab/lab up: the container lab. Removed by tests/lab/lab down."
+    echo "# Written by tests/lab/lab up: the container lab ($kind). Removed by tests/lab/lab down."
     echo "[ssh]"
     echo 'user = "vagrant"'
     echo "port = 22"
@@ -552,19 +568,21 @@ write_inventory() {
     echo "become = true"
     echo
     echo "# The product's [vars] and [secrets] (inventory.toml in the repository), the lab's vars winning."
-    lab_vars | "$LAB_DIR/inventory-vars.py" "$REPO_ROOT/inventory.toml" || die "cannot merge the product's inventory vars"
-    for m in "${MACHINES[@]}"; do
+    lab_vars "$kind" | "$LAB_DIR/inventory-vars.py" "$REPO_ROOT/inventory.toml" || die "cannot merge the product's inventory vars"
+    for m in "$@"; do
+      name="$m"
+      [[ $m == standin ]] && name=master
       echo
-      echo "[hosts.$m]"
+      echo "[hosts.$name]"
       echo "address = \"${MACHINE_IP[$m]}\""
-      echo "roles = [\"$m\"]"
+      echo "roles = [\"$name\"]"
       echo "host_key = \"$(cut -d' ' -f1,2 "$(machine_dir "$m")/root/etc/ssh/ssh_host_ed25519_key.pub")\""
     done
   } >"$inv"
-  echo "$inv"
 }
 
-# The lab's own variables, as TOML lines: they win over the product's [vars].
+# The lab's own variables, as TOML lines: they win over the product's [vars]. $1: platform (real
+# Kubernetes) or standin (the stand-in cluster of the standin machine).
 lab_vars() {
   # The lab repository's key, pinned by sha256 wherever a repository of it is named.
   local key_sha256
@@ -579,8 +597,10 @@ lab_vars() {
   echo "k8s_repo_key_sha256 = \"$key_sha256\""
   # The lab's throwaway key is pinned by its sha256 above; the product's fingerprint pin is off.
   echo 'k8s_repo_key_fingerprint = ""'
-  echo "calico_manifest_url = \"$(lab_repo_url)calico.yaml\""
-  echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/calico.yaml" | cut -d' ' -f1)\""
+  local calico=calico.yaml
+  [[ $1 == standin ]] && calico=calico-standin.yaml
+  echo "calico_manifest_url = \"$(lab_repo_url)$calico\""
+  echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/$calico" | cut -d' ' -f1)\""
   # The manifests stage: the stand-in ingress-nginx release manifest (tests/lab/standins/).
   echo "ingress_nginx_manifest_url = \"$(lab_repo_url)ingress-nginx.yaml\""
   echo "ingress_nginx_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/ingress-nginx.yaml" | cut -d' ' -f1)\""
@@ -604,7 +624,7 @@ lab_vars() {
   echo "containerd_repo_key_sha256 = \"$key_sha256\""
   echo 'containerd_repo_key_fingerprint = ""'
   echo "containerd_repo_version = \"$(lab_build_pin CONTAINERD_VERSION)-$(lab_build_pin CONTAINERD_DEB_REVISION)\""
-  if [[ $LAB_K8S == real ]]; then real_kubernetes_vars; fi
+  if [[ $1 == platform ]]; then real_kubernetes_vars; fi
 }
 
 # Real Kubernetes in the lab (tests/lab/README.md, "Real Kubernetes"): the version built, the

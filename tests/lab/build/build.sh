@@ -425,6 +425,10 @@ build_images() {
     image_push "docker.io/calico/kube-controllers:$CALICO_IMAGE_TAG" "$d" '["/usr/bin/kube-controllers"]'
     install -m 0644 "$HERE/../standins/calico/calico.yaml" "$OUT/calico.yaml"
 
+    # The lab's own probe image (a lab-only name): the base's psql, nc and getent, idle.
+    d=$WORK/tree/toolbox; mkdir -p "$d"
+    image_push "docker.io/bootstraplab/toolbox:1" "$d" '["sleep", "infinity"]'
+
     # Every image is in the storage the lab will serve (not only answered by some registry).
     local image rest
     while read -r image; do
