@@ -111,3 +111,79 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod elk_tests {
+    use super::*;
+
+    /// The `unless` of elk.toml's Kibana status step, its curl replaced by a recorded answer.
+    fn kibana_serves(status_json: &str) -> bool {
+        let file = PLAYBOOKS.get_file("elk.toml").unwrap();
+        let value: toml::Value = toml::from_str(file.contents_utf8().unwrap()).unwrap();
+        let step = value["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str() == Some("Kibana reports available (up to 5 minutes)"))
+            .unwrap();
+        let unless = step["command"]["unless"].as_str().unwrap();
+        let curl = "curl -fsS -K - http://{{ host.address }}:{{ kibana_port }}/api/status";
+        assert!(unless.contains(curl), "{unless}");
+        let script = unless.replace(curl, "printf '%s' \"$STATUS\"");
+        std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("STATUS", status_json)
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    // The shape of Kibana's GET /api/status; overall.level is one of Kibana's ServiceStatusLevels
+    // (available, degraded, unavailable, critical).
+    #[test]
+    fn kibana_counts_as_serving_when_available_or_degraded_only() {
+        let status = |level: &str| {
+            format!(
+                "{{\"name\":\"elk\",\"version\":{{\"number\":\"9.1.0\"}},\"status\":{{\"overall\":{{\"level\":\"{level}\",\"summary\":\"x\"}},\"core\":{{}}}}}}"
+            )
+        };
+        assert!(kibana_serves(&status("available")));
+        assert!(kibana_serves(&status("degraded")));
+        assert!(!kibana_serves(&status("unavailable")));
+        assert!(!kibana_serves(&status("critical")));
+    }
+
+    /// The heap_default_mb fact of elk.toml for a host with `total_mib` of memory.
+    fn default_heap_mb(total_mib: u64) -> u64 {
+        let file = PLAYBOOKS.get_file("elk.toml").unwrap();
+        let value: toml::Value = toml::from_str(file.contents_utf8().unwrap()).unwrap();
+        let fact = value["facts"]["heap_default_mb"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let meminfo = dir.path().join("meminfo");
+        std::fs::write(
+            &meminfo,
+            format!("MemTotal:       {} kB\nMemFree: 1 kB\n", total_mib * 1024),
+        )
+        .unwrap();
+        let script = fact.replace("/proc/meminfo", &meminfo.to_string_lossy());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn elasticsearch_leaves_kibana_its_share_of_the_memory() {
+        // 8 GiB: Kibana's 1 GiB first, then half of the rest (not half of the 8).
+        assert_eq!(default_heap_mb(8192), 3584);
+        assert_eq!(default_heap_mb(4096), 1536);
+        // Small hosts keep the 256 MiB floor; big ones the 31 GiB ceiling.
+        assert_eq!(default_heap_mb(1024), 256);
+        assert_eq!(default_heap_mb(131072), 31744);
+    }
+}

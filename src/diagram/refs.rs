@@ -55,6 +55,30 @@ fn port_after(text: &str, name: &str) -> Option<u16> {
     })
 }
 
+/// A Prometheus job that keeps the EndpointSlices of `svc` (its pods, scraped one by one): a
+/// `regex: <service>;<port name>` keep rule in a job limited to the service's namespace. The
+/// port is the service port of that name. None when the text has no such job.
+fn endpointslice_port(text: &str, svc: &Object) -> Option<Option<u16>> {
+    if !text.contains("role: endpointslice")
+        || !text.contains(&format!("names: [{}]", svc.namespace))
+    {
+        return None;
+    }
+    let prefix = format!("regex: {};", svc.name);
+    let port_name: String = text.match_indices(&prefix).next().map(|(i, _)| {
+        text[i + prefix.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect()
+    })?;
+    Some(
+        svc.service_ports
+            .iter()
+            .find(|p| p.name == port_name)
+            .map(|p| p.port),
+    )
+}
+
 pub fn targets<'a>(p: &'a Platform, w: &Object) -> Vec<Target<'a>> {
     let text = workload_text(p, w);
     let mut out = Vec::new();
@@ -62,6 +86,8 @@ pub fn targets<'a>(p: &'a Platform, w: &Object) -> Vec<Target<'a>> {
         let dns = format!("{}.{}", svc.name, svc.namespace);
         if text.contains(&dns) {
             out.push(Target::Service(svc, port_after(&text, &dns)));
+        } else if let Some(port) = endpointslice_port(&text, svc) {
+            out.push(Target::Service(svc, port));
         }
     }
     if text.contains(API_DNS) {

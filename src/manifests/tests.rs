@@ -386,6 +386,65 @@ fn changed_replicas_change_only_the_deployment() {
     assert!(file(&after, "crypto-exchange/deployment.yaml").contains("replicas: 5"));
 }
 
+/// Prometheus reads its configuration at start only: a changed one must change the Deployment's
+/// pod template (the digest annotation), so the apply rolls the pod.
+#[test]
+fn a_changed_prometheus_configuration_rolls_the_prometheus_pod() {
+    let annotation = |r: &Rendered| -> String {
+        let docs = documents(r);
+        let d = objects_of_kind(&docs, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"].as_str() == Some("prometheus"))
+            .unwrap()
+            .clone();
+        d["spec"]["template"]["metadata"]["annotations"]["bootstrap/prometheus-config-sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = render_with(&[], &[], &[]);
+    let after = render_with(
+        &[],
+        &[("scrape_interval", toml::Value::String("30s".into()))],
+        &[],
+    );
+    assert_eq!(annotation(&before).len(), 64);
+    assert_ne!(annotation(&before), annotation(&after));
+    // The digest is the configuration's: the same inventory gives the same pod template.
+    assert_eq!(annotation(&before), annotation(&render_with(&[], &[], &[])));
+}
+
+/// Each app pod is its own scrape target (EndpointSlices of django-service), never the Service.
+#[test]
+fn prometheus_scrapes_every_app_pod_not_the_service() {
+    let r = shipped();
+    let cfg: serde_yaml::Value =
+        serde_yaml::from_str(file(&r, "monitoring/prometheus-config.yaml")).unwrap();
+    let prom: serde_yaml::Value =
+        serde_yaml::from_str(cfg["data"]["prometheus.yml"].as_str().unwrap()).unwrap();
+    let job = prom["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some("django-app"))
+        .unwrap();
+    assert!(job.get("static_configs").is_none(), "{job:?}");
+    assert_eq!(
+        job["kubernetes_sd_configs"][0]["role"].as_str(),
+        Some("endpointslice")
+    );
+    let keep = &job["relabel_configs"][0];
+    assert_eq!(keep["action"].as_str(), Some("keep"));
+    assert_eq!(keep["regex"].as_str(), Some("django-service;metrics"));
+    // No role of the deprecated Endpoints API anywhere.
+    assert!(!cfg["data"]["prometheus.yml"]
+        .as_str()
+        .unwrap()
+        .contains("role: endpoints\n"));
+    let deploy = file(&r, "monitoring/prometheus.yaml");
+    assert!(!deploy.contains("- --web.enable-lifecycle"), "{deploy}");
+}
+
 #[test]
 fn written_private_and_rewritten_only_when_changed() {
     let dir = tempfile::tempdir().unwrap();

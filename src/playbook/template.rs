@@ -44,6 +44,7 @@ impl Renderer {
         env.set_lstrip_blocks(true);
         env.set_loader(minijinja::path_loader(files_dir));
         env.add_filter("fill", fill);
+        env.add_filter("sha256", sha256_filter);
         Renderer {
             env,
             files_dir: files_dir.to_path_buf(),
@@ -169,6 +170,12 @@ impl Renderer {
 /// the mapping's `name`, so an inventory value can name a host's facts (a repository URL per
 /// distribution) without being a template itself. A `{name}` the mapping lacks is an error, so a
 /// typo is not sent to a host.
+/// `{{ text | sha256 }}`: the hex sha256 of a rendered text, e.g. a configuration's digest in a
+/// pod template annotation, so that a changed configuration rolls the pods that read it at start.
+fn sha256_filter(text: String) -> String {
+    crate::modules::file::sha256_hex(text.as_bytes())
+}
+
 fn fill(text: String, values: Value) -> Result<String, minijinja::Error> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();

@@ -197,6 +197,31 @@ class ApplyTest(unittest.TestCase):
                          [("Namespace", "created"), ("Deployment", "created"), ("Deployment", "unchanged"),
                           ("Deployment", "configured")])
 
+    def test_a_job_with_ttl_zero_is_gone_once_applied_and_its_ca_patch_reaches_the_webhook(self):
+        # As ingress-nginx's release: Jobs with ttlSecondsAfterFinished: 0 are deleted as soon as
+        # they complete; the patch Job's effect (the webhook's caBundle) is what stays.
+        m = Model()
+        m.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}})
+        job = {"apiVersion": "batch/v1", "kind": "Job",
+               "metadata": {"name": "ingress-nginx-admission-patch", "namespace": "ingress-nginx",
+                            "annotations": {"bootstrap-lab/patches-ca-of": "ingress-nginx-admission"}},
+               "spec": {"ttlSecondsAfterFinished": 0, "template": {"spec": {}}}}
+        self.assertEqual(m.apply(json.loads(json.dumps(job)))[1], "created")
+        self.assertIsNone(m.get_object("batch", "Job", "ingress-nginx", "ingress-nginx-admission-patch"))
+        webhook = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                   "metadata": {"name": "ingress-nginx-admission"},
+                   "webhooks": [{"name": "validate.nginx.ingress.kubernetes.io", "clientConfig": {}}]}
+        m.apply(json.loads(json.dumps(webhook)))
+        live = m.get_object("admissionregistration.k8s.io", "ValidatingWebhookConfiguration", None,
+                            "ingress-nginx-admission")
+        self.assertTrue(live["webhooks"][0]["clientConfig"]["caBundle"])
+        # A Job without a TTL stays (completed).
+        kept = json.loads(json.dumps(job))
+        kept["metadata"]["name"] = "kept"
+        del kept["spec"]["ttlSecondsAfterFinished"]
+        m.apply(kept)
+        self.assertIsNotNone(m.get_object("batch", "Job", "ingress-nginx", "kept"))
+
     def test_namespaced_object_before_its_namespace_is_not_found(self):
         with self.assertRaisesRegex(Exception, 'namespaces "crypto-exchange" not found'):
             Model().apply(json.loads(json.dumps(DEPLOY)))

@@ -24,6 +24,7 @@ KINDS = {
     "pvc": ("", "PersistentVolumeClaim"), "customresourcedefinition": ("apiextensions.k8s.io", "CustomResourceDefinition"),
     "crd": ("apiextensions.k8s.io", "CustomResourceDefinition"), "ippool": ("crd.projectcalico.org", "IPPool"),
     "pod": ("", "Pod"), "po": ("", "Pod"),
+    "validatingwebhookconfiguration": ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
 }
 # kustomize's legacy order for `apply -k`: these kinds first in this order, webhooks last, the rest between.
 ORDER_FIRST = ["Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",

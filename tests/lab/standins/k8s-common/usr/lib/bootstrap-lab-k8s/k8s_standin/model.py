@@ -158,7 +158,32 @@ class Model:
             self.state["applied"].append({"seq": len(self.state["applied"]) + 1, "time": self.now(), "group": group,
                                           "kind": kind, "namespace": meta.get("namespace"), "name": name,
                                           "result": result, "generation": generation})
+        if result != "unchanged":
+            self.controllers_after_apply(group, kind, key, obj)
         return f"{display_kind(group, kind)}/{name}", result, generation
+
+    def controllers_after_apply(self, group, kind, key, obj):
+        """What the cluster's controllers do at once in the stand-in, where the playbooks depend on it.
+
+        A Job runs no container here, so it has completed when it is created. One with
+        `ttlSecondsAfterFinished: 0` (ingress-nginx's admission Jobs) is then deleted, as the
+        TTL-after-finished controller does (`kubectl wait --for=condition=complete` on it fails with
+        NotFound, as on a real cluster). A Job annotated `bootstrap-lab/patches-ca-of: NAME` stands for
+        kube-webhook-certgen's `patch`: it sets the caBundle of the ValidatingWebhookConfiguration NAME,
+        now or when that is applied later in the same apply (kustomize applies webhooks last)."""
+        if group == "batch" and kind == "Job":
+            target = obj.get("metadata", {}).get("annotations", {}).get("bootstrap-lab/patches-ca-of")
+            if target:
+                self.state.setdefault("ca_patches", []).append(target)
+            if obj.get("spec", {}).get("ttlSecondsAfterFinished") == 0:
+                del self.state["objects"][key]
+        for target in list(self.state.get("ca_patches", [])):
+            live = self.state["objects"].get(
+                object_key("admissionregistration.k8s.io", "ValidatingWebhookConfiguration", None, target))
+            if live:
+                for webhook in live["object"].get("webhooks", []):
+                    webhook.setdefault("clientConfig", {})["caBundle"] = "c3RhbmQtaW4gbGFiIENB"
+                self.state["ca_patches"].remove(target)
 
     def set_env(self, group, kind, namespace, name, container, pairs):
         """`kubectl set env`: returns True when the live object changed (its generation then grows)."""
