@@ -18,7 +18,8 @@
 //!     accepted only if it holds exactly one primary key (a version 4 key) with this
 //!     fingerprint; use it when the project publishes the fingerprint but the file's bytes
 //!     may change (new self-signatures, re-armored). An installed key with this fingerprint is
-//!     left alone.
+//!     left alone until it expires within 30 days: then it is downloaded again (the project
+//!     extends the same key's expiry; a kept copy would expire and `apt-get update` fail).
 //! - `arch` (optional): limit the entry to architectures, e.g. `"amd64"` or `"amd64,arm64"`.
 //!
 //! ```toml
@@ -199,6 +200,30 @@ impl AptRepo {
     }
 }
 
+/// An installed key is refreshed (downloaded again, its fingerprint checked) this long before it
+/// expires: the project extends the same key's expiry, and apt refuses a repository signed by an
+/// expired key.
+const KEY_REFRESH_MARGIN_SECS: u64 = 30 * 86_400;
+
+/// Why a key pinned by fingerprint must be (re)installed; None when the installed one will do.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyState {
+    /// No key, another key, or a file that is not one.
+    Missing,
+    /// The pinned key, expired or expiring within KEY_REFRESH_MARGIN_SECS (days left, < 0 past).
+    Expiring { days: i64 },
+}
+
+fn fingerprint_key_state(installed: Option<&[u8]>, fpr: &str, now: u64) -> Option<KeyState> {
+    let Some(key) = installed.filter(|k| openpgp::verify_key(k, fpr).is_ok()) else {
+        return Some(KeyState::Missing);
+    };
+    let expires = openpgp::primary_expiry(key).ok().flatten()?;
+    (expires <= now + KEY_REFRESH_MARGIN_SECS).then(|| KeyState::Expiring {
+        days: (expires as i64 - now as i64).div_euclid(86_400),
+    })
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -242,12 +267,20 @@ impl Module for AptRepo {
             ));
         }
         let installed_sha = field("key_sha256")?;
-        let key_action = match &self.key_pin {
-            KeyPin::Sha256(sha) => (installed_sha != *sha).then(|| Action::Download {
-                url: self.key_url.clone(),
-                sha256: sha.clone(),
-                dest: self.key_path(),
-                attrs: FileAttrs::root("0644"),
+        let install = format!(
+            "install signing key {} from {}",
+            self.key_path(),
+            self.key_url
+        );
+        let key_change = match &self.key_pin {
+            KeyPin::Sha256(sha) => (installed_sha != *sha).then(|| {
+                let action = Action::Download {
+                    url: self.key_url.clone(),
+                    sha256: sha.clone(),
+                    dest: self.key_path(),
+                    attrs: FileAttrs::root("0644"),
+                };
+                (install, action)
             }),
             KeyPin::Fingerprint(fpr) => {
                 let installed = kv.get("key_base64").and_then(|b| {
@@ -255,24 +288,35 @@ impl Module for AptRepo {
                         .decode(b.trim())
                         .ok()
                 });
-                let pinned = installed.is_some_and(|key| openpgp::verify_key(&key, fpr).is_ok());
-                (!pinned).then(|| Action::DownloadKey {
-                    url: self.key_url.clone(),
-                    fingerprint: fpr.clone(),
-                    dest: self.key_path(),
-                    attrs: FileAttrs::root("0644"),
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                fingerprint_key_state(installed.as_deref(), fpr, now).map(|state| {
+                    let what = match state {
+                        KeyState::Missing => install,
+                        KeyState::Expiring { days } => format!(
+                            "refresh signing key {} from {} (the installed copy {})",
+                            self.key_path(),
+                            self.key_url,
+                            if days < 0 {
+                                format!("expired {} days ago", -days)
+                            } else {
+                                format!("expires in {days} days")
+                            }
+                        ),
+                    };
+                    let action = Action::DownloadKey {
+                        url: self.key_url.clone(),
+                        fingerprint: fpr.clone(),
+                        dest: self.key_path(),
+                        attrs: FileAttrs::root("0644"),
+                    };
+                    (what, action)
                 })
             }
         };
-        if let Some(action) = key_action {
-            changes.push(Change::new(
-                format!(
-                    "install signing key {} from {}",
-                    self.key_path(),
-                    self.key_url
-                ),
-                action,
-            ));
+        if let Some((what, action)) = key_change {
+            changes.push(Change::new(what, action));
         }
         let list_sha = field("list_sha256")?;
         if list_sha != sha256_hex(self.line.as_bytes()) {
@@ -502,6 +546,49 @@ mod tests {
             assert_eq!(e.line, Some(12), "{pins}");
             assert!(e.hint.is_some(), "{pins}");
         }
+    }
+
+    #[test]
+    fn a_pinned_key_is_refreshed_before_it_expires_and_kept_otherwise() {
+        use crate::modules::openpgp::testing::Gpg;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // Expires in 2 days: inside the 30-day margin, refreshed (the plan says why).
+        let soon = Gpg::with_expiring_key("repo", "2d");
+        let fpr = soon.fingerprints().remove(0);
+        let key = soon.export(true, "");
+        assert!(matches!(
+            fingerprint_key_state(Some(&key), &fpr, now),
+            Some(KeyState::Expiring { days: 1 | 2 })
+        ));
+        // Already past: still the pinned key, refreshed with the days since.
+        assert!(matches!(
+            fingerprint_key_state(Some(&key), &fpr, now + 10 * 86_400),
+            Some(KeyState::Expiring { days }) if days < 0
+        ));
+        // The same key extended by its project (a new self-signature): kept.
+        soon.set_expiry(&fpr, "400d");
+        assert_eq!(
+            fingerprint_key_state(Some(&soon.export(true, "")), &fpr, now),
+            None
+        );
+        // A key that never expires: kept; none installed or another key: installed.
+        let forever = Gpg::with_keys(&["forever"]);
+        let ffpr = forever.fingerprints().remove(0);
+        assert_eq!(
+            fingerprint_key_state(Some(&forever.export(false, "")), &ffpr, now),
+            None
+        );
+        assert_eq!(
+            fingerprint_key_state(None, &ffpr, now),
+            Some(KeyState::Missing)
+        );
+        assert_eq!(
+            fingerprint_key_state(Some(&key), &ffpr, now),
+            Some(KeyState::Missing)
+        );
     }
 
     #[test]

@@ -54,6 +54,103 @@ pub fn primary_fingerprint(key: &[u8]) -> Result<String, String> {
     }
 }
 
+/// When the one primary key in `key` expires (Unix seconds), by its newest self-signature's key
+/// expiration time (RFC 4880 5.2.3.6: seconds after the key's creation); None when it never
+/// does. Projects such as pkgs.k8s.io extend the same key's expiry with new self-signatures: a
+/// kept copy of the file then expires although its fingerprint still matches.
+pub fn primary_expiry(key: &[u8]) -> Result<Option<u64>, String> {
+    let binary = match key.first() {
+        None => return Err("the key file is empty".into()),
+        Some(b) if b & 0x80 != 0 => key.to_vec(),
+        Some(_) => dearmor(key)?,
+    };
+    let fpr = primary_fingerprint(&binary)?;
+    let key_id = &fpr[24..];
+    let mut created = None;
+    // (signature creation time, key expiration seconds) of each self-signature on the primary key.
+    let mut newest: Option<(u32, Option<u32>)> = None;
+    for packet in packets(&binary)? {
+        match packet.tag {
+            PUBLIC_KEY => {
+                let b = packet.body;
+                created = b
+                    .get(1..5)
+                    .map(|t| u32::from_be_bytes([t[0], t[1], t[2], t[3]]));
+            }
+            // A subkey: the signatures after it are about the subkey.
+            PUBLIC_SUBKEY => break,
+            SIGNATURE => {
+                if let Some((sig_created, expiry)) = self_signature(packet.body, &fpr, key_id) {
+                    if newest.is_none_or(|(t, _)| sig_created >= t) {
+                        newest = Some((sig_created, expiry));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let created = created.ok_or("the primary key packet has no creation time")?;
+    Ok(newest
+        .and_then(|(_, expiry)| expiry)
+        .filter(|secs| *secs != 0)
+        .map(|secs| created as u64 + secs as u64))
+}
+
+/// (creation time, key expiration seconds) of a version 4 certification or direct-key signature
+/// issued by the primary key itself; None for any other signature.
+fn self_signature(body: &[u8], fpr: &str, key_id: &str) -> Option<(u32, Option<u32>)> {
+    let (&version, rest) = body.split_first()?;
+    let (&sig_type, rest) = rest.split_first()?;
+    if version != 4 || !matches!(sig_type, 0x10..=0x13 | 0x1f) {
+        return None;
+    }
+    let rest = rest.get(2..)?; // public-key and hash algorithms
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let hashed_len = u16::from_be_bytes(*len) as usize;
+    let hashed = rest.get(..hashed_len)?;
+    let after = rest.get(hashed_len..)?;
+    let (len, rest) = after.split_first_chunk::<2>()?;
+    let unhashed = rest.get(..u16::from_be_bytes(*len) as usize)?;
+    let (mut created, mut expiry, mut ours) = (None, None, false);
+    for (hashed_area, area) in [(true, hashed), (false, unhashed)] {
+        for (kind, data) in subpackets(area)? {
+            match (kind, data.len()) {
+                (2, 4) if hashed_area => created = Some(u32::from_be_bytes(data.try_into().ok()?)),
+                (9, 4) if hashed_area => expiry = Some(u32::from_be_bytes(data.try_into().ok()?)),
+                (16, 8) => ours |= hex::encode_upper(data) == key_id,
+                (33, 21) => ours |= data[0] == 4 && hex::encode_upper(&data[1..]) == fpr,
+                _ => {}
+            }
+        }
+    }
+    ours.then_some((created?, expiry))
+}
+
+/// The (type, data) of each signature subpacket in an area (RFC 4880 5.2.3.1).
+fn subpackets(mut area: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut out = Vec::new();
+    while let Some(&first) = area.first() {
+        let (len, rest) = match first {
+            0..=191 => (first as usize, &area[1..]),
+            192..=254 => (
+                ((first as usize - 192) << 8) + *area.get(1)? as usize + 192,
+                area.get(2..)?,
+            ),
+            255 => (
+                u32::from_be_bytes(area.get(1..5)?.try_into().ok()?) as usize,
+                area.get(5..)?,
+            ),
+        };
+        if len == 0 || len > rest.len() {
+            return None;
+        }
+        let (kind, data) = (rest[0] & 0x7f, &rest[1..len]);
+        out.push((kind, data));
+        area = &rest[len..];
+    }
+    Some(out)
+}
+
 /// Groups of four, as the Kubernetes documentation and gpg print fingerprints.
 fn spaced(fpr: &str) -> String {
     fpr.as_bytes()
@@ -64,6 +161,8 @@ fn spaced(fpr: &str) -> String {
 }
 
 const PUBLIC_KEY: u8 = 6;
+const PUBLIC_SUBKEY: u8 = 14;
+const SIGNATURE: u8 = 2;
 
 struct Packet<'a> {
     tag: u8,
@@ -260,6 +359,28 @@ pub(crate) mod testing {
             gpg
         }
 
+        /// A throwaway gpg home with one key `name` that expires after `expire` (gpg's syntax,
+        /// e.g. "2d").
+        pub(crate) fn with_expiring_key(name: &str, expire: &str) -> Gpg {
+            let home = tempfile::tempdir().unwrap();
+            let gpg = Gpg { home };
+            gpg.run(&[
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                &format!("{name} <{name}@bootstrap.test>"),
+                "ed25519",
+                "sign",
+                expire,
+            ]);
+            gpg
+        }
+
+        /// Moves the primary key's expiry (a new self-signature), as a project extending its key.
+        pub(crate) fn set_expiry(&self, fpr: &str, expire: &str) {
+            self.run(&["--passphrase", "", "--quick-set-expire", fpr, expire]);
+        }
+
         fn run(&self, args: &[&str]) -> Vec<u8> {
             let out = Command::new("gpg")
                 .arg("--batch")
@@ -416,5 +537,31 @@ mod tests {
     fn crc24_of_known_input() {
         // RFC 4880's CRC24 of "123456789" (the standard check value for CRC-24/OPENPGP).
         assert_eq!(crc24(b"123456789"), 0x21CF02);
+    }
+
+    #[test]
+    fn expiry_of_a_key_follows_its_newest_self_signature() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let never = Gpg::with_keys(&["forever"]);
+        assert_eq!(primary_expiry(&never.export(true, "")).unwrap(), None);
+
+        let gpg = Gpg::with_expiring_key("soon", "2d");
+        let fpr = gpg.fingerprints().remove(0);
+        let first = primary_expiry(&gpg.export(true, "")).unwrap().unwrap();
+        assert!(
+            first > now + 86_400 && first <= now + 3 * 86_400,
+            "{first} vs {now}"
+        );
+        // The same key, its expiry extended: same fingerprint, later expiry, in both encodings.
+        gpg.set_expiry(&fpr, "400d");
+        for armor in [true, false] {
+            let extended = gpg.export(armor, "");
+            assert_eq!(primary_fingerprint(&extended).unwrap(), fpr);
+            let later = primary_expiry(&extended).unwrap().unwrap();
+            assert!(later > now + 399 * 86_400, "{later} vs {now}");
+        }
     }
 }
