@@ -743,6 +743,17 @@ check_elk() {
     not_leaked_any "$LAB_LOGS" "$(state_logs)" -- "$elastic" "$kibana" "$shipper" "$wrong"
   check "elk: no password in any file on the ELK host (Kibana's keystore aside)" \
     elk_host_clean "$elastic" "$kibana" "$shipper" "$wrong"
+  check "elk: the superuser password the package generates at install is in no output, event or log" \
+    generated_password_not_shown
+}
+
+# The Elasticsearch package prints the `elastic` password it generates at install ("The generated
+# password for the elastic built-in superuser is : ..."); the apt step's output must not carry it.
+generated_password_not_shown() {
+  local hits
+  hits="$(grep -rlE 'generated password for the elastic built-in superuser is : [^ <]' "$LAB_LOGS" "$(state_logs)" 2>/dev/null)" || return 0
+  printf 'the generated password is in:\n%s\n' "$hits"
+  return 1
 }
 
 # changed_steps_are_after LABEL EXPECTED ARGS...: runs bootstrap ARGS, then compares the changes.
@@ -998,6 +1009,9 @@ check_manifests_on_standin() {
   INVENTORY="$(dirname "$platform")/standin/inventory.toml"
   install -m 0600 "$(dirname "$INVENTORY")/../secrets.toml" "$(dirname "$INVENTORY")/secrets.toml"
   check "standin: bootstrap master converges the stand-in control plane" exit_code_is 0 bootstrap_json standin-master master
+  # A single-node cluster: its workloads run on the control plane (as one does with kubeadm).
+  check "standin: the control-plane taint is removed (one node)" \
+    kubectl_on_master "taint nodes master node-role.kubernetes.io/control-plane:NoSchedule-"
   check "standin: the manifests stage exits 0" exit_code_is 0 bootstrap_json standin-manifests manifests
   check_manifests
 }

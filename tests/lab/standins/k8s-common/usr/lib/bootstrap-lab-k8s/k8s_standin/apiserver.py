@@ -166,6 +166,17 @@ class Api:
                     taints.append(t)
             self.save()
             return 200, node
+        if rest[1:] == ["untaint"] and method == "POST" and identity["kind"] == "admin":
+            # kubectl taint nodes NAME KEY[:EFFECT]- (as a single-node cluster's admin does).
+            node = nodes[name]
+            spec = node.setdefault("spec", {})
+            before = spec.get("taints", [])
+            spec["taints"] = [t for t in before if not (t.get("key") == body["key"] and
+                                                      body.get("effect", "") in ("", t.get("effect")))]
+            if len(spec["taints"]) == len(before):
+                return status(404, "NotFound", f'taint "{body["key"]}" not found')
+            self.save()
+            return 200, node
         return status(405, "MethodNotAllowed", f"stand-in: {method} on nodes/{'/'.join(rest)} is not supported")
 
     def sign_node_csr(self, identity, body):

@@ -361,6 +361,16 @@ class Ctl:
         return 0
 
 
+    def untaint(self, pos):
+        """`kubectl taint nodes NAME KEY[:EFFECT]-`: removes a taint (the stand-in adds none)."""
+        if len(pos) != 3 or kind_of(pos[0])[1] != "Node" or not pos[2].endswith("-"):
+            raise Fail("error: stand-in kubectl taint only removes: kubectl taint nodes NAME KEY[:EFFECT]-")
+        key, _, effect = pos[2][:-1].partition(":")
+        self.call("POST", f"/api/v1/nodes/{pos[1]}/untaint", {"key": key, "effect": effect})
+        print(f"node/{pos[1]} untainted")
+        return 0
+
+
 def matches(obj, selector):
     """Equality label selectors: k=v,k2=v2 (and k!=v)."""
     if not selector:
@@ -631,6 +641,8 @@ def main(argv):
         return ctl.delete(rest)
     if cmd == "set":
         return ctl.set_env(rest)
+    if cmd == "taint":
+        return ctl.untaint(rest)
     raise Fail(f'error: unknown command "{cmd}" for "kubectl" (stand-in: get, apply, wait, rollout status, delete, '
                "set env, version)")
 
