@@ -159,6 +159,10 @@ fn kubeadm_config_with_the_cgroup_v1_preflight_and_conntrack_knobs() {
             "[\"SystemVerification\"]",
         ),
         ("kube_proxy_conntrack_max_per_core", "0"),
+        (
+            "kubelet_eviction_hard",
+            "{ \"imagefs.available\" = \"2Gi\", \"nodefs.inodesFree\" = \"5%\" }",
+        ),
     ]);
     let text = render_file(&inventory, "master", "kubernetes/kubeadm-config.yaml.j2");
     // Four YAML documents kubeadm reads, each well-formed.
@@ -181,6 +185,10 @@ fn kubeadm_config_with_the_cgroup_v1_preflight_and_conntrack_knobs() {
     );
     assert_eq!(docs[2]["failCgroupV1"].as_bool(), Some(false));
     assert_eq!(docs[3]["conntrack"]["maxPerCore"].as_i64(), Some(0));
+    assert_eq!(
+        docs[2]["evictionHard"]["imagefs.available"].as_str(),
+        Some("2Gi")
+    );
     insta::assert_snapshot!(text);
 }
 

@@ -65,6 +65,27 @@ fn check_table(path: &Path, text: &str, vars: &toml::Table) -> Result<(), InputE
             }
         }
     }
+    if let Some(value) = vars.get("kubelet_eviction_hard") {
+        let ok = value.as_table().is_some_and(|t| {
+            t.iter().all(|(k, v)| {
+                !k.is_empty()
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+                    && v.as_str().is_some_and(|v| {
+                        !v.is_empty()
+                            && v.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'%' || b == b'.')
+                    })
+            })
+        });
+        if !ok {
+            return Err(InputError::new(
+                path,
+                at("kubelet_eviction_hard"),
+                format!("`kubelet_eviction_hard` = {value} is not a table of signal = \"threshold\""),
+            )
+            .hint("e.g. { \"memory.available\" = \"100Mi\", \"nodefs.available\" = \"1Gi\", \"imagefs.available\" = \"1Gi\", \"nodefs.inodesFree\" = \"5%\" }"));
+        }
+    }
     if let Some(value) = vars.get("kubeadm_ignore_preflight_errors") {
         let names = value.as_array().map(|items| {
             items
@@ -140,6 +161,16 @@ mod tests {
             ),
             ("kubelet_fail_cgroup_v1 = \"no\"", 3, "true or false"),
             ("containerd_restrict_oom_score_adj = 1", 3, "true or false"),
+            (
+                "kubelet_eviction_hard = \"1Gi\"",
+                3,
+                "signal = \"threshold\"",
+            ),
+            (
+                "kubelet_eviction_hard = { \"nodefs.available\" = \"1 Gi\" }",
+                3,
+                "signal = \"threshold\"",
+            ),
             ("kubeadm_ignore_preflight_errors = \"Swap\"", 3, "list"),
             ("kubeadm_ignore_preflight_errors = [\"a b\"]", 3, "list"),
             ("kube_proxy_conntrack_max_per_core = -1", 3, "0-2147483647"),
@@ -161,6 +192,7 @@ mod tests {
             "registry_mirrors = { \"registry.k8s.io\" = { url = \"http://10.0.0.5:5000\" }, \"quay.io\" = { url = \"https://m.example.com\", ca_file = \"/etc/ssl/m.pem\" } }\n\
              kubelet_fail_cgroup_v1 = false\n\
              containerd_restrict_oom_score_adj = true\n\
+             kubelet_eviction_hard = { \"nodefs.available\" = \"1Gi\", \"nodefs.inodesFree\" = \"5%\" }\n\
              kubeadm_ignore_preflight_errors = [\"SystemVerification\", \"FileAvailable--etc-kubernetes-kubelet.conf\"]\n\
              kube_proxy_conntrack_max_per_core = 0",
         )

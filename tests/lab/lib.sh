@@ -648,6 +648,9 @@ real_kubernetes_vars() {
   # The machines have no CAP_SYS_RESOURCE (nor has the sandbox that runs the lab): containerd
   # cannot give pod sandboxes the kubelet's -998 OOM score adjustment.
   echo 'containerd_restrict_oom_score_adj = true'
+  # The machines' disk is the host's, shared with the build caches: the kubelet's default
+  # thresholds (15% of it free for images) would evict pods on a full CI disk.
+  echo 'kubelet_eviction_hard = { "memory.available" = "100Mi", "nodefs.available" = "2Gi", "imagefs.available" = "2Gi", "nodefs.inodesFree" = "5%" }'
   # The host kernel has VXLAN but no IP-in-IP.
   echo 'calico_encapsulation = "vxlan"'
 }
