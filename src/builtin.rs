@@ -116,10 +116,15 @@ mod tests {
 mod elk_tests {
     use super::*;
 
+    /// The built-in elk.toml, parsed.
+    fn elk_playbook() -> toml::Value {
+        let file = PLAYBOOKS.get_file("elk.toml").unwrap();
+        toml::from_str(file.contents_utf8().unwrap()).unwrap()
+    }
+
     /// The `unless` of elk.toml's Kibana status step, its curl replaced by a recorded answer.
     fn kibana_serves(status_json: &str) -> bool {
-        let file = PLAYBOOKS.get_file("elk.toml").unwrap();
-        let value: toml::Value = toml::from_str(file.contents_utf8().unwrap()).unwrap();
+        let value = elk_playbook();
         let step = value["steps"]
             .as_array()
             .unwrap()
@@ -155,8 +160,7 @@ mod elk_tests {
 
     /// The heap_default_mb fact of elk.toml for a host with `total_mib` of memory.
     fn default_heap_mb(total_mib: u64) -> u64 {
-        let file = PLAYBOOKS.get_file("elk.toml").unwrap();
-        let value: toml::Value = toml::from_str(file.contents_utf8().unwrap()).unwrap();
+        let value = elk_playbook();
         let fact = value["facts"]["heap_default_mb"].as_str().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let meminfo = dir.path().join("meminfo");

@@ -343,18 +343,11 @@ pub(crate) mod testing {
 
     impl Gpg {
         pub(crate) fn with_keys(names: &[&str]) -> Gpg {
-            let home = tempfile::tempdir().unwrap();
-            let gpg = Gpg { home };
+            let gpg = Gpg {
+                home: tempfile::tempdir().unwrap(),
+            };
             for name in names {
-                gpg.run(&[
-                    "--passphrase",
-                    "",
-                    "--quick-gen-key",
-                    &format!("{name} <{name}@bootstrap.test>"),
-                    "ed25519",
-                    "sign",
-                    "never",
-                ]);
+                gpg.generate(name, "never");
             }
             gpg
         }
@@ -362,9 +355,16 @@ pub(crate) mod testing {
         /// A throwaway gpg home with one key `name` that expires after `expire` (gpg's syntax,
         /// e.g. "2d").
         pub(crate) fn with_expiring_key(name: &str, expire: &str) -> Gpg {
-            let home = tempfile::tempdir().unwrap();
-            let gpg = Gpg { home };
-            gpg.run(&[
+            let gpg = Gpg {
+                home: tempfile::tempdir().unwrap(),
+            };
+            gpg.generate(name, expire);
+            gpg
+        }
+
+        /// An ed25519 signing key `name` that expires after `expire` ("never" for none).
+        fn generate(&self, name: &str, expire: &str) {
+            self.run(&[
                 "--passphrase",
                 "",
                 "--quick-gen-key",
@@ -373,7 +373,6 @@ pub(crate) mod testing {
                 "sign",
                 expire,
             ]);
-            gpg
         }
 
         /// Moves the primary key's expiry (a new self-signature), as a project extending its key.

@@ -385,10 +385,7 @@ start_registries() {
   reg="$("$LAB_DIR/build/build.sh" --path registry)/bin/docker-registry"
   while read -r host port; do
     conf="$LAB_STATE/registry-$host.yml"
-    printf '%s\n' "# Written by tests/lab: the lab mirror of $host (read-only)." 'version: 0.1' \
-      'log:' '  level: warn' 'storage:' '  filesystem:' "    rootdirectory: $images/registry/$host" \
-      '  maintenance:' '    uploadpurging:' '      enabled: false' '    readonly:' '      enabled: true' \
-      'http:' "  addr: $LAB_HOST_IP:$port" >"$conf"
+    "$LAB_DIR/build/build.sh" --registry-config "$images/registry/$host" "$LAB_HOST_IP:$port" >"$conf"
     spawn_bg "$LAB_STATE/registry-$host.pid" "$LAB_STATE/registry-$host.log" "$reg" serve "$conf"
     wait_tcp "$LAB_HOST_IP" "$port" 15 || die "the lab registry for $host did not start (see $LAB_STATE/registry-$host.log)"
     echo "$host $port" >>"$LAB_STATE/registries.txt"

@@ -5,6 +5,7 @@
 #   tests/lab/build/build.sh [ARTIFACT...]     # default: all, in dependency order
 #   tests/lab/build/build.sh --path ARTIFACT   # print the cache entry of ARTIFACT (no build)
 #   tests/lab/build/build.sh --list            # the artifact names
+#   tests/lab/build/build.sh --registry-config DIR ADDR   # a read-only registry configuration
 #
 # Each artifact lands in <cache>/<name>-<version>-<hash>/ where <hash> covers the pins it uses,
 # the Go version and the text of its recipe (the bash functions that build it). It is built in
@@ -604,6 +605,9 @@ main() {
     case "${1:-}" in
         --list) printf '%s\n' "${ARTIFACTS[@]}"; return ;;
         --path) [[ $# -eq 2 ]] || die "usage: build.sh --path ARTIFACT"; entry_of "$2"; return ;;
+        # The lab's registries serve the images' storage with the same configuration, read-only.
+        --registry-config) [[ $# -eq 3 ]] || die "usage: build.sh --registry-config DIR ADDR"
+            registry_config "$2" "$3" readonly; return ;;
     esac
     local want=("$@") a d failed=()
     ((${#want[@]})) || want=("${ARTIFACTS[@]}")
