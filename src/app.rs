@@ -1115,7 +1115,8 @@ mod tests {
             handlers,
             [
                 "apply namespaces",
-                "apply ingress-nginx",
+                "remove the retired ingress-nginx",
+                "apply nginx-ingress",
                 "apply logging",
                 "apply monitoring",
                 "apply crypto-exchange"
@@ -1132,10 +1133,16 @@ mod tests {
             };
             assert_eq!(step.notify, want, "{src}");
         }
-        // Every handler but the namespaces' waits for what it applied.
+        // Every handler that applies a directory waits for what it applied; the removal of the
+        // retired controller waits for its namespace to be gone (it holds the NodePorts).
         for h in &playbook.handlers[1..] {
             let cmd = h.args["cmd"].as_str().unwrap();
-            assert!(cmd.contains("rollout status"), "{}: {cmd}", h.name);
+            let wait = if h.name.starts_with("remove") {
+                "--wait=true"
+            } else {
+                "rollout status"
+            };
+            assert!(cmd.contains(wait), "{}: {cmd}", h.name);
             assert!(
                 cmd.contains("--timeout={{ rollout_timeout }}"),
                 "{}",
@@ -1396,7 +1403,7 @@ mod tests {
         let everything = [
             "Namespace//kube-system",
             "Namespace//crypto-exchange",
-            "Deployment/ingress-nginx/ingress-nginx-controller",
+            "Deployment/nginx-ingress/nginx-ingress",
             "DaemonSet/logging/fluent-bit",
             "Deployment/monitoring/grafana",
             "Deployment/crypto-exchange/django-app",
@@ -1441,6 +1448,17 @@ mod tests {
         );
         // A fresh cluster: all five.
         assert_eq!(runs(vec!["Namespace//kube-system"]).len(), 5);
+        // A cluster set up with the retired ingress-nginx: it is removed, then the F5 controller
+        // applied (its handlers are declared in that order); nothing else is touched.
+        let mut retired: Vec<&str> = without("Deployment/nginx-ingress/nginx-ingress");
+        retired.push("Deployment/ingress-nginx/ingress-nginx-controller");
+        assert_eq!(
+            runs(retired),
+            vec![
+                "apply nginx-ingress",
+                "remove the retired ingress-nginx,apply nginx-ingress"
+            ]
+        );
     }
 
     #[test]

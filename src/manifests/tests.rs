@@ -71,7 +71,7 @@ fn the_layout_is_a_kustomize_base_per_namespace_and_one_at_the_top() {
         "crypto-exchange/",
         "monitoring/",
         "logging/",
-        "ingress-nginx/",
+        "nginx-ingress/",
     ] {
         assert!(
             paths.contains(&format!("{dir}kustomization.yaml")),
@@ -119,23 +119,50 @@ fn the_layout_is_a_kustomize_base_per_namespace_and_one_at_the_top() {
 }
 
 #[test]
-fn the_ingress_controller_comes_from_the_pinned_release_manifest() {
+fn the_ingress_controller_comes_from_the_pinned_f5_release_manifests() {
     let r = shipped();
-    assert_eq!(r.upstream.len(), 1, "{:?}", r.upstream);
-    let u = &r.upstream[0];
-    assert_eq!(u.path, Path::new("ingress-nginx/upstream/deploy.yaml"));
-    assert!(u.url.contains("/controller-v"), "{}", u.url);
-    assert_eq!(u.sha256.len(), 64);
-    // Fixed NodePorts from the inventory, on a Service of ours selecting the controller.
+    let paths: Vec<&Path> = r.upstream.iter().map(|u| u.path.as_path()).collect();
+    assert_eq!(
+        paths,
+        [
+            "crds.yaml",
+            "ns-and-sa.yaml",
+            "rbac.yaml",
+            "nginx-config.yaml",
+            "ingress-class.yaml",
+            "nginx-ingress.yaml"
+        ]
+        .map(|f| Path::new("nginx-ingress/upstream").join(f))
+    );
+    for u in &r.upstream {
+        // The maintained F5 controller at a release tag, never the retired kubernetes/ingress-nginx.
+        assert!(
+            u.url
+                .starts_with("https://raw.githubusercontent.com/nginx/kubernetes-ingress/v"),
+            "{}",
+            u.url
+        );
+        assert!(
+            u.url
+                .ends_with(u.path.file_name().unwrap().to_str().unwrap()),
+            "{u:?}"
+        );
+        assert_eq!(u.sha256.len(), 64);
+    }
+    // Fixed NodePorts from the inventory, on the Service the release's Deployment names in its
+    // `-external-service=nginx-ingress` flag, selecting the release's pod label `app: nginx-ingress`.
     let s: serde_yaml::Value =
-        serde_yaml::from_str(file(&r, "ingress-nginx/nodeports.yaml")).unwrap();
+        serde_yaml::from_str(file(&r, "nginx-ingress/service.yaml")).unwrap();
+    assert_eq!(s["metadata"]["name"], "nginx-ingress");
+    assert_eq!(s["metadata"]["namespace"], "nginx-ingress");
     assert_eq!(s["spec"]["type"], "NodePort");
     assert_eq!(s["spec"]["ports"][0]["nodePort"], 30080);
     assert_eq!(s["spec"]["ports"][1]["nodePort"], 30443);
-    assert_eq!(
-        s["spec"]["selector"]["app.kubernetes.io/component"],
-        "controller"
-    );
+    assert_eq!(s["spec"]["selector"]["app"], "nginx-ingress");
+    // The seed's Ingress keeps class `nginx`, the release's IngressClass name.
+    let ing: serde_yaml::Value =
+        serde_yaml::from_str(file(&r, "crypto-exchange/ingress.yaml")).unwrap();
+    assert_eq!(ing["spec"]["ingressClassName"], "nginx");
 }
 
 #[test]
@@ -557,15 +584,15 @@ fn upstream_files_are_downloaded_only_when_their_sha256_matches() {
     let upstream = |sha256: &str| Upstream {
         url: serve(body, 1),
         sha256: sha256.to_string(),
-        path: PathBuf::from("ingress-nginx/upstream/deploy.yaml"),
+        path: PathBuf::from("nginx-ingress/upstream/crds.yaml"),
     };
     let bad = "0".repeat(64);
     let err = vendor_upstream(&out, &[upstream(&bad)], &dir.path().join("cache-1")).unwrap_err();
     assert!(format!("{err:#}").contains("sha256"), "{err:#}");
-    assert!(!out.join("ingress-nginx/upstream/deploy.yaml").exists());
+    assert!(!out.join("nginx-ingress/upstream/crds.yaml").exists());
 
     vendor_upstream(&out, &[upstream(&good)], &dir.path().join("cache-2")).unwrap();
-    let written = out.join("ingress-nginx/upstream/deploy.yaml");
+    let written = out.join("nginx-ingress/upstream/crds.yaml");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), body);
     assert_eq!(
         std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,

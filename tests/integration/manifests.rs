@@ -46,7 +46,7 @@ fn render_only_writes_a_private_kustomize_directory_beside_the_inventory() {
         "crypto-exchange/",
         "monitoring/",
         "logging/",
-        "ingress-nginx/",
+        "nginx-ingress/",
     ] {
         assert!(dir.join(format!("{k}kustomization.yaml")).exists(), "{k}");
     }

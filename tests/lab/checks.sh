@@ -870,8 +870,8 @@ check_kubernetes_master() {
 
 # After check_worker (whose `bootstrap worker` runs the join too).
 # `all` here includes the manifests stage: its first run applies the hand-off through the
-# master's stand-in kubectl (ingress-nginx from the stand-in release manifest the lab repository
-# serves); check_manifests then checks what the stand-in API recorded.
+# master's stand-in kubectl (the NGINX Ingress Controller from the stand-in release files the lab
+# repository serves); check_manifests then checks what the stand-in API recorded.
 check_kubernetes() {
   local pw before inv_overlap
   pw="$(secret_value db_password)"
@@ -1012,8 +1012,55 @@ check_manifests_on_standin() {
   # A single-node cluster: its workloads run on the control plane (as one does with kubeadm).
   check "standin: the control-plane taint is removed (one node)" \
     kubectl_on_master "taint nodes master node-role.kubernetes.io/control-plane:NoSchedule-"
+  # A cluster set up before the move to the F5 controller: the retired ingress-nginx's stand-in
+  # release (its NodePort Service on the fixed ports, its IngressClass `nginx` of another controller).
+  check "standin: the retired ingress-nginx is applied first (as an older bootstrap left it)" \
+    retired_ingress_nginx_applied
   check "standin: the manifests stage exits 0" exit_code_is 0 bootstrap_json standin-manifests manifests
+  check "standin: the retired ingress-nginx is gone (namespace, webhook, RBAC)" retired_ingress_nginx_gone
+  check "standin: IngressClass nginx is the F5 controller's; its Service holds the fixed NodePorts" \
+    f5_controller_serves_class_nginx
   check_manifests
+}
+
+# The old release's stand-in from the lab repository, plus the fixed-NodePort Service of ours
+# that older bootstraps applied beside it.
+retired_ingress_nginx_applied() {
+  on_host "$KUBE_HOST" "python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+    $(lab_repo_url)ingress-nginx.yaml >/tmp/retired-ingress-nginx.yaml" || return 1
+  on_host "$KUBE_HOST" "cat >>/tmp/retired-ingress-nginx.yaml <<'EOF'
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: ingress-nginx-fixed-nodeports
+  namespace: ingress-nginx
+spec:
+  type: NodePort
+  selector:
+    app.kubernetes.io/name: ingress-nginx
+  ports:
+    - name: http
+      port: 80
+      nodePort: $(toml_get "$INVENTORY" vars.ingress_http_node_port)
+EOF" || return 1
+  kubectl_on_master "apply -f /tmp/retired-ingress-nginx.yaml" >/dev/null || return 1
+  kubectl_on_master "get deployment -n ingress-nginx ingress-nginx-controller -o name" >/dev/null
+}
+
+retired_ingress_nginx_gone() {
+  local left
+  left="$(kubectl_on_master "get namespaces,deployments,services,validatingwebhookconfigurations,clusterroles -A -o name" | grep ingress-nginx)"
+  [[ -z $left ]] || { printf 'still there:\n%s\n' "$left"; return 1; }
+}
+
+f5_controller_serves_class_nginx() {
+  local controller ports
+  controller="$(kubectl_on_master "get ingressclass nginx -o jsonpath={.spec.controller}")" || return 1
+  [[ $controller == nginx.org/ingress-controller ]] || { echo "IngressClass nginx: controller $controller"; return 1; }
+  ports="$(kubectl_on_master "-n nginx-ingress get service nginx-ingress -o jsonpath={.spec.ports[*].nodePort}")" || return 1
+  [[ $ports == "$(toml_get "$INVENTORY" vars.ingress_http_node_port) $(toml_get "$INVENTORY" vars.ingress_https_node_port)" ]] ||
+    { echo "Service nginx-ingress NodePorts: $ports"; return 1; }
 }
 
 # `bootstrap check` connects to nothing: until the inventory checks refuse the CIDR it cannot

@@ -334,6 +334,7 @@ build_repo() {
   rm -rf "$stage"
   cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico-standin.yaml"
   cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
+  rm -rf "$repo/nginx-ingress" && cp -r "$LAB_DIR/standins/nginx-ingress" "$repo/nginx-ingress"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
     && apt-ftparchive release . >Release)
   sign_repo "$repo"
@@ -598,9 +599,13 @@ lab_vars() {
   [[ $1 == standin ]] && calico=calico-standin.yaml
   echo "calico_manifest_url = \"$(lab_repo_url)$calico\""
   echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/$calico" | cut -d' ' -f1)\""
-  # The manifests stage: the stand-in ingress-nginx release manifest (tests/lab/standins/).
-  echo "ingress_nginx_manifest_url = \"$(lab_repo_url)ingress-nginx.yaml\""
-  echo "ingress_nginx_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/ingress-nginx.yaml" | cut -d' ' -f1)\""
+  # The manifests stage: the stand-in NGINX Ingress Controller release files (tests/lab/standins/),
+  # each pinned by its sha256 as the product pins the release's.
+  echo "nginx_ingress_manifests_url = \"$(lab_repo_url)nginx-ingress\""
+  local f
+  for f in $(cd "$LAB_STATE/repo/nginx-ingress" && find . -name '*.yaml' | sed 's|^\./||' | sort); do
+    echo "nginx_ingress_manifests.\"$f\" = \"$(sha256sum <"$LAB_STATE/repo/nginx-ingress/$f" | cut -d' ' -f1)\""
+  done
   echo "lab_proxy_url = \"http://$LAB_HOST_IP:$LAB_PROXY_PORT\""
   echo "lab_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
   echo "lab_repo_key_sha256 = \"$key_sha256\""

@@ -327,6 +327,55 @@ class IngressStandinManifestTest(unittest.TestCase):
             self.assertIn(obj, applied)
 
 
+class NginxIngressStandinTest(unittest.TestCase):
+    """The F5 controller's stand-in release files, applied as the product's kustomization names them,
+    and the removal of the retired ingress-nginx that the manifests playbook does first."""
+
+    FILES = ["deploy/crds.yaml", "deployments/common/ns-and-sa.yaml", "deployments/rbac/rbac.yaml",
+             "deployments/common/nginx-config.yaml", "deployments/common/ingress-class.yaml",
+             "deployments/deployment/nginx-ingress.yaml"]
+
+    def test_the_release_files_apply_with_the_names_the_product_relies_on(self):
+        d = tempfile.mkdtemp(dir=FAKE)
+        os.makedirs(f"{d}/upstream")
+        for path in self.FILES:
+            with open(os.path.join(HERE, "nginx-ingress", path)) as src:
+                text = src.read()
+            self.assertIn("Stand-in", text)
+            with open(f"{d}/upstream/{os.path.basename(path)}", "w") as dst:
+                dst.write(text)
+        with open(f"{d}/kustomization.yaml", "w") as f:
+            f.write("resources: [" + ", ".join("upstream/" + os.path.basename(p) for p in self.FILES) + "]\n")
+        m = Model()
+        for _, o in kubectl.kustomize(d):
+            m.apply(o)
+        applied = [(a["kind"], a["name"]) for a in m.state["applied"]]
+        self.assertEqual(applied[0], ("Namespace", "nginx-ingress"))
+        self.assertIn(("CustomResourceDefinition", "virtualservers.k8s.nginx.org"), applied)
+        deployment = m.get_object("apps", "Deployment", "nginx-ingress", "nginx-ingress")
+        # What the product's Service (files/manifests/nginx-ingress/service.yaml.j2) relies on.
+        self.assertEqual(deployment["spec"]["template"]["metadata"]["labels"]["app"], "nginx-ingress")
+        self.assertIn("-external-service=nginx-ingress", deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+        self.assertEqual(m.get_object("networking.k8s.io", "IngressClass", None, "nginx")["spec"]["controller"],
+                         "nginx.org/ingress-controller")
+
+    def test_deleting_a_namespace_takes_its_objects_and_cluster_scoped_kinds_ignore_the_namespace(self):
+        m = Model()
+        with open(os.path.join(HERE, "ingress-nginx.yaml")) as f:
+            import yaml
+
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    m.apply(doc)
+        self.assertIsNotNone(m.get_object("apps", "Deployment", "ingress-nginx", "ingress-nginx-controller"))
+        self.assertTrue(m.delete_object("", "Namespace", None, "ingress-nginx"))
+        self.assertIsNone(m.get_object("apps", "Deployment", "ingress-nginx", "ingress-nginx-controller"))
+        self.assertIsNone(m.get_object("", "Service", "ingress-nginx", "ingress-nginx-controller"))
+        # kubectl passes its default namespace along; a cluster-scoped object is found regardless.
+        self.assertTrue(m.delete_object("networking.k8s.io", "IngressClass", "default", "nginx"))
+        self.assertFalse(m.delete_object("networking.k8s.io", "IngressClass", None, "nginx"))
+
+
 class ReadinessTest(unittest.TestCase):
     def model(self, pod_cidr="10.244.0.0/16"):
         m = Model()

@@ -25,6 +25,8 @@ KINDS = {
     "crd": ("apiextensions.k8s.io", "CustomResourceDefinition"), "ippool": ("crd.projectcalico.org", "IPPool"),
     "pod": ("", "Pod"), "po": ("", "Pod"),
     "validatingwebhookconfiguration": ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+    "ingressclass": ("networking.k8s.io", "IngressClass"), "clusterrole": ("rbac.authorization.k8s.io", "ClusterRole"),
+    "clusterrolebinding": ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
 }
 # kustomize's legacy order for `apply -k`: these kinds first in this order, webhooks last, the rest between.
 ORDER_FIRST = ["Namespace", "ResourceQuota", "StorageClass", "CustomResourceDefinition", "ServiceAccount",
@@ -116,7 +118,13 @@ class Ctl:
             self.print_objects(None, None, objs, single=False)
             return 0
         group, kind = kind_of(pos[0])
-        objs = self.fetch(group, kind, pos[1] if len(pos) > 1 else None)
+        try:
+            objs = self.fetch(group, kind, pos[1] if len(pos) > 1 else None)
+        except Fail:
+            # As kubectl: --ignore-not-found prints nothing for an object that is not there.
+            if self.flags.get("ignore-not-found") == "true" and len(pos) > 1:
+                return 0
+            raise
         self.print_objects(kind, group, objs, single=len(pos) > 1)
         return 0
 
@@ -356,6 +364,8 @@ class Ctl:
                     self.client().delete("/standin/v1/objects?" + urllib.parse.urlencode(
                         {"group": group, "kind": kind, "namespace": ns, "name": name}))
                 except ApiError:
+                    if self.flags.get("ignore-not-found") == "true":
+                        continue
                     raise Fail(f'Error from server (NotFound): {resource(group, kind)} "{name}" not found') from None
             print(f'{display_kind(group, kind)} "{name}" deleted')
         return 0

@@ -219,7 +219,18 @@ class Model:
         return out
 
     def delete_object(self, group, kind, namespace, name):
-        return self.state["objects"].pop(object_key(group, kind, namespace, name), None) is not None
+        """Deletes one object; a cluster-scoped kind ignores the namespace, and a Namespace takes the
+        objects in it along, as the namespace controller does (here at once, so `--wait` has no
+        wait: the real one returns once the namespace is gone, too)."""
+        if self.scope(group, kind) == "Cluster":
+            namespace = None
+        if self.state["objects"].pop(object_key(group, kind, namespace, name), None) is None:
+            return False
+        if (group, kind) == ("", "Namespace"):
+            for key, entry in list(self.state["objects"].items()):
+                if entry["object"].get("metadata", {}).get("namespace") == name:
+                    del self.state["objects"][key]
+        return True
 
     # ------------------------------------------------------------ bootstrap tokens
 
