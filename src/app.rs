@@ -692,6 +692,9 @@ fn check(g: &GlobalArgs) -> Result<i32> {
         }
     };
     inventory.check_platform_roles()?;
+    for w in crate::inventory::firewall::warnings(&inventory.hosts) {
+        println!("warning: {w}");
+    }
     check_limit(g, &inventory)?;
     secrets::check_file_names(&inventory.secret_names, &secrets_file(g))?;
     let site = site(g)?;
@@ -856,6 +859,8 @@ async fn watch_signals(interrupt: Arc<Interrupt>, reporter: Arc<dyn runner::Repo
     }
 }
 
+#[cfg(test)]
+mod firewall_tests;
 #[cfg(test)]
 mod kubernetes_tests;
 

@@ -7,12 +7,12 @@ use std::path::Path;
 
 use super::*;
 
-fn root() -> &'static Path {
+pub(super) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The shipped inventory with each `(var, toml)` line replaced, or added to `[vars]`.
-fn inventory_with(changes: &[(&str, &str)]) -> (Inventory, tempfile::TempDir) {
+pub(super) fn inventory_with(changes: &[(&str, &str)]) -> (Inventory, tempfile::TempDir) {
     let mut text = std::fs::read_to_string(root().join("inventory.toml")).unwrap();
     for (var, value) in changes {
         let prefix = format!("{var} =");
@@ -39,7 +39,7 @@ fn inventory_with(changes: &[(&str, &str)]) -> (Inventory, tempfile::TempDir) {
     (Inventory::load(&path).unwrap(), dir)
 }
 
-fn debian12() -> BTreeMap<String, String> {
+pub(super) fn debian12() -> BTreeMap<String, String> {
     [
         ("os_id", "debian"),
         ("os_version", "12"),
@@ -65,7 +65,7 @@ fn render_file(inventory: &Inventory, host: &str, src: &str) -> String {
 }
 
 /// The rendered arguments of a playbook's step (None: its `when` is false).
-fn render_step(
+pub(super) fn render_step(
     inventory: &Inventory,
     host: &str,
     playbook: &str,
@@ -106,7 +106,7 @@ fn master_step(inventory: &Inventory, playbook: &str, step_starts: &str) -> Opti
     )
 }
 
-fn shipped() -> Inventory {
+pub(super) fn shipped() -> Inventory {
     Inventory::load(&root().join("inventory.toml")).unwrap()
 }
 

@@ -105,12 +105,16 @@ pub fn targets<'a>(p: &'a Platform, w: &Object) -> Vec<Target<'a>> {
     out
 }
 
-/// The services a host's firewall opens on one port with a name (not SSH, not ranges).
+/// The services a host's firewall opens on one port with a name (not SSH, not ranges), less the
+/// node's Kubernetes plumbing drawn elsewhere: the API has a box of its own, NodePorts are the
+/// cluster's Services, the kubelet belongs to the node.
 pub fn host_services(h: &HostInfo) -> Vec<&OpenPort> {
     h.firewall
         .iter()
         .flat_map(|f| &f.open)
-        .filter(|o| o.number.is_some() && !o.comment.is_empty() && o.comment != "ssh")
+        .filter(|o| o.number.is_some() && !o.comment.is_empty())
+        .filter(|o| !matches!(o.comment.as_str(), "ssh" | "kubernetes api" | "kubelet"))
+        .filter(|o| !o.comment.contains("nodeport"))
         .collect()
 }
 

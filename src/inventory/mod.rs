@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows a particular host or IP: the shipped inventory.toml holds those.
 
+pub mod firewall;
 pub mod kubernetes;
 pub mod network;
 pub mod secrets;
@@ -267,6 +268,7 @@ impl Inventory {
         }
         network::check_cluster_ranges(path, text, &hosts)?;
         kubernetes::check_node_values(path, text, &hosts)?;
+        firewall::check_firewall_values(path, text, &hosts)?;
         let seconds =
             |value: &Option<Spanned<i64>>, name: &str, range: std::ops::RangeInclusive<i64>| {
                 match value {

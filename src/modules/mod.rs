@@ -6,6 +6,7 @@
 //! one function, so check mode cannot be bypassed. Modules are tested from data (arguments +
 //! faked probe output -> expected changes), without SSH.
 
+pub mod address;
 pub mod apt;
 pub mod apt_repo;
 pub mod command;
@@ -16,6 +17,7 @@ pub mod fetch;
 pub mod file;
 pub mod kernel_module;
 pub mod line;
+pub mod nodeport_filter;
 pub mod openpgp;
 pub mod postgres;
 pub mod service;
@@ -255,6 +257,7 @@ pub fn build(
         "sysctl" => Box::new(sysctl::Sysctl::from_args(args, ctx)?),
         "kernel_module" => Box::new(kernel_module::KernelModule::from_args(args, ctx)?),
         "ufw" => Box::new(ufw::Ufw::from_args(args, ctx)?),
+        "nodeport_filter" => Box::new(nodeport_filter::NodeportFilter::from_args(args, ctx)?),
         "postgres_role" => Box::new(postgres::PostgresRole::from_args(args, ctx)?),
         "postgres_db" => Box::new(postgres::PostgresDb::from_args(args, ctx)?),
         "wait_for" => Box::new(wait_for::WaitFor::from_args(args, ctx)?),
@@ -285,6 +288,7 @@ pub const MODULE_NAMES: &[&str] = &[
     "sysctl",
     "kernel_module",
     "ufw",
+    "nodeport_filter",
     "postgres_role",
     "postgres_db",
     "wait_for",

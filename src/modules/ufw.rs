@@ -321,53 +321,6 @@ pub struct Ufw {
     pub rules: Vec<WantedRule>,
 }
 
-/// `any`, an address, or a CIDR with no host bits set; `/32` and `/128` become bare addresses
-/// as ufw stores them.
-fn normalise_addr(a: &str) -> Result<String, String> {
-    if a == "any" {
-        return Ok("any".into());
-    }
-    let (ip, len) = match a.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (a, None),
-    };
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{a:?} is not an address or CIDR"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len: u32 = match len {
-        None => max,
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{a:?}: bad prefix length"))?,
-    };
-    if len == max {
-        return Ok(ip.to_string());
-    }
-    let network = match ip {
-        IpAddr::V4(v4) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            IpAddr::from(std::net::Ipv4Addr::from(u32::from(v4) & mask))
-        }
-        IpAddr::V6(v6) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
-        }
-    };
-    if network != ip {
-        return Err(format!(
-            "{a:?} has host bits set (did you mean {network}/{len}?)"
-        ));
-    }
-    Ok(format!("{ip}/{len}"))
-}
-
 fn valid_port(p: &str) -> bool {
     let num = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0) && !s.starts_with('0');
     match p.split_once(':') {
@@ -416,7 +369,7 @@ fn wanted_rule(r: RuleArgs, route: bool) -> Result<WantedRule, (String, &'static
         }
     };
     let addr = |a: Option<String>| {
-        normalise_addr(a.as_deref().unwrap_or("any")).map_err(|e| {
+        super::address::normalise(a.as_deref().unwrap_or("any")).map_err(|e| {
             (
                 e,
                 "write \"any\", an address like \"10.0.0.5\", or a CIDR like \"10.0.0.0/24\"",
@@ -1094,6 +1047,28 @@ route_rules = [{ action = "allow", from = "10.0.0.9" }, { action = "allow", from
             "ufw: add allow 5432/tcp from 10.0.0.7 (bootstrap: postgres from elk)"
         );
         assert!(shell_of(&changes[0]).starts_with("ufw prepend allow"));
+    }
+
+    #[test]
+    fn an_empty_list_of_sources_stands_for_no_rule_and_its_old_rule_goes() {
+        // How the playbooks write a rule that an inventory value turns off (an empty
+        // admin_allowed, the other calico_encapsulation's rule).
+        let u = ufw(r#"rules = [{ action = "allow", port = "4789", proto = "udp", from = [], comment = "calico vxlan" }]"#).unwrap();
+        assert_eq!(u.rules.len(), 1, "the ssh rule only");
+        let had = converged(true, "10.0.0.5")
+            + &format!(
+                "rule4=allow udp 4789 0.0.0.0/0 any 10.0.0.5 in{}\n",
+                hexc("bootstrap: calico vxlan")
+            );
+        let changes = plan(&u, &had);
+        assert_eq!(changes.len(), 1);
+        assert!(
+            changes[0]
+                .summary
+                .contains("delete allow 4789/udp from 10.0.0.5"),
+            "{}",
+            changes[0].summary
+        );
     }
 
     #[test]

@@ -450,8 +450,8 @@ check_worker() {
   check_worker_access "$pw" ""
   check_worker_extra_allowed "$pw"
   check_worker_wrong_password "$pw"
-  check_worker_drift "firewall drift" "sudo ufw delete allow 30000:32767/tcp" \
-    "$(worker_steps "$WORKER_STEP_FIREWALL")" "sudo ufw status | grep -q 'bootstrap: nodeports'"
+  check_worker_drift "firewall drift" "sudo ufw delete allow $(toml_get "$INVENTORY" vars.ingress_http_node_port)/tcp" \
+    "$(worker_steps "$WORKER_STEP_FIREWALL")" "sudo ufw status | grep -q 'bootstrap: ingress http nodeport'"
   check_worker_drift "pg_hba drift" "echo '# lab drift' | sudo tee -a /etc/postgresql/*/main/pg_hba.conf" \
     "$(worker_steps "$WORKER_STEP_HBA" "$WORKER_HANDLER_RELOAD")" "! sudo grep -q 'lab drift' /etc/postgresql/*/main/pg_hba.conf"
   # Debian's `postgresql` wrapper stays "active" when its cluster is down: the run must see the
@@ -666,11 +666,11 @@ elk_checks_access() {
   check "elk$sfx: a wrong password gets 401" \
     status_is 401 http_status master "$(es_url /_security/_authenticate)" elastic "not-$elastic"
   check "elk$sfx: the outsider cannot reach 9200" on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $ES_PORT"
-  if toml_get "$INVENTORY" vars.kibana_allowed | jq -e --arg o "$(outsider_addr)" 'index("any") or index($o)' >/dev/null; then
-    check "elk$sfx: the outsider reaches Kibana (kibana_allowed admits it)" \
+  if toml_get "$INVENTORY" vars.admin_allowed | jq -e --arg o "$(outsider_addr)" 'index("any") or index($o)' >/dev/null; then
+    check "elk$sfx: the outsider reaches Kibana (admin_allowed admits it)" \
       on_outsider bash -c "$(declare -f tcp_open); tcp_open $ELK_ADDR $KIBANA_PORT"
   else
-    check "elk$sfx: the outsider cannot reach Kibana (kibana_allowed excludes it)" \
+    check "elk$sfx: the outsider cannot reach Kibana (admin_allowed excludes it)" \
       on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $ELK_ADDR $KIBANA_PORT"
   fi
   check "elk$sfx: the master reaches Kibana, which reports available" \
@@ -1178,6 +1178,109 @@ route_via_vxlan() {
   block="$(kubectl_on_master "get node worker -o jsonpath={.spec.podCIDR}")"
   out="$(on_host master "ip route show $block")"
   grep -q "dev vxlan.calico" <<<"$out" || { echo "route to $block on master: $out"; return 1; }
+}
+
+# ---------------------------------------------------------------- firewalls of the nodes (issue 18)
+# NodePorts are DNAT'ed to pods (forwarded traffic, which the Calico stand-in accepts first, as
+# Calico does): only the nodeport filter (mangle PREROUTING) keeps them from the outsider.
+
+FW_PROBE_POD="lab-nodeport-probe"
+NODEPORT_STEP="NodePorts: ingress ones from ingress_allowed, the rest from admin_allowed, the nodes and pods"
+NODEPORT_UNIT="bootstrap-nodeport-filter.service"
+
+# A toolbox pod listening on 8080 (Ready once it accepts) behind two NodePort Services: the
+# ingress HTTP NodePort and Grafana's; applied with the admin machine's kubectl (the API from an
+# admin_allowed address), then waited for until the admin machine opens both on the master.
+nodeport_services_up() {
+  local http="$1" grafana="$2" i
+  admin_kubectl apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $FW_PROBE_POD
+  namespace: default
+  labels: { app: $FW_PROBE_POD }
+spec:
+  nodeName: worker
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: listen
+      image: $TOOLBOX_IMAGE
+      command: ["sh", "-c", "while :; do nc -dlk -p 8080; sleep 1; done"]
+      readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 2 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: lab-nodeport-ingress, namespace: default }
+spec:
+  type: NodePort
+  selector: { app: $FW_PROBE_POD }
+  ports: [{ port: 8080, nodePort: $http }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: lab-nodeport-grafana, namespace: default }
+spec:
+  type: NodePort
+  selector: { app: $FW_PROBE_POD }
+  ports: [{ port: 8080, nodePort: $grafana }]
+EOF
+  admin_kubectl -n default wait --for=condition=Ready "pod/$FW_PROBE_POD" --timeout=120s >/dev/null || return 1
+  for i in $(seq 30); do
+    tcp_open "$(host_addr master)" "$http" && tcp_open "$(host_addr master)" "$grafana" && return 0
+    sleep 1
+  done
+  echo "the admin machine cannot open $http and $grafana on the master"
+  return 1
+}
+
+outsider_opens() { on_outsider bash -c "$(declare -f tcp_open); tcp_open $1 $2"; }
+outsider_cannot_open() { on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $1 $2"; }
+
+check_node_firewalls() {
+  local http grafana api h addr
+  http="$(toml_get "$INVENTORY" vars.ingress_http_node_port)"
+  grafana="$(toml_get "$INVENTORY" vars.grafana_node_port)"
+  api="$(toml_get "$INVENTORY" vars.api_port)"
+  check "firewall: a pod behind the ingress NodePort $http and Grafana's $grafana (applied with the admin machine's kubectl)" \
+    nodeport_services_up "$http" "$grafana"
+  for h in master worker; do
+    addr="$(host_addr "$h")"
+    check "firewall: the outsider opens the ingress NodePort $addr:$http ($h)" outsider_opens "$addr" "$http"
+    check "firewall: the outsider cannot open Grafana's NodePort $addr:$grafana ($h)" outsider_cannot_open "$addr" "$grafana"
+    check "firewall: the admin machine opens Grafana's NodePort $addr:$grafana ($h)" tcp_open "$addr" "$grafana"
+    check "firewall: the nodeport filter is jumped to from mangle PREROUTING on $h" \
+      on_host "$h" "sudo iptables -w -t mangle -C PREROUTING -j BOOTSTRAP-NODEPORTS"
+  done
+  addr="$(host_addr master)"
+  check "firewall: the outsider cannot open the master's API $addr:$api" outsider_cannot_open "$addr" "$api"
+  check "firewall: the outsider cannot open the master's kubelet $addr:10250" outsider_cannot_open "$addr" 10250
+  check "firewall: the admin machine opens the master's API $addr:$api" tcp_open "$addr" "$api"
+  # ufw never touches the mangle table: a reload keeps the filter.
+  check "firewall: ufw reload on the worker" on_host worker "sudo ufw reload >/dev/null"
+  check "firewall: ... and the outsider still cannot open $(host_addr worker):$grafana" \
+    outsider_cannot_open "$(host_addr worker)" "$grafana"
+  check "firewall: ... and still opens $(host_addr worker):$http" outsider_opens "$(host_addr worker)" "$http"
+  # What boot does: the unit loads the chain and the jump from its file.
+  check "firewall: with the chain and its jump removed by hand, the unit (as at boot) loads them again" \
+    on_host worker "sudo sh -c 'iptables -w -t mangle -D PREROUTING -j BOOTSTRAP-NODEPORTS && iptables -w -t mangle -F BOOTSTRAP-NODEPORTS &&
+      systemctl restart $NODEPORT_UNIT && systemctl is-enabled --quiet $NODEPORT_UNIT && iptables -w -t mangle -C PREROUTING -j BOOTSTRAP-NODEPORTS'"
+  check "firewall: ... and the outsider still cannot open $(host_addr worker):$grafana" \
+    outsider_cannot_open "$(host_addr worker)" "$grafana"
+  # A flushed chain is drift the probe sees: --check names only the NodePorts step, a run restores it.
+  on_host worker "sudo iptables -w -t mangle -F BOOTSTRAP-NODEPORTS" >/dev/null
+  check "firewall: a flushed chain opens Grafana's NodePort to the outsider (the lab shows the filter is what blocks it)" \
+    outsider_opens "$(host_addr worker)" "$grafana"
+  check "firewall: ... --check reports only the NodePorts step" exit_code_is 0 bootstrap_json nodeports-drift-check --check worker
+  check "firewall: ... (changed steps)" changed_steps_are nodeports-drift-check "$(worker_steps "$NODEPORT_STEP")"
+  check "firewall: ... a real run changes only that step" exit_code_is 0 bootstrap_json nodeports-drift worker
+  check "firewall: ... (changed steps)" changed_steps_are nodeports-drift "$(worker_steps "$NODEPORT_STEP")"
+  check "firewall: ... and the outsider cannot open $(host_addr worker):$grafana again" \
+    outsider_cannot_open "$(host_addr worker)" "$grafana"
+  check "firewall: ... and a further run changes 0" exit_code_is 0 bootstrap_json nodeports-drift-2 worker
+  check "firewall: ... (summary)" summary_is nodeports-drift-2 changed 0
+  admin_kubectl -n default delete "pod/$FW_PROBE_POD" service/lab-nodeport-ingress service/lab-nodeport-grafana \
+    --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 
 check_real_cluster() {

@@ -615,8 +615,8 @@ lab_vars() {
   echo 'elastic_repo_components = []'
   echo "elastic_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
   echo "elastic_repo_key_sha256 = \"$key_sha256\""
-  # Kibana for the admin machine and the cluster nodes only, so the outsider is refused.
-  echo "kibana_allowed = [\"$LAB_HOST_IP\", \"${MACHINE_IP[master]}\", \"${MACHINE_IP[worker]}\"]"
+  # The admin machine is the lab host (the API, Kibana, Grafana, NodePorts); the outsider is not.
+  echo "admin_allowed = [\"$LAB_HOST_IP\"]"
   # containerd.io from the lab repository (built from source, see build_repo): the product's
   # default source, at the lab's pinned version.
   echo "containerd_repo_url = \"$(lab_repo_url)\""

@@ -77,6 +77,7 @@ check_worker_probes_see_drift
 check_kubernetes
 if [[ $LAB_KIND == container ]]; then
   check_real_cluster
+  check_node_firewalls
   check_manifests_on_standin
 else
   check_manifests
