@@ -1152,6 +1152,22 @@ mod tests {
     }
 
     #[test]
+    fn every_step_of_the_manifests_stage_carries_its_tag() {
+        // `all --skip-tags manifests` must skip the whole stage: a step without the tag would
+        // run and read values of skipped steps (registered[...].in_cluster).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        for step in &playbook.steps {
+            assert!(
+                step.tags.iter().any(|t| t == "manifests"),
+                "step `{}` (line {}) lacks the manifests tag",
+                step.name,
+                step.line
+            );
+        }
+    }
+
+    #[test]
     fn shipped_playbooks_validate_against_the_shipped_inventory() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
@@ -1220,6 +1236,21 @@ mod tests {
             "elasticsearch.ssl.certificateAuthorities: [\"/etc/kibana/elasticsearch-http-ca.crt\"]"
         ));
         assert!(yml.contains("elasticsearch.ssl.verificationMode: full"));
+        // One setting per line: the file is YAML with exactly these keys.
+        let parsed: serde_yaml::Mapping = serde_yaml::from_str(&yml).unwrap();
+        let keys: Vec<&str> = parsed.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.port",
+                "server.host",
+                "server.name",
+                "elasticsearch.hosts",
+                "elasticsearch.username",
+                "elasticsearch.ssl.certificateAuthorities",
+                "elasticsearch.ssl.verificationMode"
+            ]
+        );
     }
 
     #[test]
