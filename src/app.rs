@@ -1157,6 +1157,22 @@ mod tests {
     }
 
     #[test]
+    fn every_step_of_the_manifests_stage_carries_its_tag() {
+        // `all --skip-tags manifests` must skip the whole stage: a step without the tag would
+        // run and read values of skipped steps (registered[...].in_cluster).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let playbook = Playbook::load(&root.join("playbooks/manifests.toml")).unwrap();
+        for step in &playbook.steps {
+            assert!(
+                step.tags.iter().any(|t| t == "manifests"),
+                "step `{}` (line {}) lacks the manifests tag",
+                step.name,
+                step.line
+            );
+        }
+    }
+
+    #[test]
     fn shipped_playbooks_validate_against_the_shipped_inventory() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let inventory = Inventory::load(&root.join("inventory.toml")).unwrap();
@@ -1194,7 +1210,10 @@ mod tests {
         assert!(yml.contains(&format!("network.host: [\"{elk}\", \"127.0.0.1\"]")));
         assert!(yml.contains("discovery.type: single-node"));
         assert!(yml.contains("xpack.security.enabled: true"));
-        assert!(yml.contains("xpack.security.http.ssl:\n  enabled: false"));
+        // TLS on HTTP by default (elasticsearch_scheme = "https"), with the package's keystore.
+        assert!(yml.contains(
+            "xpack.security.http.ssl:\n  enabled: true\n  keystore.path: certs/http.p12"
+        ));
         assert!(yml.contains("xpack.security.transport.ssl:\n  enabled: true"));
         // Refused beside single-node, and what the package's auto-configuration appends.
         for absent in ["initial_master_nodes", "http.host", "AUTO CONFIGURATION"] {
@@ -1213,6 +1232,56 @@ mod tests {
         let yml = render_for_shipped_elk("elk/kibana.yml.j2", &[]);
         assert!(yml.contains("elasticsearch.username: \"kibana_system\""));
         assert!(!yml.contains("password:"), "{yml}");
+        // Over TLS, verifying the certificate against the CA the ELK part copies for Kibana.
+        assert!(
+            yml.contains("elasticsearch.hosts: [\"https://127.0.0.1:9200\"]"),
+            "{yml}"
+        );
+        assert!(yml.contains(
+            "elasticsearch.ssl.certificateAuthorities: [\"/etc/kibana/elasticsearch-http-ca.crt\"]"
+        ));
+        assert!(yml.contains("elasticsearch.ssl.verificationMode: full"));
+        // One setting per line: the file is YAML with exactly these keys.
+        let parsed: serde_yaml::Mapping = serde_yaml::from_str(&yml).unwrap();
+        let keys: Vec<&str> = parsed.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.port",
+                "server.host",
+                "server.name",
+                "elasticsearch.hosts",
+                "elasticsearch.username",
+                "elasticsearch.ssl.certificateAuthorities",
+                "elasticsearch.ssl.verificationMode"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_call_to_elasticsearch_verifies_its_ca_and_follows_the_scheme() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("playbooks/elk.toml")).unwrap();
+        // Loopback calls name the scheme from the inventory, never a fixed http://.
+        assert!(
+            !text.contains("http://127.0.0.1"),
+            "a fixed http:// call in elk.toml"
+        );
+        for line in text
+            .lines()
+            .filter(|l| l.contains("127.0.0.1:{{ elasticsearch_port }}"))
+        {
+            assert!(
+                line.contains("{{ elasticsearch_scheme }}://"),
+                "no scheme: {line}"
+            );
+            if line.contains("curl") {
+                assert!(
+                    line.contains("--cacert /etc/elasticsearch/certs/http_ca.crt"),
+                    "curl without the CA: {line}"
+                );
+            }
+        }
     }
 
     fn shipped_inventory() -> Inventory {

@@ -76,9 +76,14 @@ pub fn default_out_dir(inventory: &Inventory) -> PathBuf {
     inventory.state_dir().join("manifests")
 }
 
+/// Where `bootstrap elk` fetches the ELK host's Elasticsearch HTTP CA, in the state directory.
+pub const FETCHED_ELASTICSEARCH_CA: &str = "elasticsearch-http-ca.crt";
+
 /// The variables the manifests are rendered with: the master's, as the playbook that applies
 /// them sees them, without facts (`facts.live_app_image` is then unknown: the inventory's
-/// image is used).
+/// image is used). What the playbook reads from the ELK host when it applies them (its
+/// Elasticsearch CA, `registered[master].elasticsearch_http_ca`) comes from the copy `bootstrap
+/// elk` fetched to the admin machine, when there is one.
 pub fn render_for_master(
     inventory: &Inventory,
     secrets: &Secrets,
@@ -92,7 +97,20 @@ pub fn render_for_master(
         )
         .hint("give one host roles = [\"master\"]")
     })?;
-    let ctx = crate::runner::context::host_context(inventory, master, secrets, &BTreeMap::new());
+    let mut registered = crate::runner::context::RegisteredValues::new();
+    if let Ok(ca) = std::fs::read_to_string(inventory.state_dir().join(FETCHED_ELASTICSEARCH_CA)) {
+        registered.entry(master.name.clone()).or_default().insert(
+            "elasticsearch_http_ca".to_string(),
+            ca.trim_end().to_string(),
+        );
+    }
+    let ctx = crate::runner::context::host_context_with(
+        inventory,
+        master,
+        secrets,
+        &BTreeMap::new(),
+        &registered,
+    );
     render_tree(&Renderer::new(files_dir), &ctx)
 }
 

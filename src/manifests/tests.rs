@@ -599,3 +599,94 @@ fn upstream_files_are_downloaded_only_when_their_sha256_matches() {
         0o600
     );
 }
+
+#[test]
+fn fluent_bit_ships_to_the_data_stream_over_verified_tls_with_bounded_retries() {
+    let r = shipped();
+    let conf = file(&r, "logging/fluent-bit-config.yaml");
+    for want in [
+        "Index               k8s-containers",
+        "Write_Operation     create",
+        "Suppress_Type_Name  On",
+        "Buffer_Size         False",
+        "Trace_Error         On",
+        "Retry_Limit         30",
+        "storage.total_limit_size  2G",
+        "storage.path               /var/lib/fluent-bit/buffer",
+        "storage.type      filesystem",
+        "Merge_Log_Key       log_processed",
+        "tls                 On",
+        "tls.verify          On",
+        "tls.verify_hostname On",
+        "tls.ca_file         /fluent-bit/etc/elasticsearch-ca/ca.crt",
+    ] {
+        assert!(conf.contains(want), "{want:?} not in:\n{conf}");
+    }
+    // Never retried forever (a chunk Elasticsearch refuses whole would block its input).
+    assert!(!conf.contains("Retry_Limit         False"), "{conf}");
+    // The CA is mounted where tls.ca_file points, from the ConfigMap of that name.
+    let ds: serde_yaml::Value = serde_yaml::from_str(file(&r, "logging/fluent-bit.yaml")).unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "elasticsearch-ca")
+        .expect("no elasticsearch-ca mount");
+    assert_eq!(mount["mountPath"], "/fluent-bit/etc/elasticsearch-ca");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "elasticsearch-ca")
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "elasticsearch-ca");
+    let cm: serde_yaml::Value =
+        serde_yaml::from_str(file(&r, "logging/elasticsearch-ca.yaml")).unwrap();
+    assert_eq!(cm["metadata"]["name"], "elasticsearch-ca");
+    assert!(cm["data"]["ca.crt"].is_string());
+}
+
+#[test]
+fn the_elasticsearch_ca_comes_from_the_copy_bootstrap_elk_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("inventory.toml"),
+        dir.path().join("inventory.toml"),
+    )
+    .unwrap();
+    let render = || {
+        let inv = Inventory::load(&dir.path().join("inventory.toml")).unwrap();
+        let secrets = Secrets::placeholders(inv.secret_names.keys());
+        render_for_master(&inv, &secrets, &repo().join("files")).unwrap()
+    };
+    let ca_of = |r: &Rendered| {
+        let cm: serde_yaml::Value =
+            serde_yaml::from_str(file(r, "logging/elasticsearch-ca.yaml")).unwrap();
+        cm["data"]["ca.crt"].as_str().unwrap().to_string()
+    };
+    let annotation = |r: &Rendered| {
+        let ds: serde_yaml::Value =
+            serde_yaml::from_str(file(r, "logging/fluent-bit.yaml")).unwrap();
+        ds["spec"]["template"]["metadata"]["annotations"]["bootstrap/elasticsearch-ca-sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Before `bootstrap elk` ever ran: empty, and the file says so.
+    let before = render();
+    assert_eq!(ca_of(&before), "");
+    assert!(file(&before, "logging/elasticsearch-ca.yaml").contains("EMPTY"));
+    // After it fetched the CA: that certificate, and Fluent Bit's pods roll (their annotation).
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBstandin\n-----END CERTIFICATE-----\n";
+    std::fs::create_dir_all(dir.path().join(".bootstrap")).unwrap();
+    std::fs::write(
+        dir.path().join(".bootstrap").join(FETCHED_ELASTICSEARCH_CA),
+        pem,
+    )
+    .unwrap();
+    let after = render();
+    assert_eq!(ca_of(&after), pem);
+    assert!(!file(&after, "logging/elasticsearch-ca.yaml").contains("EMPTY"));
+    assert_ne!(annotation(&before), annotation(&after));
+}

@@ -611,7 +611,10 @@ load_elk_vars() {
   ELK_ADDR="$(host_addr elk)"
   ES_PORT="$(toml_get "$INVENTORY" vars.elasticsearch_port)"
   KIBANA_PORT="$(toml_get "$INVENTORY" vars.kibana_port)"
-  LOG_INDEX="$(toml_get "$INVENTORY" vars.log_index)"
+  LOG_STREAM="$(toml_get "$INVENTORY" vars.log_data_stream)"
+  ES_SCHEME="$(toml_get "$INVENTORY" vars.elasticsearch_scheme)"
+  # The CA `bootstrap elk` fetched to the admin machine: the checks verify Elasticsearch with it.
+  ES_CA="$(dirname "$INVENTORY")/.bootstrap/elasticsearch-http-ca.crt"
   SHIPPER="$(toml_get "$INVENTORY" vars.log_shipper_user)"
 }
 
@@ -632,7 +635,7 @@ http_status() {
   local -a data=()
   [[ -n $body ]] && data=(-H 'Content-Type: application/json' --data-binary "$body")
   { if [[ -n $user ]]; then printf 'user = "%s:%s"\n' "$user" "$pw"; fi; } |
-    from_position "$pos" curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -K - -X "$method" "${data[@]}" "$url"
+    from_position "$pos" curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$ES_CA" -K - -X "$method" "${data[@]}" "$url"
 }
 
 # status_is WANT CMD...: CMD prints an HTTP status equal to WANT.
@@ -643,7 +646,7 @@ status_is() {
   [[ $got == "$want" ]] || { echo "HTTP status $got, expected $want"; return 1; }
 }
 
-es_url() { printf 'http://%s:%s%s' "$ELK_ADDR" "$ES_PORT" "$1"; }
+es_url() { printf '%s://%s:%s%s' "$ES_SCHEME" "$ELK_ADDR" "$ES_PORT" "$1"; }
 kibana_url() { printf 'http://%s:%s%s' "$ELK_ADDR" "$KIBANA_PORT" "$1"; }
 
 # The data views Kibana lists, as JSON, read with elastic's password.
@@ -654,12 +657,16 @@ kibana_data_view_titles() {
 
 elk_checks_access() {
   local elastic="$1" shipper="$2" sfx="$3" doc='{"message":"lab check","@timestamp":"2026-01-01T00:00:00Z"}'
-  check "elk$sfx: the shipper writes to $LOG_INDEX-test from the master" \
-    status_is 201 http_status master "$(es_url "/$LOG_INDEX-test/_doc")" "$SHIPPER" "$shipper" POST "$doc"
-  check "elk$sfx: the shipper writes to $LOG_INDEX-test from the worker" \
-    status_is 201 http_status worker "$(es_url "/$LOG_INDEX-test/_doc")" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: the shipper writes into the data stream $LOG_STREAM from the master (TLS, CA verified)" \
+    status_is 201 http_status master "$(es_url "/$LOG_STREAM/_doc")" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: the shipper writes into the data stream $LOG_STREAM from the worker (TLS, CA verified)" \
+    status_is 201 http_status worker "$(es_url "/$LOG_STREAM/_doc")" "$SHIPPER" "$shipper" POST "$doc"
   check "elk$sfx: the shipper is refused on another index (403)" \
     status_is 403 http_status master "$(es_url /other-index/_doc)" "$SHIPPER" "$shipper" POST "$doc"
+  check "elk$sfx: the shipper cannot make another data stream (403)" \
+    status_is 403 http_status master "$(es_url /_data_stream/other-stream)" "$SHIPPER" "$shipper" PUT
+  check "elk$sfx: a bulk of Fluent Bit's shape is taken (create, @timestamp, the app's JSON under log_processed)" \
+    shipper_bulk_taken "$shipper"
   check "elk$sfx: elastic logs in with its secret" \
     status_is 200 http_status master "$(es_url /_security/_authenticate)" elastic "$elastic"
   check "elk$sfx: an unauthenticated request gets 401" status_is 401 http_status master "$(es_url /)" "" ""
@@ -684,6 +691,10 @@ elk_files_ok() {
     ! sudo grep -qE "AUTO CONFIGURATION|initial_master_nodes|http.host" /etc/elasticsearch/elasticsearch.yml
     test "$(cat /proc/sys/vm/max_map_count)" = 262144
     sudo grep -qxE -- "-Xms[0-9]+m" /etc/elasticsearch/jvm.options.d/heap.options
+    if grep -q "enabled: true" <(sudo sed -n "/^xpack.security.http.ssl:/,/keystore/p" /etc/elasticsearch/elasticsearch.yml); then
+      test "$(sudo stat -c "%a %U:%G" /etc/kibana/elasticsearch-http-ca.crt)" = "640 root:kibana"
+      sudo cmp -s /etc/kibana/elasticsearch-http-ca.crt /etc/elasticsearch/certs/http_ca.crt
+    fi
     test "$(sudo sed -n "s/^-Xms//p" /etc/elasticsearch/jvm.options.d/heap.options)" = "$(sudo sed -n "s/^-Xmx//p" /etc/elasticsearch/jvm.options.d/heap.options)"
     apt-mark showhold | grep -qx elasticsearch
     apt-mark showhold | grep -qx kibana'
@@ -725,7 +736,12 @@ check_elk() {
   if [[ $LAB_KIND == container ]]; then
     check "elk stand-in: refuses cluster.initial_master_nodes beside single-node, like the real node" elk_standin_refuses
   fi
-  check "elk: the data view $LOG_INDEX* exists once" test "$(kibana_data_view_titles "$elastic" | grep -cxF "$LOG_INDEX*")" = 1
+  check "elk: the data view $LOG_STREAM* exists once" test "$(kibana_data_view_titles "$elastic" | grep -cxF "$LOG_STREAM*")" = 1
+  check "elk: the data stream deletes data older than log_retention (its lifecycle)" log_stream_retention_is "$elastic"
+  if [[ $ES_SCHEME == https ]]; then
+    check "elk: plain HTTP on 9200 gets no answer (TLS only)" plain_http_refused
+    check "elk: a client without the CA cannot verify Elasticsearch" unverified_client_refused
+  fi
 
   wrong="lab-elastic-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
   check "elk rotation: a changed elastic_password run exits 0" \
@@ -773,7 +789,42 @@ not_leaked_any() {
   for v in "$@"; do not_leaked "$v" "${paths[@]}" || return 1; done
 }
 
-ELK_STEP_ES_YML="elasticsearch.yml: single node, security on, HTTP without TLS"
+ELK_STEP_ES_YML="elasticsearch.yml: single node, security on, TLS on HTTP (elasticsearch_scheme)"
+
+# What Fluent Bit sends (out_es: op create, an @timestamp, Suppress_Type_Name), as the shipper.
+shipper_bulk_taken() {
+  local body out
+  body="$(printf '%s\n' '{"create":{"_index":"'"$LOG_STREAM"'"}}' \
+    '{"@timestamp":"2026-12-03T10:00:00.000Z","log_processed":{"level":"info","status":200},"kubernetes":{"labels":{"app":"django-app"}}}' \
+    '{"create":{"_index":"'"$LOG_STREAM"'"}}' \
+    '{"@timestamp":"2026-12-03T10:00:01.000Z","log_processed":{"level":{"nested":true},"status":"200 OK"}}')"
+  out="$(printf 'user = "%s:%s"\n' "$SHIPPER" "$1" | from_position master curl -sS --max-time 10 --cacert "$ES_CA" -K - \
+    -H 'Content-Type: application/x-ndjson' --data-binary "$body" "$(es_url /_bulk)")" || return 1
+  jq -e '.errors == false and ([.items[].create.status] == [201, 201])' <<<"$out" >/dev/null ||
+    { echo "bulk answer: $out"; return 1; }
+}
+
+log_stream_retention_is() {
+  local got want
+  want="$(toml_get "$INVENTORY" vars.log_retention)"
+  got="$(printf 'user = "elastic:%s"\n' "$1" | from_position master curl -fsS --max-time 10 --cacert "$ES_CA" -K - \
+    "$(es_url "/_data_stream/$LOG_STREAM/_lifecycle")" | jq -r '.data_streams[0].lifecycle.data_retention')" || return 1
+  [[ $got == "$want" ]] || { echo "data_retention $got, expected $want"; return 1; }
+}
+
+# curl with the system's CAs only: the certificate is not trusted (exit 60).
+unverified_client_refused() {
+  local rc=0
+  from_position master curl -sS -o /dev/null --max-time 10 "$(es_url /)" 2>/dev/null || rc=$?
+  [[ $rc == 60 ]] || { echo "curl exit $rc, expected 60 (certificate not verified)"; return 1; }
+}
+
+# The TLS port closes a plain-HTTP connection without an HTTP answer.
+plain_http_refused() {
+  local code
+  code="$(from_position master curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$ELK_ADDR:$ES_PORT/")" || true
+  [[ $code == 000 ]] || { echo "plain HTTP got status $code"; return 1; }
+}
 
 # What the package's security auto-configuration appends (on a reinstall, say), appended again.
 elk_autoconfig_drift_is_repaired() {
@@ -1027,7 +1078,7 @@ check_manifests_on_standin() {
 # that older bootstraps applied beside it.
 retired_ingress_nginx_applied() {
   on_host "$KUBE_HOST" "python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
-    $(lab_repo_url)ingress-nginx.yaml >/tmp/retired-ingress-nginx.yaml" || return 1
+    $(toml_get "$INVENTORY" vars.lab_repo_url)ingress-nginx.yaml >/tmp/retired-ingress-nginx.yaml" || return 1
   on_host "$KUBE_HOST" "cat >>/tmp/retired-ingress-nginx.yaml <<'EOF'
 ---
 apiVersion: v1
