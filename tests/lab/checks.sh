@@ -647,12 +647,13 @@ status_is() {
 }
 
 es_url() { printf '%s://%s:%s%s' "$ES_SCHEME" "$ELK_ADDR" "$ES_PORT" "$1"; }
-kibana_url() { printf 'http://%s:%s%s' "$ELK_ADDR" "$KIBANA_PORT" "$1"; }
+# Kibana serves HTTPS with the host's Elasticsearch HTTP certificate when Elasticsearch does.
+kibana_url() { printf '%s://%s:%s%s' "$ES_SCHEME" "$ELK_ADDR" "$KIBANA_PORT" "$1"; }
 
 # The data views Kibana lists, as JSON, read with elastic's password.
 kibana_data_view_titles() {
   printf 'user = "elastic:%s"\n' "$1" |
-    from_position master curl -fsS --max-time 10 -K - "$(kibana_url /api/data_views)" | jq -r '.data_view[].title'
+    from_position master curl -fsS --max-time 10 --cacert "$ES_CA" -K - "$(kibana_url /api/data_views)" | jq -r '.data_view[].title'
 }
 
 elk_checks_access() {
@@ -741,6 +742,9 @@ check_elk() {
   if [[ $ES_SCHEME == https ]]; then
     check "elk: plain HTTP on 9200 gets no answer (TLS only)" plain_http_refused
     check "elk: a client without the CA cannot verify Elasticsearch" unverified_client_refused
+    check "elk: Kibana answers only over HTTPS (plain HTTP on 5601 gets no answer)" plain_http_refused "$KIBANA_PORT"
+    check "elk: Kibana's certificate is the host's, for its address, chained to the fetched CA" \
+      status_is 200 http_status master "$(kibana_url /api/status)" elastic "$elastic"
   fi
 
   wrong="lab-elastic-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
@@ -819,10 +823,10 @@ unverified_client_refused() {
   [[ $rc == 60 ]] || { echo "curl exit $rc, expected 60 (certificate not verified)"; return 1; }
 }
 
-# The TLS port closes a plain-HTTP connection without an HTTP answer.
+# The TLS port (9200, or PORT) closes a plain-HTTP connection without an HTTP answer.
 plain_http_refused() {
   local code
-  code="$(from_position master curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$ELK_ADDR:$ES_PORT/")" || true
+  code="$(from_position master curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://$ELK_ADDR:${1:-$ES_PORT}/")" || true
   [[ $code == 000 ]] || { echo "plain HTTP got status $code"; return 1; }
 }
 

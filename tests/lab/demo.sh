@@ -45,14 +45,16 @@ echo
 echo "Services (probed from the master's namespace; a stand-in answers where the lab uses one):"
 api="$(var api_port)" db="$(var db_port)" es="$(var elasticsearch_port)" kb="$(var kibana_port)"
 http="$(var ingress_http_node_port)" graf="$(var grafana_node_port)" domain="$(var domain)"
+scheme="$(var elasticsearch_scheme)"
 printf '  %-15s %-28s %s\n' \
   "Kubernetes API" "https://$m:$api" "$(answers "$m" "$api")" \
   "PostgreSQL" "$w:$db" "$(answers "$w" "$db")" \
-  "Elasticsearch" "http://$e:$es" "$(answers "$e" "$es")" \
-  "Kibana" "http://$e:$kb" "$(answers "$e" "$kb")" \
+  "Elasticsearch" "$scheme://$e:$es" "$(answers "$e" "$es")" \
+  "Kibana" "$scheme://$e:$kb" "$(answers "$e" "$kb")" \
   "App (ingress)" "http://$w:$http" "$(answers "$w" "$http")" \
   "Grafana" "http://$w:$graf" "$(answers "$w" "$graf")"
 echo "  The app by name: tests/lab/lab exec-ns master curl -H 'Host: $domain' http://$w:$http/"
+echo "  Elasticsearch and Kibana's CA (for curl --cacert or a browser): $(dirname "$inv")/.bootstrap/elasticsearch-http-ca.crt"
 echo
 echo "Diagram of this lab (layers 1-3, SVG and Mermaid): $diagrams/"
 echo "Inventory: $inv   Secrets: $LAB_STATE/secrets.toml (0600)"

@@ -271,6 +271,22 @@ class ElasticStandinTest(unittest.TestCase):
         self.assertEqual(status, 400)
         self.assertEqual(answer["error"]["type"], "resource_already_exists_exception")
 
+    def test_kibanas_certificate_comes_out_of_http_p12_with_the_keystore_password(self):
+        # The pipeline of the playbook's step "Kibana's HTTPS certificate and key": the keystore
+        # tool's `show` into openssl, which must open the install's http.p12 with it.
+        self.node.tool("elasticsearch-keystore", "list")  # makes the tool's link
+        keystore = os.path.join(self.node.dir, "elasticsearch-keystore")
+        out = subprocess.run(
+            f"{sys.executable} {keystore} show xpack.security.http.ssl.keystore.secure_password | "
+            f"openssl pkcs12 -in {self.node.conf}/certs/http.p12 -nokeys -clcerts -passin stdin | "
+            "openssl x509 -noout -ext subjectAltName",
+            shell=True, env=self.node.env, capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("IP Address:127.0.0.1", out.stdout)
+        self.assertIn("DNS:localhost", out.stdout)
+        missing = self.node.tool("elasticsearch-keystore", "show", "no.such.setting")
+        self.assertNotEqual(missing.returncode, 0)
+
     def test_lifecycle_retention_is_set_and_read(self):
         self.setup_stream()
         self.assertEqual(self.node.su("PUT", "/_data_stream/k8s-containers/_lifecycle", {"data_retention": "7d"})[0], 200)
