@@ -132,7 +132,7 @@ mod elk_tests {
             .find(|s| s["name"].as_str() == Some("Kibana reports available (up to 5 minutes)"))
             .unwrap();
         let unless = step["command"]["unless"].as_str().unwrap();
-        let curl = "curl -fsS -K - http://{{ host.address }}:{{ kibana_port }}/api/status";
+        let curl = "curl -fsS --cacert /etc/elasticsearch/certs/http_ca.crt -K - {{ elasticsearch_scheme }}://{{ host.address }}:{{ kibana_port }}/api/status";
         assert!(unless.contains(curl), "{unless}");
         let script = unless.replace(curl, "printf '%s' \"$STATUS\"");
         std::process::Command::new("sh")
