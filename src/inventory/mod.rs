@@ -5,6 +5,7 @@
 pub mod firewall;
 pub mod kubernetes;
 pub mod network;
+pub mod retired;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -269,6 +270,7 @@ impl Inventory {
         network::check_cluster_ranges(path, text, &hosts)?;
         kubernetes::check_node_values(path, text, &hosts)?;
         firewall::check_firewall_values(path, text, &hosts)?;
+        retired::check_retired_values(path, text, &hosts)?;
         let seconds =
             |value: &Option<Spanned<i64>>, name: &str, range: std::ops::RangeInclusive<i64>| {
                 match value {
