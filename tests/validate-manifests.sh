@@ -37,3 +37,27 @@ mapfile -t files < <(find "$tmp/manifests" -name '*.yaml' ! -name kustomization.
 [ "${#files[@]}" -gt 0 ] || { echo "FAIL: nothing rendered" >&2; exit 1; }
 "$validator" --strict -k "$schema_version" --quiet "${files[@]}"
 echo "manifests: ${#files[@]} files valid against Kubernetes $schema_version schemas (strict)"
+
+# The Prometheus configuration, checked by the real promtool of the pinned Prometheus release,
+# built from the Go module proxy (Prometheus 3.X.Y is module version v0.X0Y.0 there) and cached
+# outside the repository by version. --syntax-only: the service-account files it names exist only
+# in a pod.
+prom_tag=$(sed -n 's|^prometheus_image *= *"[^"]*:v\([0-9.]*\)".*|\1|p' inventory.toml)
+IFS=. read -r prom_major prom_minor prom_patch <<<"$prom_tag"
+prom_module="v0.$((prom_major * 100 + prom_minor)).$prom_patch"
+cache="${BOOTSTRAP_TOOLS_CACHE:-/var/cache/bootstrap-ci/tools}/promtool-$prom_tag"
+if [ ! -x "$cache/promtool" ]; then
+  mkdir -p "$cache"
+  GOBIN="$cache" GOFLAGS=-mod=mod go install -trimpath -ldflags="-s -w" \
+    "github.com/prometheus/prometheus/cmd/promtool@$prom_module"
+fi
+python3 -c 'import sys, yaml; sys.stdout.write(yaml.safe_load(open(sys.argv[1]))["data"]["prometheus.yml"])' \
+  "$tmp/manifests/monitoring/prometheus-config.yaml" >"$tmp/prometheus.yml"
+# promtool must be able to fail: a discovery role Prometheus does not know is refused.
+sed 's/role: endpointslice$/role: endpointslices/' "$tmp/prometheus.yml" >"$tmp/bad-prometheus.yml"
+if "$cache/promtool" check config --syntax-only "$tmp/bad-prometheus.yml" >/dev/null 2>&1; then
+  echo "FAIL: promtool accepted an unknown discovery role" >&2
+  exit 1
+fi
+"$cache/promtool" check config --syntax-only "$tmp/prometheus.yml" >/dev/null
+echo "prometheus.yml: valid for Prometheus $prom_tag (promtool, module $prom_module)"
