@@ -262,7 +262,6 @@ class ElasticStandinTest(unittest.TestCase):
         self.assertEqual(self.node.su("PUT", "/_data_stream/no-template")[0], 400)
         self.assertEqual(self.node.su("PUT", "/_index_template/taken", {"index_patterns": ["taken"], "data_stream": {}})[0],
                          200)
-        self.node.state_index = self.node.su("PUT", "/_security/role/x", {"cluster": [], "indices": []})
         # A regular index of the name (written before the template existed).
         self.assertEqual(self.node.su("POST", "/plain/_doc", {"a": 1})[0], 201)
         self.assertEqual(self.node.su("PUT", "/_index_template/plain", {"index_patterns": ["plain"], "data_stream": {}})[0],
