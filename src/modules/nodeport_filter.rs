@@ -44,6 +44,7 @@
 //! SSH login) like ufw's: its rollback puts the previous rules file back, or removes the
 //! filter when there was none.
 
+use super::ufw::{default_ssh_port, parse_ports};
 use super::*;
 use crate::error::InputError;
 use crate::transport::shell::quote;
@@ -68,10 +69,6 @@ struct Args {
     allow: Vec<AllowSpec>,
 }
 
-fn default_ssh_port() -> u16 {
-    22
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AllowSpec {
@@ -89,19 +86,6 @@ pub struct NodeportFilter {
     rules: Vec<String>,
     /// For summaries: `30080/tcp from any; all from 10.0.0.5, ...`.
     allowed: Vec<String>,
-}
-
-/// `"30080"` or `"30000:30100"` as (first, last).
-fn parse_ports(p: &str) -> Option<(u16, u16)> {
-    let num = |s: &str| {
-        s.parse::<u16>()
-            .ok()
-            .filter(|n| *n > 0 && !s.starts_with('0'))
-    };
-    match p.split_once(':') {
-        Some((a, b)) => Some((num(a)?, num(b)?)).filter(|(a, b)| a < b),
-        None => num(p).map(|n| (n, n)),
-    }
 }
 
 fn port_words((a, b): (u16, u16)) -> String {

@@ -114,7 +114,7 @@ struct Args {
     route_rules: Vec<RuleSpec>,
 }
 
-fn default_ssh_port() -> u16 {
+pub(super) fn default_ssh_port() -> u16 {
     22
 }
 fn deny() -> Policy {
@@ -321,11 +321,17 @@ pub struct Ufw {
     pub rules: Vec<WantedRule>,
 }
 
-fn valid_port(p: &str) -> bool {
-    let num = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0) && !s.starts_with('0');
+/// `"5432"` or `"30000:32767"` as (first, last): numbers from 1 without leading zeros, a range
+/// rising. Shared with `nodeport_filter`, whose ports are written the same way.
+pub(super) fn parse_ports(p: &str) -> Option<(u16, u16)> {
+    let num = |s: &str| {
+        s.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0 && !s.starts_with('0'))
+    };
     match p.split_once(':') {
-        Some((a, b)) => num(a) && num(b) && a.parse::<u16>().ok() < b.parse::<u16>().ok(),
-        None => num(p),
+        Some((a, b)) => Some((num(a)?, num(b)?)).filter(|(a, b)| a < b),
+        None => num(p).map(|n| (n, n)),
     }
 }
 
@@ -350,7 +356,7 @@ fn wanted_rule(r: RuleArgs, route: bool) -> Result<WantedRule, (String, &'static
     let dport = match r.port {
         None => "any".to_string(),
         Some(p) => {
-            if !valid_port(&p) {
+            if parse_ports(&p).is_none() {
                 return Err((
                     format!("port {p:?} is not a port or a range"),
                     "write \"5432\" or \"30000:32767\"",
