@@ -85,15 +85,8 @@ pub fn warnings(hosts: &[Host]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::inventory::Inventory;
-    use std::path::Path;
 
-    fn parse(vars: &str) -> Result<Inventory, crate::error::InputError> {
-        Inventory::parse(
-            Path::new("inv.toml"),
-            &format!("[vars]\nok = 1\n{vars}\n\n[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n"),
-        )
-    }
+    use crate::inventory::parse_with_vars as parse;
 
     #[test]
     fn the_old_kibana_allowed_is_refused_with_its_line_and_the_new_name() {

@@ -135,15 +135,8 @@ fn preflight_check_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::inventory::Inventory;
-    use std::path::Path;
 
-    fn parse(vars: &str) -> Result<Inventory, crate::error::InputError> {
-        Inventory::parse(
-            Path::new("inv.toml"),
-            &format!("[vars]\nok = 1\n{vars}\n\n[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n"),
-        )
-    }
+    use crate::inventory::parse_with_vars as parse;
 
     #[test]
     fn node_values_of_the_wrong_shape_name_their_line() {

@@ -452,6 +452,16 @@ pub fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> InputError 
     InputError::new(path, line, err.message().to_string())
 }
 
+/// A one-host inventory (no roles) whose [vars] hold VARS after `ok = 1`, so VARS starts on
+/// line 3: for the tests of the value checks that name an inventory line.
+#[cfg(test)]
+pub(crate) fn parse_with_vars(vars: &str) -> Result<Inventory, InputError> {
+    Inventory::parse(
+        Path::new("inv.toml"),
+        &format!("[vars]\nok = 1\n{vars}\n\n[hosts.a]\naddress = \"10.0.0.1\"\nroles = []\n"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
