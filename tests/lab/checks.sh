@@ -853,16 +853,15 @@ elk_standin_refuses() {
 }
 
 # ---------------------------------------------------------------- Kubernetes (issue 9)
-# In the container lab kubeadm, the kubelet, kubectl, the API and Calico are stand-ins
-# (tests/lab/standins); swap, modules, sysctls, containerd, apt holds, files and services are real.
+# Real Kubernetes in both labs; in the container lab Calico's images are stand-ins
+# (tests/lab/standins/calico/).
 
 K8S_STEP_TOKEN="a fresh join token minted on the master (short TTL) (on master)"
 K8S_STEP_JOIN="kubeadm join (configuration on stdin)"
 K8S_STEP_STALE="stale node record removed from the API (on master)"
 K8S_STEP_LEFTOVERS="leftovers of an earlier join reset (kubeadm reset)"
 
-# KUBE_HOST: the machine of the cluster's master (standin for the stand-in cluster's checks).
-kubectl_on_master() { on_host "${KUBE_HOST:-master}" "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf $1"; }
+kubectl_on_master() { on_host master "sudo kubectl --kubeconfig /etc/kubernetes/admin.conf $1"; }
 node_ready() { kubectl_on_master "wait --for=condition=Ready node/$1 --timeout=30s"; }
 node_unknown() {
   local out
@@ -933,7 +932,13 @@ check_kubernetes() {
   check "worker: node prerequisites hold" node_prerequisites_hold worker
   check "worker: node worker is Ready (asked on the master)" node_ready worker
   check "worker: its InternalIP is its inventory address" node_address_is worker "$(host_addr worker)"
+  # A cluster set up before the move to the F5 controller: the retired ingress-nginx's stand-in
+  # release (its NodePort Service on the fixed ports, its IngressClass `nginx` of another
+  # controller, its webhook on Ingresses), which the first `all` must remove.
+  check "the retired ingress-nginx is applied first (as an older bootstrap left it)" retired_ingress_nginx_applied
   check_converges all-k8s "${ALL[@]}"
+  check "the retired ingress-nginx is gone (namespace, webhook, RBAC)" retired_ingress_nginx_gone
+  check "IngressClass nginx is the F5 controller's; its Service holds the fixed NodePorts" f5_controller_serves_class_nginx
 
   before="$(worker_state)"
   on_host worker "sudo rm -f /etc/kubernetes/kubelet.conf"
@@ -965,56 +970,6 @@ check_kubernetes() {
 
 # ---------------------------------------------------------------- manifests (cluster hand-off)
 
-# The stand-in API's apply log (every apply in order with its result), as JSON.
-applied_log() { kubectl_on_master "get --raw /standin/v1/applied"; }
-
-# applied_since SEQ: "kind namespace name result" lines of the applies after SEQ.
-applied_since() {
-  applied_log | jq -r --argjson s "$1" '.items[] | select(.seq > $s) | "\(.kind) \(.namespace // "-") \(.name) \(.result)"'
-}
-
-applied_count() { applied_log | jq '.items | length'; }
-
-# Every object of the rendered hand-off directory (and the upstream file it names) was applied,
-# and every namespaced object after its Namespace was.
-manifests_all_applied() {
-  local dir="$1" log
-  log="$(mktemp)"
-  applied_log >"$log" || { rm -f "$log"; echo "no apply log from the stand-in API"; return 1; }
-  python3 - "$dir" "$log" <<'PY'
-import json, os, sys, yaml
-root, log = sys.argv[1:]
-applied = json.load(open(log))["items"]
-first = {}
-for a in applied:
-    first.setdefault((a["kind"], a["namespace"] or "", a["name"]), a["seq"])
-want = set()
-for d, _, files in os.walk(root):
-    for f in files:
-        if not f.endswith(".yaml") or f == "kustomization.yaml":
-            continue
-        for o in yaml.safe_load_all(open(os.path.join(d, f))):
-            if o:
-                want.add((o["kind"], o["metadata"].get("namespace") or "", o["metadata"]["name"]))
-missing = sorted(w for w in want if w not in first)
-# A namespaced object of the hand-off names its namespace (kustomize sets no namespace here).
-early = sorted(w for w in want if w[1] and w in first and first.get(("Namespace", "", w[1]), 10**9) > first[w])
-if missing or early or len(want) < 20:
-    sys.exit(f"{len(want)} objects in {root}; not applied: {missing}; applied before their namespace: {early}")
-print(f"{len(want)} objects applied")
-PY
-  local rc=$?
-  rm -f "$log"
-  return "$rc"
-}
-
-# applied_since_is SEQ WANT: the applies after SEQ that created or configured something.
-applied_since_is() {
-  local got
-  got="$(applied_since "$1" | awk '$4 != "unchanged"')"
-  [[ $got == "$2" ]] || { printf 'applied (created/configured):\n%s\nexpected:\n%s\n' "$got" "$2"; return 1; }
-}
-
 deployer_kubeconfig_fetched() {
   local f
   f="$(dirname "$INVENTORY")/.bootstrap/deployer.kubeconfig"
@@ -1023,67 +978,12 @@ deployer_kubeconfig_fetched() {
   grep -q "server: https://$(host_addr master):" "$f" || { echo "$f does not name the master's API"; return 1; }
 }
 
-# After check_kubernetes, whose `all` runs applied the hand-off first.
-check_manifests() {
-  local seq changed_inv app_ns values=()
-  app_ns="$(toml_get "$INVENTORY" vars.app_namespace)"
-  check "manifests: every object of the hand-off was applied, namespaces before the objects in them" \
-    manifests_all_applied "$(dirname "$INVENTORY")/.bootstrap/manifests"
-  check "manifests: the deployer kubeconfig is on the admin machine (0600, a token, the master's API)" \
-    deployer_kubeconfig_fetched
-
-  seq="$(applied_count)"
-  check "manifests: a rerun exits 0" exit_code_is 0 bootstrap_json manifests-rerun manifests
-  check "manifests: a rerun reports 0 changed" summary_is manifests-rerun changed 0
-  check "manifests: a rerun applies nothing new (no created/configured in the apply log)" applied_since_is "$seq" ""
-
-  # A changed app_replicas: only the Deployment is configured (a copy of the lab inventory, beside it).
-  changed_inv="$(dirname "$INVENTORY")/inventory-replicas.toml"
-  inventory_with_var "$INVENTORY" app_replicas "$(( $(toml_get "$INVENTORY" vars.app_replicas) + 1 ))" >"$changed_inv"
-  seq="$(applied_count)"
-  check "manifests: a changed app_replicas exits 0" exit_code_is 0 env_inventory "$changed_inv" bootstrap_json manifests-replicas manifests
-  check "manifests: ... changes the Deployment's file and its apply handler only" changed_steps_are manifests-replicas \
-    "$(printf 'master\t%s\n' "handler: apply crypto-exchange" "manifest crypto-exchange/deployment.yaml" | sort)"
-  check "manifests: ... and the API configured only the Deployment" applied_since_is "$seq" "Deployment $app_ns django-app configured"
-  seq="$(applied_count)"
-  check "manifests: back to the lab inventory exits 0" exit_code_is 0 bootstrap_json manifests-back manifests
-  check "manifests: ... and the API configured only the Deployment again" applied_since_is "$seq" "Deployment $app_ns django-app configured"
-  rm -f "$changed_inv"
-
-  local name
-  for name in db_password django_secret_key grafana_admin_password log_shipper_password; do values+=("$(secret_value "$name")"); done
-  check "manifests: the Secret's values are in no output, --json event or log" \
-    not_leaked_any "$LAB_LOGS" "$(state_logs)" -- "${values[@]}"
-}
-
-# The manifests stage against the stand-in cluster of the standin machine (its own inventory,
-# beside the platform's: tests/lab/lab up writes both), with the platform's secrets.
-check_manifests_on_standin() {
-  local platform="$INVENTORY"
-  local INVENTORY KUBE_HOST=standin
-  INVENTORY="$(dirname "$platform")/standin/inventory.toml"
-  install -m 0600 "$(dirname "$INVENTORY")/../secrets.toml" "$(dirname "$INVENTORY")/secrets.toml"
-  check "standin: bootstrap master converges the stand-in control plane" exit_code_is 0 bootstrap_json standin-master master
-  # A single-node cluster: its workloads run on the control plane (as one does with kubeadm).
-  check "standin: the control-plane taint is removed (one node)" \
-    kubectl_on_master "taint nodes master node-role.kubernetes.io/control-plane:NoSchedule-"
-  # A cluster set up before the move to the F5 controller: the retired ingress-nginx's stand-in
-  # release (its NodePort Service on the fixed ports, its IngressClass `nginx` of another controller).
-  check "standin: the retired ingress-nginx is applied first (as an older bootstrap left it)" \
-    retired_ingress_nginx_applied
-  check "standin: the manifests stage exits 0" exit_code_is 0 bootstrap_json standin-manifests manifests
-  check "standin: the retired ingress-nginx is gone (namespace, webhook, RBAC)" retired_ingress_nginx_gone
-  check "standin: IngressClass nginx is the F5 controller's; its Service holds the fixed NodePorts" \
-    f5_controller_serves_class_nginx
-  check_manifests
-}
-
 # The old release's stand-in from the lab repository, plus the fixed-NodePort Service of ours
 # that older bootstraps applied beside it.
 retired_ingress_nginx_applied() {
-  on_host "$KUBE_HOST" "python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+  on_host master "python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
     $(toml_get "$INVENTORY" vars.lab_repo_url)ingress-nginx.yaml >/tmp/retired-ingress-nginx.yaml" || return 1
-  on_host "$KUBE_HOST" "cat >>/tmp/retired-ingress-nginx.yaml <<'EOF'
+  on_host master "cat >>/tmp/retired-ingress-nginx.yaml <<'EOF'
 ---
 apiVersion: v1
 kind: Service
@@ -1239,49 +1139,14 @@ route_via_vxlan() {
 # NodePorts are DNAT'ed to pods (forwarded traffic, which the Calico stand-in accepts first, as
 # Calico does): only the nodeport filter (mangle PREROUTING) keeps them from the outsider.
 
-FW_PROBE_POD="lab-nodeport-probe"
 NODEPORT_STEP="NodePorts: ingress ones from ingress_allowed, the rest from admin_allowed, the nodes and pods"
 NODEPORT_UNIT="bootstrap-nodeport-filter.service"
 
-# A toolbox pod listening on 8080 (Ready once it accepts) behind two NodePort Services: the
-# ingress HTTP NodePort and Grafana's; applied with the admin machine's kubectl (the API from an
-# admin_allowed address), then waited for until the admin machine opens both on the master.
+# The hand-off's NodePort Services answer: the ingress controller's HTTP NodePort and Grafana's
+# (the manifests stage ran in `all`); waited for until the admin machine opens both on the master.
 nodeport_services_up() {
   local http="$1" grafana="$2" i
-  admin_kubectl apply -f - >/dev/null <<EOF || return 1
-apiVersion: v1
-kind: Pod
-metadata:
-  name: $FW_PROBE_POD
-  namespace: default
-  labels: { app: $FW_PROBE_POD }
-spec:
-  nodeName: worker
-  terminationGracePeriodSeconds: 0
-  containers:
-    - name: listen
-      image: $TOOLBOX_IMAGE
-      command: ["sh", "-c", "while :; do nc -dlk -p 8080; sleep 1; done"]
-      readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 2 }
----
-apiVersion: v1
-kind: Service
-metadata: { name: lab-nodeport-ingress, namespace: default }
-spec:
-  type: NodePort
-  selector: { app: $FW_PROBE_POD }
-  ports: [{ port: 8080, nodePort: $http }]
----
-apiVersion: v1
-kind: Service
-metadata: { name: lab-nodeport-grafana, namespace: default }
-spec:
-  type: NodePort
-  selector: { app: $FW_PROBE_POD }
-  ports: [{ port: 8080, nodePort: $grafana }]
-EOF
-  admin_kubectl -n default wait --for=condition=Ready "pod/$FW_PROBE_POD" --timeout=120s >/dev/null || return 1
-  for i in $(seq 30); do
+  for i in $(seq 60); do
     tcp_open "$(host_addr master)" "$http" && tcp_open "$(host_addr master)" "$grafana" && return 0
     sleep 1
   done
@@ -1297,7 +1162,7 @@ check_node_firewalls() {
   http="$(toml_get "$INVENTORY" vars.ingress_http_node_port)"
   grafana="$(toml_get "$INVENTORY" vars.grafana_node_port)"
   api="$(toml_get "$INVENTORY" vars.api_port)"
-  check "firewall: a pod behind the ingress NodePort $http and Grafana's $grafana (applied with the admin machine's kubectl)" \
+  check "firewall: the ingress controller on NodePort $http and Grafana on $grafana answer the admin machine" \
     nodeport_services_up "$http" "$grafana"
   for h in master worker; do
     addr="$(host_addr "$h")"
@@ -1334,8 +1199,6 @@ check_node_firewalls() {
     outsider_cannot_open "$(host_addr worker)" "$grafana"
   check "firewall: ... and a further run changes 0" exit_code_is 0 bootstrap_json nodeports-drift-2 worker
   check "firewall: ... (summary)" summary_is nodeports-drift-2 changed 0
-  admin_kubectl -n default delete "pod/$FW_PROBE_POD" service/lab-nodeport-ingress service/lab-nodeport-grafana \
-    --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 
 check_real_cluster() {

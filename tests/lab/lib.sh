@@ -29,14 +29,11 @@ VETH_PREFIX="bsl-"
 # The platform's machines (the lab inventory's hosts): master and worker run real Kubernetes
 # (tests/lab/build/: built from source, served by the lab's apt repository and registries).
 PLATFORM_MACHINES=(master worker elk)
-# standin: the master of a second, one-host inventory whose kubeadm, kubelet, kubectl and API are
-# the stand-ins of tests/lab/standins/; the manifests stage is checked there until its images
-# exist in the lab (tests/lab/README.md).
-MACHINES=("${PLATFORM_MACHINES[@]}" standin)
+MACHINES=("${PLATFORM_MACHINES[@]}")
 # Whether machine $1 runs containers (real Kubernetes): it is booted with what runc needs.
 runs_containers() { [[ $1 == master || $1 == worker ]]; }
 declare -A MACHINE_IP=([master]="${LAB_NET_PREFIX}.11" [worker]="${LAB_NET_PREFIX}.12" [elk]="${LAB_NET_PREFIX}.13"
-  [standin]="${LAB_NET_PREFIX}.14" [outsider]="${LAB_NET_PREFIX}.99")
+  [outsider]="${LAB_NET_PREFIX}.99")
 SSH_WAIT_SECONDS="${BOOTSTRAP_LAB_SSH_WAIT:-120}"
 
 log() { printf '[lab %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -127,9 +124,8 @@ create_machine_tree() {
   fi
 }
 
-# The standin machine is the master of its inventory: its kubelet registers the node under its
-# host name, which must be the inventory's name (as on every real node).
-machine_hostname() { if [[ $1 == standin ]]; then echo master; else echo "$1"; fi; }
+# The kubelet registers the node under its host name, which must be the inventory's name.
+machine_hostname() { echo "$1"; }
 
 configure_machine() {
   local name="$1" root
@@ -297,19 +293,6 @@ EOF
   wait_tcp "$LAB_HOST_IP" "$LAB_PROXY_PORT" 15 || die "tinyproxy did not start (see $LAB_STATE/tinyproxy.out)"
 }
 
-# Used for the stand-in packages' version when the repository's inventory.toml has neither
-# kubernetes_version nor kubernetes_minor in [vars].
-LAB_K8S_VERSION_DEFAULT="1.33.0"
-
-# The Kubernetes version the stand-ins are built as: [vars] kubernetes_version of the repository's
-# inventory.toml, else "<kubernetes_minor>.0", else LAB_K8S_VERSION_DEFAULT.
-lab_kubernetes_version() {
-  python3 -c 'import sys, tomllib
-v = tomllib.load(open(sys.argv[1], "rb")).get("vars", {})
-print(v.get("kubernetes_version") or (v["kubernetes_minor"] + ".0" if v.get("kubernetes_minor") else sys.argv[2]))' \
-    "$REPO_ROOT/inventory.toml" "$LAB_K8S_VERSION_DEFAULT"
-}
-
 # A flat apt repository of the stand-in packages in tests/lab/standins/ (see its README), signed
 # with a throwaway key made here (lab-repo-key.asc), plus the stand-in Calico manifest.
 build_repo() {
@@ -324,15 +307,13 @@ build_repo() {
   cp -f "$debs"/{containerd.io,kubeadm,kubelet,kubectl,cri-tools,kubernetes-cni}_*.deb "$repo/pool/"
   # The Calico stand-in's manifest (tests/lab/standins/calico/): its images are in the registry.
   cp -f "$images/calico.yaml" "$repo/calico.yaml"
-  # The stand-ins, packed with the shipped inventory's Kubernetes version (the standin machine's
-  # inventory asks for that one, the platform's for the lab's pinned build: both sit in the pool).
+  # The Elastic stand-ins (tests/lab/standins/README.md).
   stage="$(mktemp -d "$LAB_STATE/stage.XXXXXX")"
   for pkg in "$LAB_DIR"/standins/*/; do
     [[ -f "$pkg/DEBIAN/control" ]] || continue
-    stage_package "$pkg" "$stage" "$(lab_kubernetes_version)" "$repo"
+    stage_package "$pkg" "$stage" "$repo"
   done
   rm -rf "$stage"
-  cp -f "$LAB_DIR/standins/calico.yaml" "$repo/calico-standin.yaml"
   cp -f "$LAB_DIR/standins/ingress-nginx.yaml" "$repo/ingress-nginx.yaml"
   rm -rf "$repo/nginx-ingress" && cp -r "$LAB_DIR/standins/nginx-ingress" "$repo/nginx-ingress"
   (cd "$repo" && dpkg-scanpackages --multiversion pool /dev/null 2>/dev/null >Packages && gzip -kf Packages \
@@ -340,14 +321,11 @@ build_repo() {
   sign_repo "$repo"
 }
 
-# Packs the stand-in package directory PKG (a copy in STAGE, @KUBERNETES_VERSION@ replaced by
-# VERSION) into REPO/pool.
+# Packs the stand-in package directory PKG (a copy in STAGE, without Python caches) into REPO/pool.
 stage_package() {
-  local pkg="$1" stage="$2" version="$3" repo="$4" name
+  local pkg="$1" stage="$2" repo="$3" name
   name="$(basename "$pkg")"
   cp -a "$pkg" "$stage/"
-  # A package without the placeholder (grep finds nothing) is copied as it is.
-  { grep -rlF '@KUBERNETES_VERSION@' "$stage/$name" || true; } | xargs -r sed -i "s/@KUBERNETES_VERSION@/$version/g"
   find "$stage/$name" -name __pycache__ -prune -exec rm -rf {} +
   dpkg-deb --root-owner-group --build "$stage/$name" "$repo/pool/" >/dev/null
 }
@@ -539,21 +517,13 @@ wait_machine() {
 
 # ---------------------------------------------------------------- inventory
 
-# The platform's inventory (master, worker, elk), printed path; and the standin machine's
-# (tests/lab/standins/: its one host is the master of a stand-in cluster) in a directory of its own,
-# so its .bootstrap/ state is its own too.
+# The platform's inventory (master, worker, elk); prints its path.
 write_inventory() {
   write_inventory_file "$LAB_STATE/inventory.toml" platform "${PLATFORM_MACHINES[@]}"
-  mkdir -p "$LAB_STATE/standin"
-  install -m 0600 "$LAB_STATE/secrets.toml" "$LAB_STATE/standin/secrets.toml"
-  # The platform needs a worker and an elk host, and the manifests name them: the real ones (the
-  # stand-in cluster's runs, `master` and `manifests`, touch only its master).
-  write_inventory_file "$LAB_STATE/standin/inventory.toml" standin standin worker elk
   echo "$LAB_STATE/inventory.toml"
 }
 
-# write_inventory_file PATH KIND MACHINE...: a host named after its role (the standin machine is
-# the master of its inventory).
+# write_inventory_file PATH KIND MACHINE...: a host named after its role.
 write_inventory_file() {
   local inv="$1" kind="$2" m name
   shift 2
@@ -569,7 +539,6 @@ write_inventory_file() {
     lab_vars "$kind" | "$LAB_DIR/inventory-vars.py" "$REPO_ROOT/inventory.toml" || die "cannot merge the product's inventory vars"
     for m in "$@"; do
       name="$m"
-      [[ $m == standin ]] && name=master
       echo
       echo "[hosts.$name]"
       echo "address = \"${MACHINE_IP[$m]}\""
@@ -579,8 +548,7 @@ write_inventory_file() {
   } >"$inv"
 }
 
-# The lab's own variables, as TOML lines: they win over the product's [vars]. $1: platform (real
-# Kubernetes) or standin (the stand-in cluster of the standin machine).
+# The lab's own variables, as TOML lines: they win over the product's [vars]. $1: platform.
 lab_vars() {
   # The lab repository's key, pinned by sha256 wherever a repository of it is named.
   local key_sha256
@@ -589,18 +557,18 @@ lab_vars() {
   echo 'pod_cidr = "10.244.0.0/16"'
   echo "calico_ip_autodetection = \"cidr=$LAB_NET_PREFIX.0/24\""
   echo "lab_repo_url = \"$(lab_repo_url)\""
-  # The Kubernetes stand-ins (tests/lab/standins/README.md): a flat, signed repository.
+  # The packages built from source (tests/lab/build/): a flat, signed repository.
   echo "k8s_repo_url = \"$(lab_repo_url)\""
   echo "k8s_repo_key_url = \"$(lab_repo_url)lab-repo-key.asc\""
   echo "k8s_repo_key_sha256 = \"$key_sha256\""
   # The lab's throwaway key is pinned by its sha256 above; the product's fingerprint pin is off.
   echo 'k8s_repo_key_fingerprint = ""'
   local calico=calico.yaml
-  [[ $1 == standin ]] && calico=calico-standin.yaml
   echo "calico_manifest_url = \"$(lab_repo_url)$calico\""
   echo "calico_manifest_sha256 = \"$(sha256sum <"$LAB_STATE/repo/$calico" | cut -d' ' -f1)\""
-  # The manifests stage: the stand-in NGINX Ingress Controller release files (tests/lab/standins/),
-  # each pinned by its sha256 as the product pins the release's.
+  # The manifests stage: the lab's NGINX Ingress Controller release files (tests/lab/standins/
+  # nginx-ingress: our own, running the stand-in controller image), each pinned by its sha256 as
+  # the product pins the release's (the lab cannot download the release).
   echo "nginx_ingress_manifests_url = \"$(lab_repo_url)nginx-ingress\""
   local f
   for f in $(cd "$LAB_STATE/repo/nginx-ingress" && find . -name '*.yaml' | sed 's|^\./||' | sort); do
@@ -655,6 +623,8 @@ real_kubernetes_vars() {
   echo 'kubelet_eviction_hard = { "memory.available" = "100Mi", "nodefs.available" = "2Gi", "imagefs.available" = "2Gi", "nodefs.inodesFree" = "5%" }'
   # The host kernel has VXLAN but no IP-in-IP.
   echo 'calico_encapsulation = "vxlan"'
+  # The lab's app (tests/lab/images/app) in place of the seed's Docker Hub placeholder.
+  echo "app_image = \"$(lab_build_pin LAB_APP_IMAGE):1\""
 }
 
 # A pin of the lab's build (tests/lab/build/versions.env).

@@ -27,14 +27,14 @@ host_addr() {
   awk -v h="[hosts.$1]" '$0 == h { f = 1; next } /^\[/ { f = 0 } f && $1 == "address" { gsub(/"/, "", $3); print $3; exit }' "$INVENTORY"
 }
 
-# `all` as the scenario runs it. The container lab has no images for the manifests stage yet: there
-# `all` runs without it on the real cluster, and check_manifests_on_standin checks that stage
-# against the standin machine's stand-in API (tests/lab/README.md).
+# shellcheck source=tests/lab/checks-handoff.sh
+source "$LAB_DIR/checks-handoff.sh"
+
+# `all` as the scenario runs it: every stage, the manifests stage on the real cluster included.
 ALL=(all)
 
 case "$LAB_KIND" in
   container)
-    ALL=(all --skip-tags manifests)
     # The real kubectl of the lab's build, as on an admin machine.
     ADMIN_KUBECTL="$("$LAB_DIR/build/build.sh" --path kubernetes)/bin/kubectl"
     on_host() { "$LAB_DIR/lab" ssh "$1" "$2"; }
@@ -46,6 +46,8 @@ case "$LAB_KIND" in
   vagrant)
     # The runner itself is on the private network but is none of the machines: it is the outsider.
     on_host() { ssh -F "${VAGRANT_SSH_CONFIG:?}" -o BatchMode=yes -o LogLevel=ERROR "$1" "$2"; }
+    # The runner's own kubectl, with the kubeconfigs bootstrap fetched.
+    ADMIN_KUBECTL="${ADMIN_KUBECTL:-kubectl}"
     on_outsider() { "$@"; }
     # Only the outsider's position is the runner's own; checks fall back to on_host elsewhere.
     at_position() {
@@ -78,11 +80,11 @@ check_kubernetes
 if [[ $LAB_KIND == container ]]; then
   check_real_cluster
   check_node_firewalls
-  check_manifests_on_standin
-else
-  check_manifests
 fi
+check_manifests
 check_elk
+# The seed's five flows and the backup CronJob on the hand-off (after check_elk: the logs flow).
+check_handoff
 check_firewall_lockout_guard "$LAB_DIR/playbooks/lockout.toml"
 check_firewall_rollback_left_behind
 check_all_converged

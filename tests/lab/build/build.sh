@@ -28,7 +28,13 @@ export GOMODCACHE="$GO_CACHE_ROOT/mod" GOCACHE="$GO_CACHE_ROOT/cache"
 export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
 export GOOS=linux GOARCH=amd64 LC_ALL=C
 
-ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs registry images)
+ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs registry prometheus lab-programs
+    image-base backup-rootfs images)
+
+# The hand-off's images that the lab builds under the names the product's inventory gives them
+# (inventory.toml [vars]): the manifests pull them unchanged through the lab registry.
+PRODUCT_IMAGES="prometheus_image grafana_image fluent_bit_image backup_image"
+REPO_INVENTORY=$HERE/../../../inventory.toml
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "build.sh: $*"; exit 1; }
@@ -46,7 +52,9 @@ version_of() {
         containerd) echo "$CONTAINERD_VERSION" ;;
         runc) echo "$RUNC_VERSION" ;;
         registry) echo "${REGISTRY_DEB_VERSION%%+*}" ;;
-        debs | images) echo "" ;;
+        prometheus) echo "$PROMETHEUS_VERSION" ;;
+        backup-rootfs) echo "$BACKUP_PG_MAJOR" ;;
+        debs | images | lab-programs | image-base) echo "" ;;
         *) die "unknown artifact: $1 (known: ${ARTIFACTS[*]})" ;;
     esac
 }
@@ -63,7 +71,11 @@ pins_of() {
         containerd) echo CONTAINERD_VERSION ;;
         runc) echo RUNC_VERSION ;;
         registry) echo REGISTRY_DEB_VERSION ;;
-        images) echo KUBERNETES_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION CALICO_IMAGE_TAG IMAGE_BASE_SUITE IMAGE_BASE_PACKAGES ;;
+        prometheus) echo PROMETHEUS_VERSION ;;
+        lab-programs) echo "" ;;
+        image-base) echo IMAGE_BASE_SUITE IMAGE_BASE_PACKAGES ;;
+        backup-rootfs) echo BACKUP_PG_MAJOR BACKUP_BASE_SUITE ;;
+        images) echo KUBERNETES_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION CALICO_IMAGE_TAG BACKUP_PG_MAJOR LAB_APP_IMAGE ;;
         debs) echo KUBERNETES_VERSION CRI_TOOLS_VERSION CNI_PLUGINS_VERSION CONTAINERD_VERSION RUNC_VERSION K8S_DEB_REVISION CONTAINERD_DEB_REVISION ;;
     esac
 }
@@ -72,7 +84,7 @@ pins_of() {
 deps_of() {
     case $1 in
         debs) echo kubernetes cri-tools cni-plugins containerd runc ;;
-        images) echo kubernetes etcd coredns pause registry ;;
+        images) echo kubernetes etcd coredns pause registry prometheus lab-programs image-base backup-rootfs ;;
         *) echo "" ;;
     esac
 }
@@ -82,7 +94,9 @@ helpers_of() {
     case $1 in
         debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
         registry) echo write_info need_apt ;;
-        images) echo write_info need_apt image_layer image_push registry_config ;;
+        images) echo write_info need_apt image_layer image_push registry_config product_image ;;
+        image-base | backup-rootfs) echo write_info need_apt minbase_rootfs image_layer expect_output ;;
+        lab-programs) echo write_info ;;
         *) echo go_module_build go_module_init go_ldflags_x write_info expect_output moddir need_apt ;;
     esac
 }
@@ -94,7 +108,9 @@ files_of() {
     case $1 in
         images) echo oci-image.py ../standins/calico/bin/calico-node ../standins/calico/bin/install \
             ../standins/calico/bin/calico-ipam ../standins/calico/bin/kube-controllers ../standins/calico/bin/check-status \
-            ../standins/calico/calico.yaml ;;
+            ../standins/calico/calico.yaml ../standins/nginx-ingress/deployments/deployment/nginx-ingress.yaml ;;
+        # The lab's own programs (the app and the stand-ins of ../images/): every source file.
+        lab-programs) (cd "$HERE" && find ../images -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | sort) ;;
         *) echo "" ;;
     esac
 }
@@ -108,6 +124,8 @@ input_hash() { # ARTIFACT -> 12 hex digits
         go version
         for v in $(pins_of "$a"); do echo "$v=${!v}"; done
         for d in $(deps_of "$a"); do echo "dep $d=$(input_hash "$d")"; done
+        # The images are named as the product's inventory names them.
+        if [[ $a == images ]]; then for v in $PRODUCT_IMAGES; do echo "image $v=$(product_image "$v")"; done; fi
         declare -f $(helpers_of "$a") "$(recipe_fn "$a")"
         # The files a recipe packs (their content, not their dates).
         local f
@@ -191,7 +209,72 @@ need_apt() { # PACKAGE... installed with apt-get when missing
     fi
 }
 
+# An image name from the product's inventory, with docker.io/ spelled out as containerd reads it.
+product_image() { # VAR
+    local v
+    v=$(sed -n "s|^$1 *= *\"\([^\"]*\)\".*|\1|p" "$REPO_INVENTORY")
+    [[ -n $v ]] || die "no $1 in $REPO_INVENTORY"
+    [[ $v == */*/* ]] || v=docker.io/$v
+    echo "$v"
+}
+
+# A Debian minbase tree in DIR (SUITE, extra PACKAGES), trimmed of what an image never reads.
+minbase_rootfs() { # SUITE PACKAGES DIR
+    need_apt debootstrap
+    debootstrap --variant=minbase --include="$2" "$1" "$3" http://deb.debian.org/debian \
+        >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; return 1; }
+    chroot "$3" apt-get clean
+    rm -rf "$3"/var/lib/apt/lists/* "$3"/usr/share/doc/* "$3"/usr/share/man/* "$3"/var/log/* \
+        "$3"/var/cache/debconf/*-old
+    : >"$3/etc/machine-id"
+}
+
 # ---- recipes: each writes into $OUT (the temp entry) using $WORK (scratch) ---------------
+
+# Prometheus, the real program of the release the product pins (its image docker.io/prom/prometheus).
+# The module proxy serves Prometheus 3.X.Y as github.com/prometheus/prometheus v0.X0Y.0.
+build_prometheus() {
+    local v=$PROMETHEUS_VERSION major minor patch module date
+    IFS=. read -r major minor patch <<<"$v"
+    module="v0.$((major * 100 + minor)).$patch"
+    go_module_init "$WORK/mod" "github.com/prometheus/prometheus@$module"
+    date=$(go list -m -json "github.com/prometheus/prometheus@$module" | jq -r .Time)
+    # The release's tags (.promu.yml) but builtinassets: the web UI's compiled assets are not in
+    # the module (npm builds them), so the UI pages are absent; the HTTP API is all there.
+    go_module_build "$WORK/mod" "$OUT/bin" "netgo" "$(go_ldflags_x \
+        "github.com/prometheus/common/version.Version=$v" \
+        "github.com/prometheus/common/version.Branch=HEAD" \
+        "github.com/prometheus/common/version.BuildUser=bootstrap-lab" \
+        "github.com/prometheus/common/version.BuildDate=$(date -u -d "$date" +%Y%m%d-%H:%M:%S)")" \
+        github.com/prometheus/prometheus/cmd/prometheus
+    expect_output "^prometheus, version $v " "$OUT/bin/prometheus" --version
+    [[ $(product_image prometheus_image) == *":v$v" ]] || die "inventory.toml pins $(product_image prometheus_image), versions.env $v"
+}
+
+# The lab's own programs (../images/): the app the lab runs in place of the user's, and the
+# stand-ins for the images nothing here can build (../images/README.md says which and why).
+build_lab_programs() {
+    (cd "$HERE/../images" && go vet ./... && go build -trimpath -ldflags "-s -w" -o "$OUT/bin/" ./app ./standin-grafana \
+        ./standin-nginx-ingress ./standin-fluent-bit)
+    local p
+    for p in app standin-grafana standin-nginx-ingress standin-fluent-bit; do [[ -x "$OUT/bin/$p" ]] || die "$p not built"; done
+}
+
+# The images' shared base layer: Debian minbase with iptables (nft, as the lab's machines), ip,
+# conntrack, and the toolbox's psql and nc.
+build_image_base() {
+    minbase_rootfs "$IMAGE_BASE_SUITE" "$IMAGE_BASE_PACKAGES" "$WORK/base"
+    SOURCE_DATE_EPOCH=0 image_layer "$WORK/base" "$OUT/base.tar"
+}
+
+# The backup CronJob's image: the PostgreSQL client of major BACKUP_PG_MAJOR from Debian's own
+# packages (postgresql-client-17 is in trixie, not in bookworm), as the official postgres image
+# carries it: /usr/lib/postgresql/<major>/bin on PATH.
+build_backup_rootfs() {
+    minbase_rootfs "$BACKUP_BASE_SUITE" "postgresql-client-$BACKUP_PG_MAJOR,ca-certificates" "$WORK/root"
+    expect_output "^pg_dump \(PostgreSQL\) $BACKUP_PG_MAJOR\." chroot "$WORK/root" "/usr/lib/postgresql/$BACKUP_PG_MAJOR/bin/pg_dump" --version
+    SOURCE_DATE_EPOCH=0 image_layer "$WORK/root" "$OUT/rootfs.tar"
+}
 
 build_kubernetes() {
     local v=$KUBERNETES_VERSION staging minor patch kdir m
@@ -333,14 +416,16 @@ image_layer() { # DIR TAR
         -C "$1" -cf "$2" .
 }
 
-# Builds IMAGE (registry host/name:tag) from the base layer plus the tree DIR and pushes it to
-# the registry for its host (REGISTRY_ADDR[host]).
-image_push() { # IMAGE DIR ENTRYPOINT_JSON
+# Builds IMAGE (registry host/name:tag) from a base layer (BASE_LAYER, default the shared base)
+# plus the tree DIR and pushes it to the registry for its host (REGISTRY_ADDR[host]). OPTIONS go
+# to oci-image.py build (--env K=V, --cmd JSON, --workdir DIR).
+image_push() { # IMAGE DIR ENTRYPOINT_JSON [OPTION...]
     local image=$1 dir=$2 entry=$3 host rest name tag file mounts=()
-    host=${image%%/*}; rest=${image#*/}; name=${rest%:*}; tag=${rest##*:}; file=${name//\//_}
+    shift 3
+    host=${image%%/*}; rest=${image#*/}; name=${rest%:*}; tag=${rest##*:}; file=${name//\//_}-$tag
     image_layer "$dir" "$WORK/layers/$file.tar"
-    python3 "$HERE/oci-image.py" build "$WORK/oci/$file" --layer "$WORK/layers/base.tar" \
-        --layer "$WORK/layers/$file.tar" --entrypoint "$entry" >/dev/null
+    python3 "$HERE/oci-image.py" build "$WORK/oci/$file" --layer "${BASE_LAYER:-$WORK/layers/base.tar}" \
+        --layer "$WORK/layers/$file.tar" --entrypoint "$entry" "$@" >/dev/null
     # The base layer is sent once per registry, then mounted from the first repository.
     [[ -n "${FIRST_REPO[$host]:-}" ]] && mounts=(--mount-from "${FIRST_REPO[$host]}")
     python3 "$HERE/oci-image.py" push "$WORK/oci/$file" "${REGISTRY_ADDR[$host]}" "$name" "$tag" "${mounts[@]}"
@@ -349,22 +434,16 @@ image_push() { # IMAGE DIR ENTRYPOINT_JSON
 }
 
 build_images() {
-    need_apt debootstrap
-    local k8s etcd coredns pause reg kv=v$KUBERNETES_VERSION
+    local k8s etcd coredns pause reg prom lab kv=v$KUBERNETES_VERSION
     k8s=$(entry_of kubernetes)/bin; etcd=$(entry_of etcd)/bin; coredns=$(entry_of coredns)/bin
     pause=$(entry_of pause)/bin; reg=$(entry_of registry)/bin/docker-registry
+    prom=$(entry_of prometheus)/bin; lab=$(entry_of lab-programs)/bin
     SOURCE_DATE_EPOCH=$(date -d "$(go list -m -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | jq -r .Time)" +%s)
     export SOURCE_DATE_EPOCH
     mkdir -p "$WORK/layers" "$WORK/oci"
 
-    # The base layer: Debian minbase with iptables (nft, as the lab's machines), ip, conntrack.
-    debootstrap --variant=minbase --include="$IMAGE_BASE_PACKAGES" "$IMAGE_BASE_SUITE" "$WORK/base" \
-        http://deb.debian.org/debian >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log"; return 1; }
-    chroot "$WORK/base" apt-get clean
-    rm -rf "$WORK/base"/var/lib/apt/lists/* "$WORK/base"/usr/share/doc/* "$WORK/base"/usr/share/man/* \
-        "$WORK/base"/var/log/* "$WORK/base"/var/cache/debconf/*-old
-    : >"$WORK/base/etc/machine-id"
-    image_layer "$WORK/base" "$WORK/layers/base.tar"
+    # The base layer (image-base): Debian minbase with iptables, ip, conntrack, psql, nc.
+    cp "$(entry_of image-base)/base.tar" "$WORK/layers/base.tar"
 
     # One registry per upstream host, each storing under $OUT/registry/<host> (the lab serves
     # them read-only, the same storage, on the ports in registries.txt).
@@ -429,6 +508,33 @@ build_images() {
     # The lab's own probe image (a lab-only name): the base's psql, nc and getent, idle.
     d=$WORK/tree/toolbox; mkdir -p "$d"
     image_push "docker.io/bootstraplab/toolbox:1" "$d" '["sleep", "infinity"]'
+
+    # The hand-off's images (../images/README.md lists each: real build or stand-in, and why).
+    # Prometheus: the real program of the pinned release, where its image has it.
+    d=$WORK/tree/prometheus; install -D -m 0755 "$prom/prometheus" "$d/usr/bin/prometheus"
+    mkdir -p "$d/prometheus" "$d/etc/prometheus"
+    image_push "$(product_image prometheus_image)" "$d" '["/bin/prometheus"]' --workdir /prometheus
+    # pg_dump of the backup CronJob: Debian's PostgreSQL client, on its own base (backup-rootfs).
+    d=$WORK/tree/postgres; mkdir -p "$d/backups"
+    BASE_LAYER=$(entry_of backup-rootfs)/rootfs.tar image_push "$(product_image backup_image)" "$d" '["/bin/sh"]' \
+        --env "PATH=/usr/lib/postgresql/$BACKUP_PG_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # The lab's app in place of the user's (two releases: CI's `kubectl set image` moves between them).
+    local r
+    for r in 1 2; do
+        d=$WORK/tree/app-$r; install -D -m 0755 "$lab/app" "$d/usr/local/bin/crypto-exchange-lab-app"
+        image_push "$LAB_APP_IMAGE:$r" "$d" "[\"/usr/local/bin/crypto-exchange-lab-app\", \"--release\", \"$r\"]"
+    done
+    # Stand-ins, labelled (../images/README.md): where no real build is possible here.
+    d=$WORK/tree/grafana; install -D -m 0755 "$lab/standin-grafana" "$d/usr/share/grafana/bin/grafana-standin"
+    image_push "$(product_image grafana_image)" "$d" '["/usr/share/grafana/bin/grafana-standin"]'
+    d=$WORK/tree/fluent-bit; install -D -m 0755 "$lab/standin-fluent-bit" "$d/fluent-bit/bin/fluent-bit"
+    mkdir -p "$d/fluent-bit/etc"
+    image_push "$(product_image fluent_bit_image)" "$d" '["/fluent-bit/bin/fluent-bit", "-c", "/fluent-bit/etc/fluent-bit.conf"]'
+    local nic
+    nic=$(sed -n 's|^ *image: *\([^ ]*\)$|\1|p' "$HERE/../standins/nginx-ingress/deployments/deployment/nginx-ingress.yaml")
+    [[ $nic == */*/* ]] || nic=docker.io/$nic
+    d=$WORK/tree/nginx-ingress; install -D -m 0755 "$lab/standin-nginx-ingress" "$d/nginx-ingress"
+    image_push "$nic" "$d" '["/nginx-ingress"]'
 
     # Every image is in the storage the lab will serve (not only answered by some registry).
     local image rest

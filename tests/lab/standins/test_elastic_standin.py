@@ -234,6 +234,25 @@ class ElasticStandinTest(unittest.TestCase):
                                        "illegal_argument_exception"])
         self.assertEqual(self.node.su("GET", "/k8s-containers/_count")[1]["count"], before + 3)
 
+    def test_a_term_query_finds_a_document_by_a_key_inside_the_flattened_field(self):
+        self.setup_stream()
+        for probe in ("one", "two", "two"):
+            self.assertEqual(self.node.call("POST", "/k8s-containers/_doc", "shipper", "shipper-pw", {
+                "@timestamp": "2026-12-03T10:00:00Z", "log_processed": {"path": f"/?probe={probe}"},
+                "kubernetes": {"pod_name": "p"}})[0], 201)
+        status, answer = self.node.su("POST", "/k8s-containers/_search",
+                                      {"query": {"term": {"log_processed.path": "/?probe=two"}}, "size": 1})
+        self.assertEqual(status, 200)
+        self.assertEqual(answer["hits"]["total"], {"value": 2, "relation": "eq"})
+        self.assertEqual(len(answer["hits"]["hits"]), 1)
+        self.assertEqual(answer["hits"]["hits"][0]["_source"]["log_processed"]["path"], "/?probe=two")
+        self.assertTrue(answer["hits"]["hits"][0]["_index"].startswith(".ds-k8s-containers-"))
+        status, answer = self.node.su("POST", "/k8s-containers/_search", {"query": {"term": {"log_processed.path": "/?probe=three"}}})
+        self.assertEqual((status, answer["hits"]["total"]["value"], answer["hits"]["hits"]), (200, 0, []))
+        # The shipper's role has no read: its credential cannot search what it wrote.
+        self.assertEqual(self.node.call("POST", "/k8s-containers/_search", "shipper", "shipper-pw", {})[0], 403)
+        self.assertEqual(self.node.su("POST", "/k8s-containers/_search", {"query": {"match": {"x": "y"}}})[0], 400)
+
     def test_the_shipper_writes_only_into_its_stream_and_creates_nothing(self):
         self.setup_stream()
         doc = {"@timestamp": "2026-12-03T10:00:00Z"}
