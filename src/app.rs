@@ -1156,6 +1156,112 @@ mod tests {
         }
     }
 
+    /// Runs the rendered `apply crypto-exchange` handler (inventory var `pinned`) in a temp
+    /// directory against a fake kubectl that says the Deployment runs `live` (none when empty);
+    /// returns the image in the deployment.yaml kubectl was asked to apply, and the temp dir.
+    fn apply_app_handler(pinned: bool, live: &str) -> (String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = dir.path().join("manifests");
+        let app_dir = remote.join("crypto-exchange");
+        std::fs::create_dir_all(&app_dir).unwrap();
+        std::fs::write(
+            app_dir.join("deployment.yaml"),
+            "spec:\n  containers:\n    - name: django-app\n      image: \"username/crypto-exchange:latest\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            app_dir.join("kustomization.yaml"),
+            "resources: [deployment.yaml]\n",
+        )
+        .unwrap();
+        // kubectl: `get` prints the live image; `apply -k DIR` copies DIR's deployment.yaml out.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let fake = format!(
+            "#!/bin/sh\ncase \"$*\" in\n  *' get deployment '*) printf '%s' '{live}' ;;\n  *' apply -k '*) for a; do d=$a; done; cp \"$d/deployment.yaml\" '{}/applied.yaml'; echo 'deployment.apps/django-app configured' ;;\n  *' rollout status '*) ;;\n  *) echo \"unexpected: $*\" >&2; exit 1 ;;\nesac\n",
+            dir.path().display()
+        );
+        std::fs::write(bin.join("kubectl"), fake).unwrap();
+        std::fs::set_permissions(
+            bin.join("kubectl"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+
+        let (inventory, _inv_dir) =
+            shipped_inventory_with_var("manifests_remote_dir", &remote.display().to_string());
+        let mut inventory = inventory;
+        for h in inventory.hosts.iter_mut() {
+            h.vars
+                .insert("app_image_pinned".into(), toml::Value::Boolean(pinned));
+        }
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let master = inventory.hosts_with_role("master").next().unwrap();
+        let ctx = runner::context::host_context(&inventory, master, &secrets, &BTreeMap::new());
+        let playbook = shipped_playbook("manifests.toml");
+        let handler = playbook
+            .handlers
+            .iter()
+            .find(|h| h.name == "apply crypto-exchange")
+            .unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cmd = Renderer::new(&root.join("files"))
+            .render_text(handler.args["cmd"].as_str().unwrap(), &ctx)
+            .unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let applied = std::fs::read_to_string(dir.path().join("applied.yaml")).unwrap();
+        let image = applied
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("image: "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        // The rendered file is left as it is, and no copy stays behind (it holds the Secret).
+        assert!(std::fs::read_to_string(app_dir.join("deployment.yaml"))
+            .unwrap()
+            .contains("username/crypto-exchange:latest"));
+        let left: Vec<_> = std::fs::read_dir(&remote)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("crypto-exchange")]);
+        (image, dir)
+    }
+
+    #[test]
+    fn the_app_handler_keeps_the_image_the_cluster_runs_unless_the_inventory_pins_it() {
+        // First apply: no Deployment yet: the inventory's image.
+        assert_eq!(
+            apply_app_handler(false, "").0,
+            "username/crypto-exchange:latest"
+        );
+        // CI moved the image: the apply keeps it.
+        assert_eq!(
+            apply_app_handler(false, "example/crypto-exchange:ci-1234").0,
+            "example/crypto-exchange:ci-1234"
+        );
+        assert_eq!(
+            apply_app_handler(false, "reg.example:5000/app@sha256:0123abcd").0,
+            "reg.example:5000/app@sha256:0123abcd"
+        );
+        // Pinned: the inventory wins.
+        assert_eq!(
+            apply_app_handler(true, "example/crypto-exchange:ci-1234").0,
+            "username/crypto-exchange:latest"
+        );
+    }
+
     #[test]
     fn every_step_of_the_manifests_stage_carries_its_tag() {
         // `all --skip-tags manifests` must skip the whole stage: a step without the tag would

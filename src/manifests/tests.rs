@@ -331,22 +331,17 @@ fn image(r: &Rendered) -> String {
 }
 
 #[test]
-fn the_image_the_cluster_runs_wins_unless_the_inventory_pins_one() {
+fn the_rendered_deployment_always_names_the_inventory_image() {
+    // What the cluster runs is kept by the apply handler (app.rs tests), not by the file: a CI
+    // deploy must not change a file, or a rerun would report a change.
     let live = [("live_app_image", "example/crypto-exchange:ci-1234")];
-    // First run: no Deployment yet, no fact: the inventory's image.
-    assert_eq!(
-        image(&render_with(&[], &[], &[])),
-        "username/crypto-exchange:latest"
-    );
-    // CI moved the image: a rerun keeps it.
     assert_eq!(
         image(&render_with(&[], &[], &live)),
-        "example/crypto-exchange:ci-1234"
+        "username/crypto-exchange:latest"
     );
-    // Pinned: the inventory wins.
     let pinned = [("app_image_pinned", toml::Value::Boolean(true))];
     assert_eq!(
-        image(&render_with(&[], &pinned, &live)),
+        image(&render_with(&[], &pinned, &[])),
         "username/crypto-exchange:latest"
     );
 }

@@ -301,9 +301,10 @@ build_repo() {
   # The real packages and images built from source by tests/lab/build/ (cached by version):
   # containerd.io (the product's default containerd source, served here under the same name),
   # kubeadm, kubelet, kubectl, cri-tools and kubernetes-cni at the lab's pinned version.
+  "$LAB_DIR/build/build.sh" debs images || die "the lab's packages or images did not build (tests/lab/build/README.md)"
+  # Asked after the build: the entries are named by their inputs' hash as they are now.
   debs="$("$LAB_DIR/build/build.sh" --path debs)"
   images="$("$LAB_DIR/build/build.sh" --path images)"
-  "$LAB_DIR/build/build.sh" debs images || die "the lab's packages or images did not build (tests/lab/build/README.md)"
   cp -f "$debs"/{containerd.io,kubeadm,kubelet,kubectl,cri-tools,kubernetes-cni}_*.deb "$repo/pool/"
   # The Calico stand-in's manifest (tests/lab/standins/calico/): its images are in the registry.
   cp -f "$images/calico.yaml" "$repo/calico.yaml"
@@ -362,6 +363,7 @@ start_registries() {
   local images reg host port conf
   images="$("$LAB_DIR/build/build.sh" --path images)"
   reg="$("$LAB_DIR/build/build.sh" --path registry)/bin/docker-registry"
+  [[ -f $images/registries.txt ]] || die "no images at $images (their sources changed since the build? run tests/lab/build/build.sh images)"
   while read -r host port; do
     conf="$LAB_STATE/registry-$host.yml"
     "$LAB_DIR/build/build.sh" --registry-config "$images/registry/$host" "$LAB_HOST_IP:$port" >"$conf"

@@ -29,7 +29,7 @@ export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
 export GOOS=linux GOARCH=amd64 LC_ALL=C
 
 ARTIFACTS=(kubernetes etcd coredns pause cri-tools cni-plugins containerd runc debs registry prometheus lab-programs
-    image-base backup-rootfs images)
+    image-base images)
 
 # The hand-off's images that the lab builds under the names the product's inventory gives them
 # (inventory.toml [vars]): the manifests pull them unchanged through the lab registry.
@@ -53,7 +53,6 @@ version_of() {
         runc) echo "$RUNC_VERSION" ;;
         registry) echo "${REGISTRY_DEB_VERSION%%+*}" ;;
         prometheus) echo "$PROMETHEUS_VERSION" ;;
-        backup-rootfs) echo "$BACKUP_PG_MAJOR" ;;
         debs | images | lab-programs | image-base) echo "" ;;
         *) die "unknown artifact: $1 (known: ${ARTIFACTS[*]})" ;;
     esac
@@ -74,8 +73,7 @@ pins_of() {
         prometheus) echo PROMETHEUS_VERSION ;;
         lab-programs) echo "" ;;
         image-base) echo IMAGE_BASE_SUITE IMAGE_BASE_PACKAGES ;;
-        backup-rootfs) echo BACKUP_PG_MAJOR BACKUP_BASE_SUITE ;;
-        images) echo KUBERNETES_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION CALICO_IMAGE_TAG BACKUP_PG_MAJOR LAB_APP_IMAGE ;;
+        images) echo KUBERNETES_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION CALICO_IMAGE_TAG LAB_APP_IMAGE ;;
         debs) echo KUBERNETES_VERSION CRI_TOOLS_VERSION CNI_PLUGINS_VERSION CONTAINERD_VERSION RUNC_VERSION K8S_DEB_REVISION CONTAINERD_DEB_REVISION ;;
     esac
 }
@@ -84,7 +82,7 @@ pins_of() {
 deps_of() {
     case $1 in
         debs) echo kubernetes cri-tools cni-plugins containerd runc ;;
-        images) echo kubernetes etcd coredns pause registry prometheus lab-programs image-base backup-rootfs ;;
+        images) echo kubernetes etcd coredns pause registry prometheus lab-programs image-base ;;
         *) echo "" ;;
     esac
 }
@@ -95,7 +93,7 @@ helpers_of() {
         debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
         registry) echo write_info need_apt ;;
         images) echo write_info need_apt image_layer image_push registry_config product_image ;;
-        image-base | backup-rootfs) echo write_info need_apt minbase_rootfs image_layer expect_output ;;
+        image-base) echo write_info need_apt minbase_rootfs image_layer ;;
         lab-programs) echo write_info ;;
         *) echo go_module_build go_module_init go_ldflags_x write_info expect_output moddir need_apt ;;
     esac
@@ -267,14 +265,6 @@ build_image_base() {
     SOURCE_DATE_EPOCH=0 image_layer "$WORK/base" "$OUT/base.tar"
 }
 
-# The backup CronJob's image: the PostgreSQL client of major BACKUP_PG_MAJOR from Debian's own
-# packages (postgresql-client-17 is in trixie, not in bookworm), as the official postgres image
-# carries it: /usr/lib/postgresql/<major>/bin on PATH.
-build_backup_rootfs() {
-    minbase_rootfs "$BACKUP_BASE_SUITE" "postgresql-client-$BACKUP_PG_MAJOR,ca-certificates" "$WORK/root"
-    expect_output "^pg_dump \(PostgreSQL\) $BACKUP_PG_MAJOR\." chroot "$WORK/root" "/usr/lib/postgresql/$BACKUP_PG_MAJOR/bin/pg_dump" --version
-    SOURCE_DATE_EPOCH=0 image_layer "$WORK/root" "$OUT/rootfs.tar"
-}
 
 build_kubernetes() {
     local v=$KUBERNETES_VERSION staging minor patch kdir m
@@ -514,10 +504,15 @@ build_images() {
     d=$WORK/tree/prometheus; install -D -m 0755 "$prom/prometheus" "$d/usr/bin/prometheus"
     mkdir -p "$d/prometheus" "$d/etc/prometheus"
     image_push "$(product_image prometheus_image)" "$d" '["/bin/prometheus"]' --workdir /prometheus
-    # pg_dump of the backup CronJob: Debian's PostgreSQL client, on its own base (backup-rootfs).
+    # pg_dump of the backup CronJob: the base's PostgreSQL client (Debian's package), whose major
+    # must be the one the product's image names; on PATH as in the official image.
+    local pg
+    pg=$(product_image backup_image); pg=${pg##*:}; pg=${pg%%-*}
+    tar -tf "$WORK/layers/base.tar" "./usr/lib/postgresql/$pg/bin/pg_dump" >/dev/null 2>&1 ||
+        die "the image base has no pg_dump $pg (backup_image $(product_image backup_image))"
     d=$WORK/tree/postgres; mkdir -p "$d/backups"
-    BASE_LAYER=$(entry_of backup-rootfs)/rootfs.tar image_push "$(product_image backup_image)" "$d" '["/bin/sh"]' \
-        --env "PATH=/usr/lib/postgresql/$BACKUP_PG_MAJOR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    image_push "$(product_image backup_image)" "$d" '["/bin/sh"]' \
+        --env "PATH=/usr/lib/postgresql/$pg/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     # The lab's app in place of the user's (two releases: CI's `kubectl set image` moves between them).
     local r
     for r in 1 2; do
