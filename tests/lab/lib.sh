@@ -630,7 +630,13 @@ real_kubernetes_vars() {
 }
 
 # A pin of the lab's build (tests/lab/build/versions.env).
-lab_build_pin() { (source "$LAB_DIR/build/versions.env" && printf '%s' "${!1}"); }
+lab_build_pin() {
+  (
+    source "$LAB_DIR/build/versions.env"
+    if [[ -n ${BOOTSTRAP_LAB_VERSIONS:-} ]]; then source "$BOOTSTRAP_LAB_VERSIONS"; fi
+    printf '%s' "${!1}"
+  )
+}
 
 random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=' | cut -c1-24; }
 

@@ -16,6 +16,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$HERE/versions.env"
+# BOOTSTRAP_LAB_VERSIONS: a file of pins sourced after versions.env (versions-next.env: the
+# Kubernetes minor the upgrade moves to); the artifacts whose pins it changes get entries of
+# their own, beside the default ones.
+if [[ -n ${BOOTSTRAP_LAB_VERSIONS:-} ]]; then
+    # shellcheck disable=SC1090
+    source "$BOOTSTRAP_LAB_VERSIONS"
+fi
 
 if [[ -z "${BOOTSTRAP_LAB_BUILD_NICED:-}" ]]; then
     export BOOTSTRAP_LAB_BUILD_NICED=1
