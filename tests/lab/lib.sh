@@ -607,6 +607,8 @@ real_kubernetes_vars() {
   v="$(lab_build_pin KUBERNETES_VERSION)"
   echo "kubernetes_version = \"$v\""
   echo "kubernetes_minor = \"${v%.*}\""
+  # The sandbox image of the kubeadm built (the same as the product's pin for the default pins).
+  echo "pause_image = \"registry.k8s.io/pause:$(lab_build_pin PAUSE_VERSION)\""
   while read -r host port; do
     mirrors+=("\"$host\" = { url = \"http://$LAB_HOST_IP:$port\" }")
   done <"$LAB_STATE/registries.txt"
