@@ -1239,6 +1239,80 @@ mod tests {
         (image, dir)
     }
 
+    /// The no-downgrade guard of node.toml on a node whose kubelet package is `installed` (none
+    /// when empty), against the shipped kubernetes_version: whether the step is satisfied
+    /// (`unless` passes) and, if not, what its command says.
+    fn downgrade_guard(installed: &str) -> (bool, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = if installed.is_empty() {
+            "#!/bin/sh\nexit 1\n".to_string()
+        } else {
+            format!("#!/bin/sh\nprintf '%s' '{installed}-1.1'\n")
+        };
+        std::fs::write(dir.path().join("dpkg-query"), fake).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("dpkg-query"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let inventory = shipped_inventory();
+        let secrets = Secrets::placeholders(inventory.secret_names.keys());
+        let master = inventory.hosts_with_role("master").next().unwrap();
+        let ctx = runner::context::host_context(&inventory, master, &secrets, &BTreeMap::new());
+        let step = shipped_playbook("node.toml")
+            .steps
+            .into_iter()
+            .find(|s| s.name.contains("never downgrades"))
+            .unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let renderer = Renderer::new(&root.join("files"));
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let run = |arg: &str| {
+            let text = renderer
+                .render_text(step.args[arg].as_str().unwrap(), &ctx)
+                .unwrap();
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(text)
+                .env("PATH", &path)
+                .output()
+                .unwrap()
+        };
+        if run("unless").status.success() {
+            return (true, String::new());
+        }
+        let out = run("cmd");
+        assert!(!out.status.success());
+        (false, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn a_node_newer_than_the_inventory_stops_the_run_naming_the_lines_to_change() {
+        let pinned = shipped_inventory().vars["kubernetes_version"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(downgrade_guard("").0, "a node without the packages yet");
+        assert!(downgrade_guard(&pinned).0, "the pinned version");
+        assert!(
+            downgrade_guard("1.35.0").0,
+            "an older patch is upgraded by the run"
+        );
+        let (ok, message) = downgrade_guard("1.36.3");
+        assert!(!ok);
+        assert!(message.contains("kubelet 1.36.3"), "{message}");
+        assert!(
+            message.contains("kubernetes_version = \"1.36.3\""),
+            "{message}"
+        );
+        assert!(message.contains("kubernetes_minor = \"1.36\""), "{message}");
+        assert!(message.contains(&pinned), "{message}");
+    }
+
     #[test]
     fn the_app_handler_keeps_the_image_the_cluster_runs_unless_the_inventory_pins_it() {
         // First apply: no Deployment yet: the inventory's image.
