@@ -22,8 +22,11 @@ load_handoff_vars() {
   APP_IMAGE_2="${APP_IMAGE%:*}:2"
   STATE_DIR="$(dirname "$INVENTORY")/.bootstrap"
   # The row the app reads from PostgreSQL and answers with: new for every scenario run.
-  GREETING="${GREETING:-lab greeting $(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+  GREETING="${GREETING:-lab greeting $(random_hex)}"
 }
+
+# A fresh token of 12 hex digits, for values a check must find again and no earlier run wrote.
+random_hex() { head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 deployer_kubectl() { "${ADMIN_KUBECTL:?}" --kubeconfig "$STATE_DIR/deployer.kubeconfig" "$@"; }
 
@@ -168,9 +171,10 @@ other_host_not_routed() {
 
 # ---------------------------------------------------------------- flow 2: database (blue)
 
-app_pod_ips() {
+# app_pods FIELD: a field (jsonpath, e.g. .status.podIP) of each running app pod, sorted.
+app_pods() {
   admin_kubectl -n "$APP_NS" get pods -l app=django-app --field-selector=status.phase=Running \
-    -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' | sort
+    -o jsonpath="{range .items[*]}{$1}{\"\\n\"}{end}" | sort
 }
 
 # The addresses PostgreSQL sees the app's role connected from (pg_stat_activity).
@@ -185,7 +189,7 @@ db_client_addrs() {
 # taint): their connections to the worker's address arrive from the pod addresses, not NATed.
 app_connections_from_pod_addresses() {
   local ips addrs missing pods="" i
-  ips="$(app_pod_ips)"
+  ips="$(app_pods .status.podIP)"
   (($(wc -l <<<"$ips") >= 2)) || { printf 'running app pods: %s\n' "$ips"; return 1; }
   for i in $(seq 40); do
     pods="$(printf '%s\n%s' "$pods" "$(ingress_get "$(host_addr worker)" / | sed -n 's/.* pod=//p')" | sort -u | sed '/^$/d')"
@@ -201,11 +205,6 @@ app_connections_from_pod_addresses() {
 
 prometheus_api() { admin_kubectl get --raw "/api/v1/namespaces/$MON_NS/services/prometheus-service:$PROM_PORT/proxy$1"; }
 
-app_pod_names() {
-  admin_kubectl -n "$APP_NS" get pods -l app=django-app --field-selector=status.phase=Running \
-    -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort
-}
-
 # Prometheus's active django-app targets: "pod health" per target.
 app_targets() {
   prometheus_api '/api/v1/targets?state=active' |
@@ -215,7 +214,7 @@ app_targets() {
 # One target per app pod, each scraped healthy (waited for: a scrape every scrape_interval).
 app_targets_one_per_pod_up() {
   local want got i
-  want="$(app_pod_names | sed 's/$/ up/')"
+  want="$(app_pods .metadata.name | sed 's/$/ up/')"
   for i in $(seq 30); do
     got="$(app_targets)"
     [[ $got == "$want" ]] && return 0
@@ -243,7 +242,7 @@ grafana_series_per_pod() {
     answer="$(grafana_call "$(secret_value grafana_admin_password)" /api/ds/query \
       '{"queries":[{"refId":"A","datasource":{"uid":"prometheus","type":"prometheus"},"expr":"crypto_exchange_lab_info","instant":true}],"from":"now-5m","to":"now"}')" || return 1
     got="$(jq -r '.results.A.frames[].schema.fields[] | select(.name == "Value") | .labels.pod' <<<"$answer" 2>/dev/null | sort)"
-    want="$(app_pod_names)"
+    want="$(app_pods .metadata.name)"
     [[ $got == "$want" ]] && return 0
     sleep 2
   done
@@ -271,7 +270,7 @@ es_search() {
 # filter) and the app's keys under log_processed, written by the shipper's user.
 app_log_line_shipped() {
   local probe path answer hits i writer
-  probe="lab-log-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  probe="lab-log-$(random_hex)"
   path="/?probe=$probe"
   ingress_get "$(host_addr worker)" "$path" >/dev/null || return 1
   for i in $(seq 30); do
@@ -328,7 +327,7 @@ check_cicd_flow() {
   check "ci/cd: the outsider now gets release 2 with the row (via the master)" app_answers_eventually master 2
   check "ci/cd: ... and via the worker" app_answers_eventually worker 2
 
-  pod="$(app_pod_names | head -1)"
+  pod="$(app_pods .metadata.name | head -1)"
   check "ci/cd: can-i refuses another Deployment in the namespace" deployer_cannot patch deployment/another-app
   check "ci/cd: ... and a real patch of it is forbidden" deployer_refused patch deployment another-app -p '{"metadata":{"labels":{"x":"y"}}}'
   check "ci/cd: can-i refuses Secrets" deployer_cannot get secrets
@@ -402,7 +401,7 @@ check_handoff() {
   # 2. database
   check "flow 2 (database): every app pod's connection arrives at PostgreSQL from its pod address" app_connections_from_pod_addresses
   check "flow 2: the outsider still cannot open $DB_ADDR:$DB_PORT" \
-    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+    outsider_cannot_open "$DB_ADDR" "$DB_PORT"
 
   # 3. metrics
   check "flow 3 (metrics): Prometheus has one healthy django-app target per app pod" app_targets_one_per_pod_up

@@ -342,7 +342,7 @@ check_worker_access() {
   check "worker$when: psql from the master as $DB_USER reaches $DB_NAME" db_login_works db_whoami_from_master "$DB_ADDR" "$pw"
   check "worker$when: psql on the worker to 127.0.0.1 works" db_login_works db_whoami_on worker 127.0.0.1 "$pw"
   check "worker$when: outsider cannot open $DB_ADDR:$DB_PORT (refused or timed out in 5 s)" \
-    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+    outsider_cannot_open "$DB_ADDR" "$DB_PORT"
   check "worker$when: outsider still reaches ssh on the worker" \
     on_outsider bash -c "$(declare -f tcp_open); tcp_open $DB_ADDR 22"
 }
@@ -373,7 +373,7 @@ check_worker_extra_allowed() {
   check "extra allowed: going back removes exactly the one pg_hba line" diff_lines_are worker-unextra "$WORKER_STEP_HBA" \
     "-host    $DB_NAME   $DB_USER   $outsider/32   scram-sha-256"
   check "extra allowed: the outsider is blocked again" \
-    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+    outsider_cannot_open "$DB_ADDR" "$DB_PORT"
   check "extra allowed: a further run exits 0" exit_code_is 0 bootstrap_json worker-unextra-2 worker
   check "extra allowed: a further run changes 0" summary_is worker-unextra-2 changed 0
   rm -f "$extra"
@@ -1218,6 +1218,6 @@ check_real_cluster() {
   check "network: the master routes the worker's pod block through vxlan.calico" route_via_vxlan
   check "network: pod on the worker to pod on the master, carried as UDP 4789 between the nodes" pod_to_pod_over_vxlan
   check "data path: the outsider still cannot open $DB_ADDR:$DB_PORT" \
-    on_outsider bash -c "$(declare -f tcp_open tcp_closed); tcp_closed $DB_ADDR $DB_PORT"
+    outsider_cannot_open "$DB_ADDR" "$DB_PORT"
   kubectl_on_master "delete pod lab-probe-master lab-probe-worker --ignore-not-found --wait=false" >/dev/null || true
 }

@@ -99,7 +99,7 @@ helpers_of() {
     case $1 in
         debs) echo go_module_build go_module_init go_ldflags_x write_info deb_pack unit_scripts ;;
         registry) echo write_info need_apt ;;
-        images) echo write_info need_apt image_layer image_push registry_config product_image ;;
+        images) echo write_info need_apt image_layer image_push registry_config product_image full_image_name ;;
         image-base) echo write_info need_apt minbase_rootfs image_layer ;;
         lab-programs) echo write_info ;;
         *) echo go_module_build go_module_init go_ldflags_x write_info expect_output moddir need_apt ;;
@@ -214,13 +214,17 @@ need_apt() { # PACKAGE... installed with apt-get when missing
     fi
 }
 
-# An image name from the product's inventory, with docker.io/ spelled out as containerd reads it.
+# An image name with docker.io/ spelled out, as containerd reads a name without a registry host.
+full_image_name() { # NAME
+    if [[ $1 == */*/* ]]; then echo "$1"; else echo "docker.io/$1"; fi
+}
+
+# An image name from the product's inventory, in full.
 product_image() { # VAR
     local v
     v=$(sed -n "s|^$1 *= *\"\([^\"]*\)\".*|\1|p" "$REPO_INVENTORY")
     [[ -n $v ]] || die "no $1 in $REPO_INVENTORY"
-    [[ $v == */*/* ]] || v=docker.io/$v
-    echo "$v"
+    full_image_name "$v"
 }
 
 # A Debian minbase tree in DIR (SUITE, extra PACKAGES), trimmed of what an image never reads.
@@ -533,8 +537,7 @@ build_images() {
     mkdir -p "$d/fluent-bit/etc"
     image_push "$(product_image fluent_bit_image)" "$d" '["/fluent-bit/bin/fluent-bit", "-c", "/fluent-bit/etc/fluent-bit.conf"]'
     local nic
-    nic=$(sed -n 's|^ *image: *\([^ ]*\)$|\1|p' "$HERE/../standins/nginx-ingress/deployments/deployment/nginx-ingress.yaml")
-    [[ $nic == */*/* ]] || nic=docker.io/$nic
+    nic=$(full_image_name "$(sed -n 's|^ *image: *\([^ ]*\)$|\1|p' "$HERE/../standins/nginx-ingress/deployments/deployment/nginx-ingress.yaml")")
     d=$WORK/tree/nginx-ingress; install -D -m 0755 "$lab/standin-nginx-ingress" "$d/nginx-ingress"
     image_push "$nic" "$d" '["/nginx-ingress"]'
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"bootstrap.lab/images/internal/testtls"
 )
 
 // TestEndToEnd runs the program on the product's configuration, with the paths and addresses
@@ -35,8 +37,8 @@ func TestEndToEnd(t *testing.T) {
 		"/var/lib/fluent-bit/tail.db":                          filepath.Join(state, "tail.db"),
 		"Refresh_Interval  10":                                 "Refresh_Interval  0.05",
 		"https://kubernetes.default.svc:443":                   api.URL,
-		"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt": writeFile(t, "kube-ca.crt", certPEM(api)),
-		"/var/run/secrets/kubernetes.io/serviceaccount/token":  writeFile(t, "token", "pod-token"),
+		"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt": testtls.WriteFile(t, "kube-ca.crt", testtls.CertPEM(api)),
+		"/var/run/secrets/kubernetes.io/serviceaccount/token":  testtls.WriteFile(t, "token", "pod-token"),
 		"Kube_Tag_Prefix     kube.var.log.containers.":         "Kube_Tag_Prefix     kube." + strings.TrimPrefix(strings.ReplaceAll(d.containers, "/", "."), ".") + ".",
 		"Host                10.213.7.13":                      "Host                " + esCfg.host,
 		"Port                9200":                             fmt.Sprintf("Port                %d", esCfg.port),

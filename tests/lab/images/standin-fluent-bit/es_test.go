@@ -2,60 +2,20 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"bootstrap.lab/images/internal/testtls"
 )
-
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// certPEM is a server's certificate as a CA file (httptest's certificate is self-signed).
-func certPEM(srv *httptest.Server) string {
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-}
-
-// otherCA signed nothing any test server presents.
-func otherCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-}
 
 // quietTLSServer is httptest.NewTLSServer without the log lines of the handshakes the tests
 // make fail on purpose.
@@ -170,7 +130,7 @@ func TestSendsOverVerifiedTLSWithBasicAuth(t *testing.T) {
 	defer srv.Close()
 	cfg := esConfigFor(t, srv)
 	cfg.tls, cfg.tlsVerify, cfg.tlsVerifyHost = true, true, true
-	cfg.caFile = writeFile(t, "ca.crt", certPEM(srv))
+	cfg.caFile = testtls.WriteFile(t, "ca.crt", testtls.CertPEM(srv))
 	o, logs := newTestOutput(t, cfg, retryPolicy{base: time.Hour, cap: time.Hour, limit: 1})
 	o.add(sampleRecord())
 	o.flush(context.Background(), false)
@@ -191,24 +151,24 @@ func TestTLSRefusesAnotherCAAndAWrongName(t *testing.T) {
 	attempt := func(caPEM, host string, verifyHost bool) (int, string) {
 		cfg := esConfigFor(t, srv)
 		cfg.tls, cfg.tlsVerify, cfg.tlsVerifyHost, cfg.host = true, true, verifyHost, host
-		cfg.caFile = writeFile(t, "ca.crt", caPEM)
+		cfg.caFile = testtls.WriteFile(t, "ca.crt", caPEM)
 		before := len(es.sent())
 		o, logs := newTestOutput(t, cfg, retryPolicy{base: time.Hour, cap: time.Hour, limit: 1})
 		o.add(sampleRecord())
 		o.flush(context.Background(), false)
 		return len(es.sent()) - before, logs.String()
 	}
-	if n, logs := attempt(otherCA(t), "127.0.0.1", true); n != 0 || !strings.Contains(logs, "certificate signed by unknown authority") {
+	if n, logs := attempt(testtls.OtherCA(t), "127.0.0.1", true); n != 0 || !strings.Contains(logs, "certificate signed by unknown authority") {
 		t.Fatalf("another CA: %d requests\n%s", n, logs)
 	}
 	// httptest's certificate names 127.0.0.1, ::1 and example.com, not localhost.
-	if n, logs := attempt(certPEM(srv), "localhost", true); n != 0 || !strings.Contains(logs, "localhost") {
+	if n, logs := attempt(testtls.CertPEM(srv), "localhost", true); n != 0 || !strings.Contains(logs, "localhost") {
 		t.Fatalf("wrong name with tls.verify_hostname On: %d\n%s", n, logs)
 	}
-	if n, logs := attempt(certPEM(srv), "localhost", false); n != 1 {
+	if n, logs := attempt(testtls.CertPEM(srv), "localhost", false); n != 1 {
 		t.Fatalf("tls.verify_hostname Off checks the chain only: %d\n%s", n, logs)
 	}
-	if n, _ := attempt(otherCA(t), "localhost", false); n != 0 {
+	if n, _ := attempt(testtls.OtherCA(t), "localhost", false); n != 0 {
 		t.Fatal("tls.verify_hostname Off accepted another CA")
 	}
 }

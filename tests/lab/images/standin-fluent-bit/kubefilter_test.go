@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"bootstrap.lab/images/internal/kubeapi"
+	"bootstrap.lab/images/internal/testtls"
 )
 
 const containerID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -62,7 +63,7 @@ func productFilterConfig() kubeFilterConfig {
 func newTestFilter(t *testing.T, cfg kubeFilterConfig) (*kubeFilter, *atomic.Int32, *strings.Builder) {
 	t.Helper()
 	srv, calls := fakePods(t, false)
-	api, err := kubeapi.New(kubeapi.Options{BaseURL: srv.URL, TokenFile: writeFile(t, "token", "pod-token\n"), HTTPClient: srv.Client()})
+	api, err := kubeapi.New(kubeapi.Options{BaseURL: srv.URL, TokenFile: testtls.WriteFile(t, "token", "pod-token\n"), HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,58 +2,21 @@ package kubeapi
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-func writeFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+	"bootstrap.lab/images/internal/testtls"
+)
 
 // The API's CA written as a file, as the kubelet projects ca.crt.
 func caFileOf(t *testing.T, srv *httptest.Server) string {
 	t.Helper()
-	block := &pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}
-	return writeFile(t, "ca.crt", string(pem.EncodeToMemory(block)))
-}
-
-// otherCA is a self-signed CA that signed nothing the test servers present (every httptest TLS
-// server shares one certificate, so a second server is no "other CA").
-func otherCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return testtls.WriteFile(t, "ca.crt", testtls.CertPEM(srv))
 }
 
 func TestGetJSONVerifiesTLSAndRereadsTheToken(t *testing.T) {
@@ -67,7 +30,7 @@ func TestGetJSONVerifiesTLSAndRereadsTheToken(t *testing.T) {
 		io.WriteString(w, `{"metadata":{"name":"p","uid":"u1","labels":{"app":"x"}},"spec":{"nodeName":"worker"}}`)
 	}))
 	defer srv.Close()
-	tokenFile := writeFile(t, "token", "first\n")
+	tokenFile := testtls.WriteFile(t, "token", "first\n")
 	c, err := New(Options{BaseURL: srv.URL + "/", TokenFile: tokenFile, CAFile: caFileOf(t, srv)})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +54,7 @@ func TestGetJSONVerifiesTLSAndRereadsTheToken(t *testing.T) {
 func TestGetJSONRefusesAnUnknownCA(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
-	c, err := New(Options{BaseURL: srv.URL, CAFile: writeFile(t, "other.crt", otherCA(t))})
+	c, err := New(Options{BaseURL: srv.URL, CAFile: testtls.WriteFile(t, "other.crt", testtls.OtherCA(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
